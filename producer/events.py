@@ -1,0 +1,107 @@
+"""The event format: what a producer writes into its queue and the worker applies.
+
+Every event is one JSON object (never pickle) with a common envelope:
+
+    v            format version (1)
+    type         session_start | message | tool_started | tool_finished | session_end
+    session_id   the session it belongs to
+    seq          per-session sequence number, gapless from 0 (session_start)
+    producer_id  the producer process (queue file) that wrote it
+    pseq         per-producer sequence number
+    ts           wall-clock time of the emit, seconds since the epoch (float)
+
+and type-specific fields (see ``REQUIRED_FIELDS``). (session_id, seq) is the
+event's natural identity: applying the same event twice changes nothing.
+
+``validate`` is the worker's gate; it is also cheap enough for the producer, but
+the producer never raises into the agent: it coerces instead (see spool.py).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+FORMAT_VERSION: Final = 1
+
+SESSION_START: Final = "session_start"
+MESSAGE: Final = "message"
+TOOL_STARTED: Final = "tool_started"
+TOOL_FINISHED: Final = "tool_finished"
+SESSION_END: Final = "session_end"
+
+EVENT_TYPES: Final = frozenset({SESSION_START, MESSAGE, TOOL_STARTED, TOOL_FINISHED, SESSION_END})
+
+# Final statuses a producer may report for a session; the worker adds "abandoned".
+END_STATUSES: Final = frozenset({"completed", "error"})
+
+ENVELOPE_FIELDS: Final = {
+    "v": int,
+    "type": str,
+    "session_id": str,
+    "seq": int,
+    "producer_id": str,
+    "pseq": int,
+    "ts": (int, float),
+}
+
+# Type-specific fields that must be present, with the types they may have.
+REQUIRED_FIELDS: Final[dict[str, dict[str, Any]]] = {
+    SESSION_START: {"agent": str},
+    MESSAGE: {"role": str},
+    TOOL_STARTED: {"call_id": str, "name": str},
+    TOOL_FINISHED: {"call_id": str},
+    SESSION_END: {"status": str},
+}
+
+# Optional fields and the types they may have when present and not null.
+OPTIONAL_FIELDS: Final[dict[str, dict[str, Any]]] = {
+    SESSION_START: {"metadata": dict, "host": str, "pid": int},
+    MESSAGE: {"content": object, "metadata": dict},
+    TOOL_STARTED: {"input": object},
+    TOOL_FINISHED: {"output": object, "error": str, "duration_ms": (int, float)},
+    SESSION_END: {"error": str},
+}
+
+MAX_SESSION_ID_LENGTH: Final = 200
+MAX_SEQ: Final = 2**62  # fits SQLite's 64-bit integers with room to spare
+
+
+class InvalidEvent(ValueError):
+    """An event that cannot be applied; the message says why (it is recorded)."""
+
+
+def validate(event: object) -> dict[str, Any]:
+    """Return ``event`` if it is a well-formed event, else raise ``InvalidEvent``."""
+    if not isinstance(event, dict):
+        raise InvalidEvent(f"event is a {type(event).__name__}, not a JSON object")
+    for name, types in ENVELOPE_FIELDS.items():
+        _check_field(event, name, types, required=True)
+    if event["v"] != FORMAT_VERSION:
+        raise InvalidEvent(f"unsupported format version {event['v']!r} (this worker reads 1)")
+    kind = event["type"]
+    if kind not in EVENT_TYPES:
+        raise InvalidEvent(f"unknown event type {kind!r}")
+    if not event["session_id"] or len(event["session_id"]) > MAX_SESSION_ID_LENGTH:
+        raise InvalidEvent("session_id must be 1 to 200 characters")
+    if not (0 <= event["seq"] < MAX_SEQ and 0 <= event["pseq"] < MAX_SEQ):
+        raise InvalidEvent("seq and pseq must be between 0 and 2**62")
+    if (kind == SESSION_START) != (event["seq"] == 0):
+        raise InvalidEvent("seq 0 is the session_start event and only it")
+    for name, types in REQUIRED_FIELDS[kind].items():
+        _check_field(event, name, types, required=True)
+    for name, types in OPTIONAL_FIELDS[kind].items():
+        _check_field(event, name, types, required=False)
+    if kind == SESSION_END and event["status"] not in END_STATUSES:
+        raise InvalidEvent(f"session_end status must be one of {sorted(END_STATUSES)}")
+    return event
+
+
+def _check_field(event: dict[str, Any], name: str, types: Any, *, required: bool) -> None:
+    if name not in event or event[name] is None:
+        if required:
+            raise InvalidEvent(f"missing field {name!r}")
+        return
+    value = event[name]
+    # bool is an int in Python but never a valid number here.
+    if types is not object and (isinstance(value, bool) or not isinstance(value, types)):
+        raise InvalidEvent(f"field {name!r} has type {type(value).__name__}")

@@ -1,0 +1,235 @@
+"""The on-disk queue format: one persist-queue ``SQLiteAckQueue`` file per producer.
+
+This module is the single owner of that format, on both sides. The file is created
+by persist-queue itself (so its API can always read it), but writes and reads go
+through batched SQL here because persist-queue's per-item API costs an fsync per put
+and a full scan per get (see DESIGN.md). A contract test checks that persist-queue's
+own API sees exactly the queue state these functions produce.
+
+Layout: ``<spool>/queues/<producer_id>/data.db`` holding
+- ``ack_queue_default``: persist-queue's table (``_id``, ``data`` = JSON bytes,
+  ``timestamp``, ``status``), and
+- ``agentspool_producer``: who wrote the file (pid, host, process start time) and
+  the producer's counters (events dropped), for liveness and reporting.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+QUEUES_DIRNAME = "queues"
+DB_FILENAME = "data.db"  # persist-queue's default file name inside the queue dir
+QUEUE_NAME = "default"
+TABLE = "ack_queue_default"  # persist-queue: f"{_TABLE_NAME}_{name}"
+META_TABLE = "agentspool_producer"
+
+# persist-queue's AckStatus codes.
+STATUS_INITED = 0
+STATUS_READY = 1
+STATUS_UNACK = 2
+STATUS_ACKED = 5
+STATUS_ACK_FAILED = 9
+
+BUSY_TIMEOUT_S = 5.0
+
+_META_SQL = (
+    f"CREATE TABLE IF NOT EXISTS {META_TABLE} (key TEXT PRIMARY KEY, value TEXT)"
+)
+
+
+@dataclass(frozen=True)
+class ProducerInfo:
+    producer_id: str
+    pid: int
+    host: str
+    process_start: str  # /proc/<pid>/stat start time; guards against PID reuse
+    started_at: float
+    closed_at: float | None = None
+    dropped: int = 0
+
+
+@dataclass(frozen=True)
+class QueueItem:
+    item_id: int
+    data: bytes
+
+
+def queue_db_path(queue_dir: Path) -> Path:
+    return queue_dir / DB_FILENAME
+
+
+def process_start_time(pid: int) -> str:
+    """The kernel's start time of ``pid`` (clock ticks since boot), or "" if unknown.
+
+    A PID can be reused by an unrelated process; the pair (pid, start time) cannot.
+    """
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return ""
+    # The command name (field 2) may contain spaces and parentheses: split after it.
+    fields = stat[stat.rfind(b")") + 2 :].split()
+    return fields[19].decode() if len(fields) > 19 else ""
+
+
+def create_queue_file(queue_dir: Path, info: ProducerInfo) -> None:
+    """Create the queue file with persist-queue itself, plus our metadata table."""
+    import persistqueue  # local import: only the writer thread pays for it
+    import persistqueue.serializers.json
+
+    queue_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    q = persistqueue.SQLiteAckQueue(
+        str(queue_dir),
+        name=QUEUE_NAME,
+        auto_resume=False,  # never steal another process's in-flight items
+        multithreading=True,
+        serializer=persistqueue.serializers.json,
+    )
+    q.close()
+    conn = connect(queue_dir)
+    try:
+        conn.execute(_META_SQL)
+        with conn:
+            conn.executemany(
+                f"INSERT OR REPLACE INTO {META_TABLE} (key, value) VALUES (?, ?)",
+                [
+                    ("producer_id", info.producer_id),
+                    ("pid", str(info.pid)),
+                    ("host", info.host),
+                    ("process_start", info.process_start),
+                    ("started_at", repr(info.started_at)),
+                    ("dropped", "0"),
+                ],
+            )
+    finally:
+        conn.close()
+
+
+def connect(queue_dir: Path, *, readonly: bool = False) -> sqlite3.Connection:
+    path = queue_db_path(queue_dir)
+    if readonly:
+        # mode=ro still takes part in WAL locking, so readers see committed data only.
+        conn = sqlite3.connect(
+            f"file:{path}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_S, check_same_thread=False
+        )
+    else:
+        conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        # NORMAL: a commit survives a crash of the process; FULL is set per commit
+        # when a caller waits for durability (see append_batch).
+        conn.execute("PRAGMA synchronous=NORMAL")
+    conn.isolation_level = None  # we issue BEGIN/COMMIT ourselves
+    return conn
+
+
+def append_batch(conn: sqlite3.Connection, items: Sequence[bytes], *, fsync: bool) -> None:
+    """Append serialized events in one transaction.
+
+    ``fsync=True`` makes this commit durable against power loss too, not only
+    against a crash of the process.
+    """
+    now = time.time()
+    if fsync:
+        conn.execute("PRAGMA synchronous=FULL")
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.executemany(
+                f"INSERT INTO {TABLE} (data, timestamp, status) VALUES (?, ?, {STATUS_INITED})",
+                [(item, now) for item in items],
+            )
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+    finally:
+        if fsync:
+            conn.execute("PRAGMA synchronous=NORMAL")
+
+
+def set_counter(conn: sqlite3.Connection, key: str, value: int | float) -> None:
+    conn.execute(
+        f"INSERT OR REPLACE INTO {META_TABLE} (key, value) VALUES (?, ?)", (key, repr(value))
+    )
+
+
+# ---- consumer side (the worker) -------------------------------------------------
+
+
+def read_pending(conn: sqlite3.Connection, after_id: int, limit: int) -> list[QueueItem]:
+    """Items not yet acked, in order, after ``after_id`` (a primary-key range scan)."""
+    rows = conn.execute(
+        f"SELECT _id, data FROM {TABLE} WHERE _id > ? AND status < {STATUS_UNACK}"
+        " ORDER BY _id LIMIT ?",
+        (after_id, limit),
+    ).fetchall()
+    return [QueueItem(int(r[0]), _as_bytes(r[1])) for r in rows]
+
+
+def ack(conn: sqlite3.Connection, item_ids: Iterable[int], status: int = STATUS_ACKED) -> None:
+    ids = list(item_ids)
+    if not ids:
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.executemany(f"UPDATE {TABLE} SET status = ? WHERE _id = ?", [(status, i) for i in ids])
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+
+
+def clear_acked(conn: sqlite3.Connection, up_to_id: int) -> int:
+    """Delete acked rows (as persist-queue's ``clear_acked_data`` does), keeping the file small."""
+    cur = conn.execute(
+        f"DELETE FROM {TABLE} WHERE _id <= ? AND status = {STATUS_ACKED}", (up_to_id,)
+    )
+    return cur.rowcount
+
+
+def count_by_status(conn: sqlite3.Connection) -> dict[int, int]:
+    return {
+        int(status): int(n)
+        for status, n in conn.execute(f"SELECT status, COUNT(*) FROM {TABLE} GROUP BY status")
+    }
+
+
+def read_producer_info(conn: sqlite3.Connection) -> ProducerInfo | None:
+    try:
+        meta = dict(conn.execute(f"SELECT key, value FROM {META_TABLE}").fetchall())
+    except sqlite3.OperationalError:
+        return None  # not created yet (the producer is between the two steps)
+    if "producer_id" not in meta:
+        return None
+    return ProducerInfo(
+        producer_id=meta["producer_id"],
+        pid=int(meta.get("pid", "0")),
+        host=meta.get("host", ""),
+        process_start=meta.get("process_start", ""),
+        started_at=float(meta.get("started_at", "0")),
+        closed_at=float(meta["closed_at"]) if meta.get("closed_at") else None,
+        dropped=int(float(meta.get("dropped", "0"))),
+    )
+
+
+def list_queue_dirs(spool_dir: Path) -> list[Path]:
+    root = spool_dir / QUEUES_DIRNAME
+    try:
+        names = sorted(os.listdir(root))
+    except FileNotFoundError:
+        return []
+    return [root / n for n in names if (root / n / DB_FILENAME).exists()]
+
+
+def _as_bytes(value: object) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, str):
+        return value.encode("utf-8", "surrogatepass")
+    return repr(value).encode()

@@ -1,0 +1,316 @@
+"""The producer API agents use: ``Spool`` and ``Session``.
+
+Costs on the agent's thread: building a small dict, ``json.dumps`` and a
+``SimpleQueue.put``. Everything else (disk, errors, retries) happens on the
+writer thread. No method here raises into the agent; failures are counted in
+``Spool.stats()``.
+"""
+
+from __future__ import annotations
+
+import atexit
+import itertools
+import json
+import logging
+import os
+import re
+import socket
+import threading
+import time
+import uuid
+import weakref
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from . import events, queuefile
+from .writer import Barrier, Writer
+
+log = logging.getLogger("agentspool.producer")
+
+DEFAULT_MAX_BUFFERED = 250_000  # events waiting for the writer before new ones are dropped
+DEFAULT_FLUSH_TIMEOUT_S = 5.0
+EXIT_FLUSH_TIMEOUT_S = 5.0
+
+
+def default_spool_dir() -> Path:
+    """``AGENTSPOOL_DIR``, else ``$XDG_STATE_HOME/agentspool`` (``~/.local/state/agentspool``)."""
+    if os.environ.get("AGENTSPOOL_DIR"):
+        return Path(os.environ["AGENTSPOOL_DIR"])
+    state_home = os.environ.get("XDG_STATE_HOME") or os.path.join(
+        os.path.expanduser("~"), ".local", "state"
+    )
+    return Path(state_home) / "agentspool"
+
+
+def _encode_fallback(value: Any) -> Any:
+    """Serialize what JSON cannot (datetimes, sets, objects) as text instead of failing."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if isinstance(value, set | frozenset | tuple):
+        return list(value)
+    return str(value)
+
+
+_encode = json.JSONEncoder(default=_encode_fallback, separators=(",", ":")).encode
+
+
+@dataclass(frozen=True)
+class SpoolStats:
+    producer_id: str
+    emitted: int  # events accepted from the agent (including dropped ones)
+    written: int  # events committed to the queue file
+    dropped: int  # events lost because the buffer was full or the spool closed
+    buffered: int  # events waiting for the writer thread
+    write_errors: int  # failed write attempts (each retried)
+    last_error: str | None
+
+
+class Spool:
+    """A producer's handle on the spool directory. One per process is typical; it is
+    thread-safe and fork-safe (a child process gets its own writer and queue file)."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        max_buffered: int = DEFAULT_MAX_BUFFERED,
+    ) -> None:
+        self.path = Path(path) if path is not None else default_spool_dir()
+        self.max_buffered = max_buffered
+        self._closed = False
+        self._start_writer()
+        _LIVE_SPOOLS.add(self)
+
+    def _start_writer(self) -> None:
+        host = re.sub(r"[^A-Za-z0-9_.-]", "_", socket.gethostname())[:64] or "host"
+        self._pid = os.getpid()
+        self.producer_id = f"{host}-{self._pid}-{uuid.uuid4().hex[:8]}"
+        self._pseq = itertools.count()
+        self._emitted = 0
+        self._dropped = 0
+        self._drop_lock = threading.Lock()
+        self._writer = Writer(
+            self.path / queuefile.QUEUES_DIRNAME / self.producer_id,
+            info_factory=self._producer_info,
+            dropped_counter=lambda: self._dropped,
+        )
+
+    def _producer_info(self) -> queuefile.ProducerInfo:
+        return queuefile.ProducerInfo(
+            producer_id=self.producer_id,
+            pid=self._pid,
+            host=socket.gethostname(),
+            process_start=queuefile.process_start_time(self._pid),
+            started_at=time.time(),
+        )
+
+    # ---- emitting ----------------------------------------------------------
+
+    def session(
+        self,
+        agent: str,
+        session_id: str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> Session:
+        """Start a session: emits its ``session_start`` event and returns it."""
+        return Session(self, agent, session_id, metadata)
+
+    def _emit(self, event: dict[str, Any]) -> None:
+        """Hand one event to the writer. Never blocks, never raises."""
+        try:
+            event["producer_id"] = self.producer_id
+            event["pseq"] = next(self._pseq)
+            data = _encode(event).encode("utf-8", "surrogatepass")
+            if self._closed or self._writer.handoff.qsize() >= self.max_buffered:
+                self._count_drop()
+                return
+            self._writer.handoff.put(data)
+        except Exception:  # never into the agent
+            self._count_drop()
+
+    def _count_drop(self) -> None:
+        with self._drop_lock:
+            self._dropped += 1
+
+    # ---- waiting -----------------------------------------------------------
+
+    def flush(self, timeout: float = DEFAULT_FLUSH_TIMEOUT_S) -> bool:
+        """Wait until every event emitted before this call is on disk (fsynced).
+
+        Returns ``True`` once it is, ``False`` if ``timeout`` passed first or events
+        were dropped; never raises."""
+        try:
+            barrier = Barrier()
+            dropped_before = self._dropped
+            self._writer.handoff.put(barrier)
+            return barrier.done.wait(timeout) and self._dropped == dropped_before
+        except Exception:
+            return False
+
+    def close(self, timeout: float = DEFAULT_FLUSH_TIMEOUT_S) -> bool:
+        """Flush and stop the writer. Later emits are dropped (and counted)."""
+        if self._closed:
+            return True
+        self._closed = True
+        try:
+            return self._writer.stop(timeout) and self._writer.last_error is None
+        except Exception:
+            return False
+
+    def stats(self) -> SpoolStats:
+        return SpoolStats(
+            producer_id=self.producer_id,
+            emitted=self._emitted_count(),
+            written=self._writer.written,
+            dropped=self._dropped,
+            buffered=self._writer.handoff.qsize(),
+            write_errors=self._writer.write_errors,
+            last_error=self._writer.last_error,
+        )
+
+    def _emitted_count(self) -> int:
+        # itertools.count has no peek; its repr holds the next value.
+        return int(repr(self._pseq)[6:-1])
+
+    def __enter__(self) -> Spool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---- fork --------------------------------------------------------------
+
+    def _reinit_after_fork(self) -> None:
+        """In a forked child: the parent's writer thread does not exist here and its
+        buffered events are the parent's to write. Start afresh with a new identity."""
+        self._writer.abandon_after_fork()
+        if not self._closed:
+            self._start_writer()
+
+
+class Session:
+    """One agent session. Use as a context manager to end it automatically."""
+
+    def __init__(
+        self,
+        spool: Spool,
+        agent: str,
+        session_id: str | None,
+        metadata: dict[str, Any] | None,
+    ) -> None:
+        self.spool = spool
+        self.id = str(session_id) if session_id else uuid.uuid4().hex
+        self.agent = str(agent)
+        self._seq = itertools.count()
+        self._tool_starts: dict[str, float] = {}
+        self._ended = False
+        self._emit(
+            events.SESSION_START,
+            agent=self.agent,
+            metadata=metadata,
+            host=socket.gethostname(),
+            pid=os.getpid(),
+        )
+
+    def _emit(self, kind: str, **fields: Any) -> None:
+        try:
+            fields["v"] = events.FORMAT_VERSION
+            fields["type"] = kind
+            fields["session_id"] = self.id
+            fields["seq"] = next(self._seq)
+            fields["ts"] = time.time()
+            self.spool._emit(fields)
+        except Exception:
+            self.spool._count_drop()
+
+    def message(self, role: str, content: Any, metadata: dict[str, Any] | None = None) -> None:
+        """Record a message (``content`` is any JSON value: text or structured parts)."""
+        self._emit(events.MESSAGE, role=str(role), content=content, metadata=_dict_or_none(metadata))
+
+    def tool_started(self, name: str, input: Any = None, call_id: str | None = None) -> str:
+        """Record the start of a tool call; returns its ``call_id`` for ``tool_finished``."""
+        try:
+            call_id = str(call_id) if call_id is not None else uuid.uuid4().hex[:16]
+            self._tool_starts[call_id] = time.perf_counter()
+        except Exception:
+            call_id = str(id(input))
+        self._emit(events.TOOL_STARTED, call_id=call_id, name=str(name), input=input)
+        return call_id
+
+    def tool_finished(self, call_id: str, output: Any = None, error: str | None = None) -> None:
+        """Record the end of a tool call; a non-empty ``error`` marks it failed."""
+        started = self._tool_starts.pop(str(call_id), None)
+        # A monotonic clock: durations stay right when the wall clock steps.
+        duration_ms = None if started is None else (time.perf_counter() - started) * 1000.0
+        self._emit(
+            events.TOOL_FINISHED,
+            call_id=str(call_id),
+            output=output,
+            error=None if error is None else str(error),
+            duration_ms=duration_ms,
+        )
+
+    def end(
+        self,
+        status: str = "completed",
+        error: str | None = None,
+        timeout: float = DEFAULT_FLUSH_TIMEOUT_S,
+    ) -> bool:
+        """End the session and wait (bounded) until all of it is on disk.
+
+        Returns ``True`` once every event of this session (and every earlier event of
+        this process) is fsynced to the spool: from then on a crash of this process
+        loses nothing of it. A second call only flushes."""
+        if not self._ended:
+            self._ended = True
+            if status not in events.END_STATUSES:
+                error = error or f"invalid end status {status!r}"
+                status = "error"
+            self._emit(
+                events.SESSION_END, status=status, error=None if error is None else str(error)
+            )
+        return self.spool.flush(timeout)
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc is None:
+            self.end("completed")
+        else:
+            self.end("error", error=f"{exc_type.__name__ if exc_type else 'Error'}: {exc}")
+
+
+def _dict_or_none(value: Any) -> dict[str, Any] | None:
+    if value is None or isinstance(value, dict):
+        return value
+    return {"value": value}
+
+
+# Every live Spool, so exit and fork can reach them without keeping them alive.
+_LIVE_SPOOLS: weakref.WeakSet[Spool] = weakref.WeakSet()
+
+
+def _flush_all_at_exit() -> None:
+    deadline = time.monotonic() + EXIT_FLUSH_TIMEOUT_S
+    for spool in list(_LIVE_SPOOLS):
+        spool.close(timeout=max(0.0, deadline - time.monotonic()))
+
+
+def _after_fork_in_child() -> None:
+    for spool in list(_LIVE_SPOOLS):
+        try:
+            spool._reinit_after_fork()
+        except Exception:
+            pass
+
+
+atexit.register(_flush_all_at_exit)
+os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -1,0 +1,1 @@
+"""Numbered SQL migrations (``NNN_name.sql``), shipped as package data."""

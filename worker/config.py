@@ -1,0 +1,123 @@
+"""Every setting the worker reads, validated once, in one typed object.
+
+Each setting comes from a CLI option, else an environment variable (``AGENTSPOOL_*``,
+``TURSO_DATABASE_URL``, ``TURSO_AUTH_TOKEN``), else its default. ``.env.example``
+lists them all.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from agentspool.producer import default_spool_dir
+
+EMBEDDED_DB_FILENAME = "agentspool.db"
+
+
+class ConfigError(ValueError):
+    """A setting has a value the worker cannot use; the message names the setting."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    spool_dir: Path
+    # The remote database; None means the embedded default (a libSQL file in the spool).
+    db_url: str | None = None
+    # Never printed: repr=False keeps it out of logs and tracebacks.
+    auth_token: str | None = field(default=None, repr=False)
+    sync_timeout: float = 30.0  # seconds one sync attempt may take before it is killed
+    retry_base: float = 1.0  # first retry delay cap (full jitter below it)
+    retry_cap: float = 60.0  # the largest retry delay cap
+    rescan_interval: float = 30.0  # safety-net rescan when no file-system event came
+    liveness_interval: float = 5.0  # how often to look for producers that are gone
+    abandon_after: float = 86400.0  # seal sessions silent this long (0: only on producer exit)
+    shutdown_timeout: float = 20.0  # SIGTERM: drain and sync for at most this long
+    burst_timeout: float = 300.0  # --burst: give up on retrying syncs after this long
+    drain_batch: int = 2000  # queue items read per transaction
+
+    @property
+    def embedded(self) -> bool:
+        return self.db_url is None
+
+    @property
+    def effective_db_url(self) -> str:
+        return self.db_url or f"file:{self.spool_dir / EMBEDDED_DB_FILENAME}"
+
+
+_ENV = {
+    "spool_dir": "AGENTSPOOL_DIR",
+    "db_url": "TURSO_DATABASE_URL",
+    "auth_token": "TURSO_AUTH_TOKEN",
+    "sync_timeout": "AGENTSPOOL_SYNC_TIMEOUT",
+    "retry_base": "AGENTSPOOL_RETRY_BASE",
+    "retry_cap": "AGENTSPOOL_RETRY_CAP",
+    "rescan_interval": "AGENTSPOOL_RESCAN_INTERVAL",
+    "liveness_interval": "AGENTSPOOL_LIVENESS_INTERVAL",
+    "abandon_after": "AGENTSPOOL_ABANDON_AFTER",
+    "shutdown_timeout": "AGENTSPOOL_SHUTDOWN_TIMEOUT",
+    "burst_timeout": "AGENTSPOOL_BURST_TIMEOUT",
+    "drain_batch": "AGENTSPOOL_DRAIN_BATCH",
+}
+
+_DB_SCHEMES = ("libsql://", "https://", "http://", "wss://", "ws://", "file:")
+
+
+def env_var(setting: str) -> str:
+    return _ENV[setting]
+
+
+def load_settings(
+    overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None
+) -> Settings:
+    """Build Settings from CLI overrides (None = not given), then the environment."""
+    environ = os.environ if environ is None else environ
+    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+    values: dict[str, Any] = {}
+    for f in fields(Settings):
+        if f.name in overrides:
+            raw: Any = overrides[f.name]
+        elif environ.get(_ENV[f.name], "") != "":
+            raw = environ[_ENV[f.name]]
+        else:
+            continue
+        values[f.name] = _convert(f.name, raw)
+    values.setdefault("spool_dir", default_spool_dir())
+    settings = Settings(**values)
+    _validate(settings)
+    return settings
+
+
+def _convert(name: str, raw: Any) -> Any:
+    if name == "spool_dir":
+        return Path(raw).expanduser()
+    if name in ("db_url", "auth_token"):
+        return str(raw).strip() or None
+    kind = int if name == "drain_batch" else float
+    try:
+        return kind(raw)
+    except (TypeError, ValueError):
+        raise ConfigError(
+            f"{_ENV[name]} must be a number of {'items' if kind is int else 'seconds'}, got {raw!r}"
+        ) from None
+
+
+def _validate(s: Settings) -> None:
+    if s.db_url is not None and not s.db_url.startswith(_DB_SCHEMES):
+        raise ConfigError(
+            f"TURSO_DATABASE_URL must start with one of {', '.join(_DB_SCHEMES)}"
+            f" (got {s.db_url.split('://')[0]!r}...)"
+        )
+    for name in ("sync_timeout", "retry_base", "retry_cap", "rescan_interval",
+                 "liveness_interval", "shutdown_timeout", "burst_timeout"):  # fmt: skip
+        if getattr(s, name) <= 0:
+            raise ConfigError(f"{_ENV[name]} must be greater than 0")
+    if s.abandon_after < 0:
+        raise ConfigError("AGENTSPOOL_ABANDON_AFTER must be 0 (off) or a number of seconds")
+    if s.retry_cap < s.retry_base:
+        raise ConfigError("AGENTSPOOL_RETRY_CAP must be at least AGENTSPOOL_RETRY_BASE")
+    if s.drain_batch < 1:
+        raise ConfigError("AGENTSPOOL_DRAIN_BATCH must be at least 1")

@@ -1,0 +1,249 @@
+"""Drain producer queue files into per-session replicas.
+
+For each queue: read a batch of pending items (a primary-key range scan, not
+persist-queue's per-item scan), decode and validate them, apply each session's
+events to its replica in one transaction, record the session in the state store,
+and only then ack the items. A crash anywhere in between replays the items, and
+replays are harmless (see replica.py). An item that cannot be decoded or applied
+goes to the dead-letter store with the reason; the drain goes on.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from agentspool.producer import events as ev
+from agentspool.producer import queuefile
+
+from .replica import Replica, replica_path
+from .state import StateStore
+
+log = logging.getLogger("agentspool.worker")
+
+MAX_OPEN_REPLICAS = 128
+CLEAR_ACKED_EVERY = 10_000  # acked rows deleted from a live producer's file this often
+
+
+@dataclass
+class QueueCursor:
+    """What the worker knows about one producer's queue file."""
+
+    queue_dir: Path
+    conn: sqlite3.Connection
+    last_id: int = 0  # every item up to here is acked or dead-lettered
+    acked_since_clear: int = 0
+    info: queuefile.ProducerInfo | None = None
+
+
+@dataclass
+class DrainResult:
+    items: int = 0
+    applied: int = 0
+    dead_lettered: int = 0
+    sessions: set[str] = field(default_factory=set)
+
+
+class Drainer:
+    def __init__(
+        self,
+        spool_dir: Path,
+        state: StateStore,
+        *,
+        batch_size: int = 2000,
+        now: Callable[[], float] = time.time,
+    ) -> None:
+        self.spool_dir = spool_dir
+        self.state = state
+        self.batch_size = batch_size
+        self.now = now
+        self.cursors: dict[Path, QueueCursor] = {}
+        self._replicas: OrderedDict[str, Replica] = OrderedDict()
+
+    # ---- queues ------------------------------------------------------------
+
+    def cursor(self, queue_dir: Path) -> QueueCursor | None:
+        cursor = self.cursors.get(queue_dir)
+        if cursor is None:
+            try:
+                conn = queuefile.connect(queue_dir)
+                info = queuefile.read_producer_info(conn)
+            except sqlite3.Error as exc:
+                log.error("cannot open queue %s: %s", queue_dir.name, exc)
+                return None
+            cursor = self.cursors[queue_dir] = QueueCursor(queue_dir, conn, info=info)
+        elif cursor.info is None:
+            cursor.info = queuefile.read_producer_info(cursor.conn)
+        return cursor
+
+    def forget(self, queue_dir: Path) -> None:
+        cursor = self.cursors.pop(queue_dir, None)
+        if cursor is not None:
+            cursor.conn.close()
+
+    def drain_all(self, max_batches_per_queue: int = 50) -> DrainResult:
+        """One pass over every queue file; returns what it did."""
+        total = DrainResult()
+        for queue_dir in queuefile.list_queue_dirs(self.spool_dir):
+            cursor = self.cursor(queue_dir)
+            if cursor is None:
+                continue
+            for _ in range(max_batches_per_queue):
+                result = self.drain_batch(cursor)
+                total.items += result.items
+                total.applied += result.applied
+                total.dead_lettered += result.dead_lettered
+                total.sessions |= result.sessions
+                if result.items < self.batch_size:
+                    break
+        return total
+
+    def drain_batch(self, cursor: QueueCursor) -> DrainResult:
+        result = DrainResult()
+        try:
+            items = queuefile.read_pending(cursor.conn, cursor.last_id, self.batch_size)
+        except sqlite3.Error as exc:
+            log.error("cannot read queue %s: %s", cursor.queue_dir.name, exc)
+            return result
+        if not items:
+            return result
+        producer_id = cursor.queue_dir.name
+        by_session: dict[str, list[tuple[int, dict[str, Any]]]] = {}
+        dead: list[tuple[int, bytes, str]] = []
+        for item in items:
+            try:
+                event = ev.validate(json.loads(item.data))
+            except (ValueError, TypeError, RecursionError) as exc:
+                dead.append((item.item_id, item.data, f"invalid event: {exc}"))
+                continue
+            by_session.setdefault(event["session_id"], []).append((item.item_id, event))
+
+        done_ids = [item_id for item_id, _, _ in dead]
+        first_blocked: int | None = None
+        for session_id, session_events in by_session.items():
+            applied, failed_dead, blocked_at = self._apply_session(session_id, session_events)
+            result.applied += applied
+            dead.extend(failed_dead)
+            done_ids.extend(i for i, _ in session_events if blocked_at is None or i < blocked_at)
+            if blocked_at is not None:
+                first_blocked = blocked_at if first_blocked is None else min(first_blocked, blocked_at)
+            result.sessions.add(session_id)
+
+        for item_id, data, reason in dead:
+            log.warning("dead-lettered item %d of %s: %s", item_id, producer_id, reason)
+            self.state.add_dead_letter(producer_id, item_id, data, reason)
+        try:
+            queuefile.ack(cursor.conn, done_ids)
+        except sqlite3.Error as exc:  # acks are retried by replaying: harmless
+            log.warning("cannot ack in %s: %s", cursor.queue_dir.name, exc)
+            return result
+        result.items = len(done_ids)
+        result.dead_lettered = len(dead)
+        cursor.last_id = items[-1].item_id if first_blocked is None else first_blocked - 1
+        cursor.acked_since_clear += len(done_ids)
+        if cursor.acked_since_clear >= CLEAR_ACKED_EVERY:
+            self._clear_acked(cursor)
+        if first_blocked is not None:
+            result.items = 0  # stop this queue for now; the next pass retries
+        return result
+
+    def _apply_session(
+        self, session_id: str, session_events: list[tuple[int, dict[str, Any]]]
+    ) -> tuple[int, list[tuple[int, bytes, str]], int | None]:
+        """Apply one session's events; returns (applied, dead letters, first blocked id).
+
+        The whole group goes in one transaction. If it fails, events are applied one
+        by one: an event the database rejects is dead-lettered; a failure of the file
+        itself (disk full, I/O error) blocks the rest until a later pass."""
+        dead: list[tuple[int, bytes, str]] = []
+        try:
+            replica = self.replica(session_id)
+        except (sqlite3.Error, OSError, RuntimeError) as exc:
+            log.error("cannot open replica of session %s: %s (will retry)", session_id, exc)
+            return 0, dead, session_events[0][0]
+        try:
+            applied = replica.apply(e for _, e in session_events)
+        except sqlite3.OperationalError as exc:
+            log.error("cannot write replica of session %s: %s (will retry)", session_id, exc)
+            self._drop_replica(session_id)
+            return 0, dead, session_events[0][0]
+        except (sqlite3.Error, ValueError, TypeError, OverflowError):
+            applied = 0
+            for item_id, event in session_events:
+                try:
+                    applied += replica.apply([event])
+                except sqlite3.OperationalError as exc:
+                    log.error("cannot write replica of session %s: %s", session_id, exc)
+                    self._drop_replica(session_id)
+                    return applied, dead, item_id
+                except (sqlite3.Error, ValueError, TypeError, OverflowError) as exc:
+                    dead.append((item_id, json.dumps(event).encode(), f"cannot apply: {exc}"))
+        self._record(session_id, replica)
+        return applied, dead, None
+
+    def _record(self, session_id: str, replica: Replica) -> None:
+        summary = replica.summary(session_id)
+        if summary is None:
+            return
+        known = self.state.get(session_id)
+        if known is not None and known.event_count == summary.event_count:
+            return  # only replays: nothing changed
+        self.state.record_drained(
+            session_id=session_id,
+            replica=replica.path.name,
+            agent=summary.agent,
+            status=summary.status,
+            producer_id=summary.producer_id,
+            event_count=summary.event_count,
+            max_seq=summary.max_seq,
+            last_event_at=summary.last_event_at,
+            now=self.now(),
+        )
+
+    def _clear_acked(self, cursor: QueueCursor) -> None:
+        try:
+            cursor.conn.execute("BEGIN IMMEDIATE")
+            queuefile.clear_acked(cursor.conn, cursor.last_id)
+            cursor.conn.execute("COMMIT")
+            cursor.acked_since_clear = 0
+        except sqlite3.Error:
+            try:
+                cursor.conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+
+    # ---- replicas ----------------------------------------------------------
+
+    def replica(self, session_id: str) -> Replica:
+        replica = self._replicas.get(session_id)
+        if replica is not None:
+            self._replicas.move_to_end(session_id)
+            return replica
+        replica = Replica(replica_path(self.spool_dir, session_id))
+        self._replicas[session_id] = replica
+        while len(self._replicas) > MAX_OPEN_REPLICAS:
+            _, oldest = self._replicas.popitem(last=False)
+            oldest.close()
+        return replica
+
+    def _drop_replica(self, session_id: str) -> None:
+        replica = self._replicas.pop(session_id, None)
+        if replica is not None:
+            try:
+                replica.close()
+            except sqlite3.Error:
+                pass
+
+    def close(self) -> None:
+        for replica in self._replicas.values():
+            replica.close()
+        self._replicas.clear()
+        for queue_dir in list(self.cursors):
+            self.forget(queue_dir)

@@ -1,0 +1,109 @@
+"""Apply the numbered migrations in ``agentspool/schema`` to a database.
+
+Works on any DB-API-like connection in autocommit mode (``isolation_level=None``):
+``sqlite3`` for replicas and ``libsql`` for the remote. Each migration and its
+``schema_version`` row commit in one transaction; the version check is repeated
+inside that transaction (after ``BEGIN IMMEDIATE`` has taken the write lock), so two
+processes migrating at once apply each migration exactly once.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib import resources
+from typing import Any, Protocol
+
+_MIGRATION_NAME = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
+
+
+class Connection(Protocol):
+    def execute(self, sql: str, parameters: Any = ..., /) -> Any: ...
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    statements: list[str]
+
+
+class SchemaError(RuntimeError):
+    """The database's schema is newer than this agentspool or otherwise unusable."""
+
+
+def available_migrations() -> list[Migration]:
+    found = []
+    for entry in resources.files("agentspool.schema").iterdir():
+        match = _MIGRATION_NAME.match(entry.name)
+        if match:
+            found.append(
+                Migration(int(match.group(1)), entry.name, split_statements(entry.read_text()))
+            )
+    return sorted(found, key=lambda m: m.version)
+
+
+def latest_version() -> int:
+    return max(m.version for m in available_migrations())
+
+
+def split_statements(sql: str) -> list[str]:
+    """Split a migration file into statements (one per ';' at the end of a line)."""
+    lines = [line for line in sql.splitlines() if not line.lstrip().startswith("--")]
+    parts = re.split(r";[ \t]*(?:\n|$)", "\n".join(lines))
+    return [p.strip() for p in parts if p.strip()]
+
+
+def applied_versions(conn: Connection) -> set[int]:
+    rows = conn.execute("SELECT version FROM schema_version").fetchall()
+    return {int(r[0]) for r in rows}
+
+
+def pending_migrations(conn: Connection) -> list[Migration]:
+    _ensure_version_table(conn)
+    done = applied_versions(conn)
+    return [m for m in available_migrations() if m.version not in done]
+
+
+def migrate(conn: Connection) -> list[int]:
+    """Apply every pending migration; return the versions this call applied."""
+    _ensure_version_table(conn)
+    done = applied_versions(conn)
+    newest_known = latest_version()
+    if done and max(done) > newest_known:
+        raise SchemaError(
+            f"database schema version {max(done)} is newer than this agentspool "
+            f"(knows up to {newest_known}); upgrade agentspool"
+        )
+    applied = []
+    for migration in available_migrations():
+        if migration.version in done:
+            continue
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            if migration.version in applied_versions(conn):  # another process won the race
+                conn.execute("ROLLBACK")
+                continue
+            for statement in migration.statements:
+                conn.execute(statement)
+            conn.execute(
+                "INSERT INTO schema_version (version, applied_at) VALUES (?, ?)",
+                (migration.version, datetime.now(UTC).isoformat(timespec="milliseconds")),
+            )
+            conn.execute("COMMIT")
+        except BaseException:
+            try:
+                conn.execute("ROLLBACK")
+            except Exception:
+                pass
+            raise
+        applied.append(migration.version)
+    return applied
+
+
+def _ensure_version_table(conn: Connection) -> None:
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS schema_version ("
+        "version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)"
+    )

@@ -1,0 +1,323 @@
+"""The worker's main loop: wake on file-system events, drain, seal, sync.
+
+The loop runs on one thread and never waits on the network (syncs run in the sync
+child). Signal handlers only set flags: the first SIGTERM/SIGINT makes the loop
+drain and sync what is ready within ``shutdown_timeout``; a second stops at once.
+``--burst`` drains everything, seals sessions whose producers are gone, syncs, and
+exits with 0 only if nothing is left open, pending or failed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+
+from agentspool.producer import queuefile
+
+from . import state as st
+from .config import Settings
+from .drain import Drainer
+from .lock import SpoolLock
+from .producers import producer_gone
+from .replica import REPLICAS_DIRNAME, Replica
+from .syncer import SyncOutcome, SyncRunner, backoff_delay
+
+log = logging.getLogger("agentspool.worker")
+
+_WAKING_EVENTS = frozenset({"created", "modified", "moved", "closed", "deleted"})
+
+EXIT_OK = 0
+EXIT_LEFT_PENDING = 3  # --burst finished with sessions still open, pending or failed
+
+
+@dataclass
+class LoopStats:
+    drained: int = 0
+    synced: int = 0
+    sync_failures: int = 0
+    sealed: int = 0
+
+
+class Worker:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        burst: bool = False,
+        now: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.settings = settings
+        self.burst = burst
+        self.now = now
+        self.monotonic = monotonic
+        self.spool_dir = settings.spool_dir
+        self.wake = threading.Event()
+        self.stats = LoopStats()
+        self._stop_requests = 0
+        self._host = socket.gethostname()
+        self._next_liveness_check = 0.0
+
+    # ---- signals -----------------------------------------------------------
+
+    def request_stop(self, signum: int = signal.SIGTERM, frame: FrameType | None = None) -> None:
+        self._stop_requests += 1
+        self.wake.set()
+
+    def _install_signal_handlers(self) -> None:
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, self.request_stop)
+            signal.signal(signal.SIGINT, self.request_stop)
+
+    # ---- the loop ----------------------------------------------------------
+
+    def run(self) -> int:
+        for sub in ("", queuefile.QUEUES_DIRNAME, REPLICAS_DIRNAME):
+            (self.spool_dir / sub).mkdir(mode=0o700, parents=True, exist_ok=True)
+        lock = SpoolLock(self.spool_dir)
+        lock.acquire()  # raises WorkerAlreadyRunning
+        self.state = st.StateStore(self.spool_dir)
+        self.drainer = Drainer(
+            self.spool_dir, self.state, batch_size=self.settings.drain_batch, now=self.now
+        )
+        self.syncer = SyncRunner(
+            self.settings.effective_db_url,
+            self.settings.auth_token,
+            self.settings.sync_timeout,
+            self.wake,
+            now=self.monotonic,
+        )
+        observer = self._watch_queues()
+        self._install_signal_handlers()
+        if self.settings.embedded:
+            log.info(
+                "no TURSO_DATABASE_URL set: syncing to the embedded database %s",
+                self.spool_dir / "agentspool.db",
+            )
+        log.info("worker %d draining %s%s", os.getpid(), self.spool_dir, " (burst)" if self.burst else "")
+        self.state.set_meta("worker_pid", str(os.getpid()))
+        self.state.set_meta("worker_started_at", repr(self.now()))
+        try:
+            return self._loop()
+        finally:
+            if observer is not None:
+                observer.stop()
+            self.syncer.close()
+            self.drainer.close()
+            self.state.close()
+            lock.release()
+
+    def _loop(self) -> int:
+        stop_deadline: float | None = None
+        burst_deadline = self.monotonic() + self.settings.burst_timeout
+        while True:
+            if self._stop_requests >= 2:
+                log.warning("second stop signal: stopping now")
+                self.syncer.kill()
+                return EXIT_OK if not self.burst else EXIT_LEFT_PENDING
+            if self._stop_requests == 1 and stop_deadline is None:
+                log.info(
+                    "stop requested: draining and syncing for up to %gs (signal again to stop now)",
+                    self.settings.shutdown_timeout,
+                )
+                stop_deadline = self.monotonic() + self.settings.shutdown_timeout
+            self.wake.clear()
+            drained = self.drainer.drain_all()
+            self.stats.drained += drained.items
+            more_to_drain = drained.items > 0
+            if self.burst or self.monotonic() >= self._next_liveness_check:
+                self._seal_abandoned_sessions()
+                self._remove_finished_queues()
+                self._next_liveness_check = self.monotonic() + self.settings.liveness_interval
+            self._advance_syncs(final=stop_deadline is not None or self.burst)
+            if more_to_drain:
+                continue
+            if stop_deadline is not None:
+                if not self._sync_work_left(include_backoff=False) or self.monotonic() >= stop_deadline:
+                    self._log_leftovers("stopping")
+                    self.syncer.kill()
+                    return EXIT_OK
+            elif self.burst:
+                if not self._sync_work_left(include_backoff=True):
+                    return self._burst_exit_code()
+                if self.monotonic() >= burst_deadline:
+                    log.error("--burst: gave up after %gs", self.settings.burst_timeout)
+                    self.syncer.kill()
+                    return self._burst_exit_code()
+            self.wake.wait(self._sleep_time(stop_deadline))
+
+    def _sleep_time(self, stop_deadline: float | None) -> float:
+        now_mono = self.monotonic()
+        wait = self.settings.rescan_interval
+        wait = min(wait, max(0.0, self._next_liveness_check - now_mono))
+        deadline = self.syncer.deadline()
+        if deadline is not None:
+            wait = min(wait, max(0.0, deadline - now_mono))
+        if not self.syncer.busy:
+            next_attempt = self.state.next_attempt_time()
+            if next_attempt is not None:
+                wait = min(wait, max(0.0, next_attempt - self.now()))
+        if stop_deadline is not None:
+            wait = min(wait, max(0.0, stop_deadline - now_mono))
+        if self.burst:
+            wait = min(wait, 0.5)
+        return max(wait, 0.01)
+
+    # ---- syncing -----------------------------------------------------------
+
+    def _advance_syncs(self, *, final: bool) -> None:
+        outcome = self.syncer.poll()
+        if outcome is not None:
+            self._record_outcome(outcome)
+        if self.syncer.busy:
+            return
+        due = self.state.due_for_sync(self.now(), limit=1)
+        if due:
+            session = due[0]
+            self.syncer.submit(
+                session.session_id, self.spool_dir / REPLICAS_DIRNAME / session.replica
+            )
+
+    def _record_outcome(self, outcome: SyncOutcome) -> None:
+        if outcome.ok:
+            self.state.mark_synced(outcome.session_id, self.now())
+            self.stats.synced += 1
+            log.info(
+                "synced session %s (%d statements, %.3fs)",
+                outcome.session_id,
+                outcome.statements,
+                outcome.seconds,
+            )
+            return
+        self.stats.sync_failures += 1
+        if outcome.kind == "permanent":
+            self.state.mark_failed(outcome.session_id, outcome.error)
+            log.error(
+                "sync of session %s failed: %s; the session is kept. Fix the cause, then: "
+                "agentspool retry %s",
+                outcome.session_id,
+                outcome.error,
+                outcome.session_id,
+            )
+            return
+        known = self.state.get(outcome.session_id)
+        attempts = known.attempts if known else 0
+        delay = backoff_delay(attempts, self.settings.retry_base, self.settings.retry_cap)
+        self.state.mark_retry(outcome.session_id, outcome.error, self.now() + delay)
+        log.warning(
+            "sync of session %s failed (attempt %d): %s; retrying in %.1fs",
+            outcome.session_id,
+            attempts + 1,
+            outcome.error,
+            delay,
+        )
+
+    def _sync_work_left(self, *, include_backoff: bool) -> bool:
+        if self.syncer.busy:
+            return True
+        if include_backoff:
+            return bool(self.state.sessions(st.PENDING))
+        return bool(self.state.due_for_sync(self.now(), limit=1))
+
+    def _burst_exit_code(self) -> int:
+        counts = self.state.counts()
+        left = counts[st.OPEN] + counts[st.PENDING] + counts[st.FAILED]
+        self._log_leftovers("burst finished")
+        return EXIT_OK if left == 0 else EXIT_LEFT_PENDING
+
+    def _log_leftovers(self, when: str) -> None:
+        counts = self.state.counts()
+        log.info(
+            "%s: %d synced, %d pending, %d open, %d failed, %d dead letters",
+            when,
+            counts[st.SYNCED],
+            counts[st.PENDING],
+            counts[st.OPEN],
+            counts[st.FAILED],
+            self.state.dead_letter_count(),
+        )
+
+    # ---- abandoned sessions and finished queues ----------------------------
+
+    def _gone_producers(self) -> set[str]:
+        """Producers that will write no more and whose queues are fully drained."""
+        gone = set()
+        live_dirs = {p.name: p for p in queuefile.list_queue_dirs(self.spool_dir)}
+        for producer_id, queue_dir in live_dirs.items():
+            cursor = self.drainer.cursor(queue_dir)
+            if cursor is None or cursor.info is None:
+                continue
+            if producer_gone(cursor.info, self._host):
+                pending = queuefile.read_pending(cursor.conn, cursor.last_id, 1)
+                if not pending:
+                    gone.add(producer_id)
+        return gone
+
+    def _seal_abandoned_sessions(self) -> None:
+        open_sessions = self.state.sessions(st.OPEN)
+        if not open_sessions:
+            return
+        gone = self._gone_producers()
+        live_dirs = {p.name for p in queuefile.list_queue_dirs(self.spool_dir)}
+        now = self.now()
+        for session in open_sessions:
+            producer_missing = session.producer_id is not None and session.producer_id not in live_dirs
+            silent = (
+                self.settings.abandon_after > 0 and now - session.seen_at > self.settings.abandon_after
+            )
+            if session.producer_id in gone or producer_missing or silent:
+                replica = self.drainer.replica(session.session_id)
+                replica.seal_abandoned(session.session_id)
+                self.state.mark_sealed(session.session_id)
+                self.stats.sealed += 1
+                log.info("session %s abandoned by its producer: sealed for sync", session.session_id)
+
+    def _remove_finished_queues(self) -> None:
+        """Delete the queue file of a producer that is gone, once everything it wrote
+        is applied and every session it started is synced (the file is the last local
+        copy that survives a power loss before the replicas are checkpointed)."""
+        gone = self._gone_producers()
+        if not gone:
+            return
+        unsynced = {
+            s.producer_id
+            for state in (st.OPEN, st.PENDING, st.FAILED)
+            for s in self.state.sessions(state)
+        }
+        for producer_id in gone - unsynced:
+            queue_dir = self.spool_dir / queuefile.QUEUES_DIRNAME / producer_id
+            self.drainer.forget(queue_dir)
+            shutil.rmtree(queue_dir, ignore_errors=True)
+            log.info("removed the drained queue of producer %s", producer_id)
+
+    def _watch_queues(self) -> object | None:
+        """Wake the loop on any change under queues/ (inotify via watchdog)."""
+        from watchdog.events import FileSystemEvent, FileSystemEventHandler
+        from watchdog.observers import Observer
+
+        wake = self.wake
+
+        class _Wake(FileSystemEventHandler):
+            def on_any_event(self, event: FileSystemEvent) -> None:
+                # Opens and read-only closes come from readers (us, `status`): ignore.
+                if event.event_type in _WAKING_EVENTS:
+                    wake.set()
+
+        observer = Observer()
+        observer.schedule(_Wake(), str(self.spool_dir / queuefile.QUEUES_DIRNAME), recursive=True)
+        observer.daemon = True
+        observer.start()
+        return observer
+
+
+def open_replica(spool_dir: Path, replica_name: str) -> Replica:
+    return Replica(spool_dir / REPLICAS_DIRNAME / replica_name)

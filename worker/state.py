@@ -1,0 +1,262 @@
+"""The worker's own bookkeeping: ``<spool>/worker.db``.
+
+It indexes every session the worker has seen (so ``status`` need not open every
+replica), holds the sync state machine and the dead letters. Everything in it can
+be rebuilt from the replicas; it is never the only copy of an event.
+
+Sync states: ``open`` (no end marker yet) -> ``pending`` (ended or sealed as
+abandoned; waiting to sync) -> ``synced``; a permanent remote error parks a session
+as ``failed`` until ``agentspool retry``.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+STATE_FILENAME = "worker.db"
+
+OPEN = "open"
+PENDING = "pending"
+SYNCED = "synced"
+FAILED = "failed"
+SYNC_STATES = (OPEN, PENDING, SYNCED, FAILED)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS session_state (
+    session_id      TEXT PRIMARY KEY,
+    replica         TEXT NOT NULL,
+    agent           TEXT NOT NULL DEFAULT '',
+    status          TEXT NOT NULL,          -- the session's own: running, completed, ...
+    sync_state      TEXT NOT NULL,          -- open, pending, synced, failed
+    producer_id     TEXT,
+    event_count     INTEGER NOT NULL DEFAULT 0,
+    max_seq         INTEGER NOT NULL DEFAULT -1,
+    last_event_at   TEXT,
+    seen_at         REAL NOT NULL,          -- worker clock: last time an event arrived
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at REAL NOT NULL DEFAULT 0,
+    last_error      TEXT,
+    synced_at       REAL
+);
+CREATE INDEX IF NOT EXISTS session_state_by_sync_state ON session_state (sync_state, next_attempt_at);
+CREATE TABLE IF NOT EXISTS dead_letters (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    producer_id TEXT NOT NULL,
+    item_id     INTEGER NOT NULL,
+    data        BLOB,
+    reason      TEXT NOT NULL,
+    created_at  REAL NOT NULL,
+    UNIQUE (producer_id, item_id)
+);
+CREATE TABLE IF NOT EXISTS worker_meta (key TEXT PRIMARY KEY, value TEXT);
+"""
+
+
+@dataclass(frozen=True)
+class SessionState:
+    session_id: str
+    replica: str
+    agent: str
+    status: str
+    sync_state: str
+    producer_id: str | None
+    event_count: int
+    max_seq: int
+    last_event_at: str | None
+    seen_at: float
+    attempts: int
+    next_attempt_at: float
+    last_error: str | None
+    synced_at: float | None
+
+
+_COLUMNS = ", ".join(SessionState.__dataclass_fields__)
+
+
+class StateStore:
+    def __init__(self, spool_dir: Path, *, readonly: bool = False) -> None:
+        path = spool_dir / STATE_FILENAME
+        if readonly:
+            self.conn = sqlite3.connect(
+                f"file:{path}?mode=ro", uri=True, isolation_level=None, timeout=5
+            )
+        else:
+            self.conn = sqlite3.connect(path, isolation_level=None, timeout=5)
+            self.conn.execute("PRAGMA journal_mode=WAL")
+            self.conn.execute("PRAGMA synchronous=NORMAL")
+            self.conn.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def transaction(self) -> _Transaction:
+        return _Transaction(self.conn)
+
+    # ---- sessions ----------------------------------------------------------
+
+    def record_drained(
+        self,
+        *,
+        session_id: str,
+        replica: str,
+        agent: str,
+        status: str,
+        producer_id: str | None,
+        event_count: int,
+        max_seq: int,
+        last_event_at: str | None,
+        now: float,
+    ) -> None:
+        """Record what the replica holds after a drain; an end marker makes it pending.
+
+        A session that was synced or failed and receives events again (e.g. late
+        events of an abandoned session) goes back to pending: the sync is idempotent."""
+        sync_state = OPEN if status == "running" else PENDING
+        self.conn.execute(
+            "INSERT INTO session_state (session_id, replica, agent, status, sync_state,"
+            " producer_id, event_count, max_seq, last_event_at, seen_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (session_id) DO UPDATE SET agent = excluded.agent,"
+            " status = excluded.status, producer_id = excluded.producer_id,"
+            " event_count = excluded.event_count, max_seq = excluded.max_seq,"
+            " last_event_at = excluded.last_event_at, seen_at = excluded.seen_at,"
+            " sync_state = CASE"
+            "   WHEN session_state.sync_state = 'failed' AND excluded.sync_state = 'pending'"
+            "     THEN 'failed'"  # stays parked until `agentspool retry`
+            "   ELSE excluded.sync_state END",
+            (session_id, replica, agent, status, sync_state, producer_id, event_count,
+             max_seq, last_event_at, now),
+        )  # fmt: skip
+
+    def mark_sealed(self, session_id: str) -> None:
+        self.conn.execute(
+            "UPDATE session_state SET status = 'abandoned', sync_state = ?,"
+            " next_attempt_at = 0 WHERE session_id = ?",
+            (PENDING, session_id),
+        )
+
+    def mark_synced(self, session_id: str, now: float) -> None:
+        self.conn.execute(
+            "UPDATE session_state SET sync_state = ?, synced_at = ?, last_error = NULL"
+            " WHERE session_id = ?",
+            (SYNCED, now, session_id),
+        )
+
+    def mark_retry(self, session_id: str, error: str, next_attempt_at: float) -> None:
+        self.conn.execute(
+            "UPDATE session_state SET attempts = attempts + 1, last_error = ?,"
+            " next_attempt_at = ? WHERE session_id = ?",
+            (error, next_attempt_at, session_id),
+        )
+
+    def mark_failed(self, session_id: str, error: str) -> None:
+        self.conn.execute(
+            "UPDATE session_state SET sync_state = ?, attempts = attempts + 1, last_error = ?"
+            " WHERE session_id = ?",
+            (FAILED, error, session_id),
+        )
+
+    def retry_failed(self, session_id: str | None = None) -> int:
+        """Move failed sessions (one, or all) back to pending; return how many."""
+        sql = "UPDATE session_state SET sync_state = ?, attempts = 0, next_attempt_at = 0 WHERE sync_state = ?"
+        params: tuple[Any, ...] = (PENDING, FAILED)
+        if session_id is not None:
+            sql += " AND session_id = ?"
+            params += (session_id,)
+        return int(self.conn.execute(sql, params).rowcount)
+
+    def get(self, session_id: str) -> SessionState | None:
+        row = self.conn.execute(
+            f"SELECT {_COLUMNS} FROM session_state WHERE session_id = ?",  # noqa: S608
+            (session_id,),
+        ).fetchone()
+        return SessionState(*row) if row else None
+
+    def sessions(self, sync_state: str | None = None) -> list[SessionState]:
+        if sync_state is None:
+            rows = self.conn.execute(f"SELECT {_COLUMNS} FROM session_state ORDER BY seen_at")  # noqa: S608
+        else:
+            rows = self.conn.execute(
+                f"SELECT {_COLUMNS} FROM session_state WHERE sync_state = ? ORDER BY seen_at",  # noqa: S608
+                (sync_state,),
+            )
+        return [SessionState(*r) for r in rows]
+
+    def due_for_sync(self, now: float, limit: int = 100) -> list[SessionState]:
+        rows = self.conn.execute(
+            f"SELECT {_COLUMNS} FROM session_state"  # noqa: S608
+            " WHERE sync_state = ? AND next_attempt_at <= ? ORDER BY next_attempt_at, seen_at LIMIT ?",
+            (PENDING, now, limit),
+        )
+        return [SessionState(*r) for r in rows]
+
+    def next_attempt_time(self) -> float | None:
+        row = self.conn.execute(
+            "SELECT min(next_attempt_at) FROM session_state WHERE sync_state = ?", (PENDING,)
+        ).fetchone()
+        return None if row[0] is None else float(row[0])
+
+    def counts(self) -> dict[str, int]:
+        counts = dict.fromkeys(SYNC_STATES, 0)
+        for state, n in self.conn.execute(
+            "SELECT sync_state, count(*) FROM session_state GROUP BY sync_state"
+        ):
+            counts[state] = n
+        counts["abandoned"] = self.conn.execute(
+            "SELECT count(*) FROM session_state WHERE status = 'abandoned'"
+        ).fetchone()[0]
+        return counts
+
+    def last_error(self) -> tuple[str, str] | None:
+        row = self.conn.execute(
+            "SELECT session_id, last_error FROM session_state WHERE last_error IS NOT NULL"
+            " AND sync_state IN (?, ?) ORDER BY seen_at DESC LIMIT 1",
+            (PENDING, FAILED),
+        ).fetchone()
+        return (row[0], row[1]) if row else None
+
+    # ---- dead letters ------------------------------------------------------
+
+    def add_dead_letter(self, producer_id: str, item_id: int, data: bytes, reason: str) -> None:
+        self.conn.execute(
+            "INSERT OR IGNORE INTO dead_letters (producer_id, item_id, data, reason, created_at)"
+            " VALUES (?, ?, ?, ?, ?)",
+            (producer_id, item_id, data, reason, time.time()),
+        )
+
+    def dead_letters(self, limit: int = 100) -> Iterator[tuple[int, str, int, bytes, str, float]]:
+        yield from self.conn.execute(
+            "SELECT id, producer_id, item_id, data, reason, created_at FROM dead_letters"
+            " ORDER BY id LIMIT ?",
+            (limit,),
+        )
+
+    def dead_letter_count(self) -> int:
+        return int(self.conn.execute("SELECT count(*) FROM dead_letters").fetchone()[0])
+
+    # ---- meta --------------------------------------------------------------
+
+    def set_meta(self, key: str, value: str) -> None:
+        self.conn.execute(
+            "INSERT OR REPLACE INTO worker_meta (key, value) VALUES (?, ?)", (key, value)
+        )
+
+    def meta(self) -> dict[str, str]:
+        return dict(self.conn.execute("SELECT key, value FROM worker_meta").fetchall())
+
+
+class _Transaction:
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.conn.execute("BEGIN IMMEDIATE")
+        return self.conn
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        self.conn.execute("COMMIT" if exc_type is None else "ROLLBACK")
