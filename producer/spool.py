@@ -227,7 +227,9 @@ class Session:
 
     def message(self, role: str, content: Any, metadata: dict[str, Any] | None = None) -> None:
         """Record a message (``content`` is any JSON value: text or structured parts)."""
-        self._emit(events.MESSAGE, role=str(role), content=content, metadata=_dict_or_none(metadata))
+        self._emit(
+            events.MESSAGE, role=str(role), content=content, metadata=_dict_or_none(metadata)
+        )
 
     def tool_started(self, name: str, input: Any = None, call_id: str | None = None) -> str:
         """Record the start of a tool call; returns its ``call_id`` for ``tool_finished``."""

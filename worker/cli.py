@@ -33,7 +33,7 @@ def spool_option(func: F) -> F:
         type=click.Path(file_okay=False, path_type=Path),
         help="Spool directory [env: AGENTSPOOL_DIR; default: $XDG_STATE_HOME/agentspool].",
     )
-    return decorator(func)  # type: ignore[return-value]
+    return decorator(func)
 
 
 def settings_from(**overrides: Any) -> Settings:
@@ -64,11 +64,29 @@ def worker() -> None:
 
 @worker.command("run")
 @spool_option
-@click.option("--db", "db_url", help="Remote database URL [env: TURSO_DATABASE_URL; default: a libSQL file in the spool].")
-@click.option("--burst", is_flag=True, help="Drain everything, seal sessions whose producers are gone, sync, and exit.")
-@click.option("--sync-timeout", type=float, help="Seconds one sync attempt may take [env: AGENTSPOOL_SYNC_TIMEOUT; default: 30].")
+@click.option(
+    "--db",
+    "db_url",
+    help="Remote database URL [env: TURSO_DATABASE_URL; default: a libSQL file in the spool].",
+)
+@click.option(
+    "--burst",
+    is_flag=True,
+    help="Drain everything, seal sessions whose producers are gone, sync, and exit.",
+)
+@click.option(
+    "--sync-timeout",
+    type=float,
+    help="Seconds one sync attempt may take [env: AGENTSPOOL_SYNC_TIMEOUT; default: 30].",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Log debug messages.")
-def worker_run(spool_dir: Path | None, db_url: str | None, burst: bool, sync_timeout: float | None, verbose: bool) -> None:
+def worker_run(
+    spool_dir: Path | None,
+    db_url: str | None,
+    burst: bool,
+    sync_timeout: float | None,
+    verbose: bool,
+) -> None:
     """Drain producer queues into session replicas and sync ended sessions.
 
     Runs until SIGTERM/SIGINT (drains and syncs for up to
@@ -88,7 +106,9 @@ def worker_run(spool_dir: Path | None, db_url: str | None, burst: bool, sync_tim
 
 @main.command()
 @spool_option
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON object (see README) instead of text.")
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print a JSON object (see README) instead of text."
+)
 def status(spool_dir: Path | None, as_json: bool) -> None:
     """Show producer queues, sessions by state, dead letters and the last sync error."""
     from .status import spool_status
@@ -153,5 +173,3 @@ def demo(spool_dir: Path | None) -> None:
 
     setup_logging(False)
     sys.exit(run_demo(spool_dir, echo=click.echo))
-
-

@@ -9,7 +9,6 @@ killed agent's session as abandoned, syncs everything to the embedded database
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import sqlite3
 import subprocess
@@ -58,9 +57,13 @@ def run_demo(spool_dir: Path | None, echo: Callable[[str], None] = print) -> int
         " (SELECT round(avg(duration_ms), 1) FROM tool_executions t WHERE t.session_id = s.id)"
         " FROM sessions s ORDER BY s.agent"
     ).fetchall()
-    echo(f"  {'agent':<14}{'session':<34}{'status':<11}{'events':>7}{'messages':>10}{'tools':>7}{'avg tool ms':>13}")
+    echo(
+        f"  {'agent':<14}{'session':<34}{'status':<11}{'events':>7}{'messages':>10}{'tools':>7}{'avg tool ms':>13}"
+    )
     for agent, sid, status, events, messages, tools, avg_ms in rows:
-        echo(f"  {agent:<14}{sid:<34}{status:<11}{events:>7}{messages:>10}{tools:>7}{avg_ms or 0:>13}")
+        echo(
+            f"  {agent:<14}{sid:<34}{status:<11}{events:>7}{messages:>10}{tools:>7}{avg_ms or 0:>13}"
+        )
     conn.close()
     echo("\nthe killed agent's session arrived 'abandoned' with every event it had committed.")
     return code
@@ -95,4 +98,3 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
-

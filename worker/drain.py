@@ -133,7 +133,9 @@ class Drainer:
             dead.extend(failed_dead)
             done_ids.extend(i for i, _ in session_events if blocked_at is None or i < blocked_at)
             if blocked_at is not None:
-                first_blocked = blocked_at if first_blocked is None else min(first_blocked, blocked_at)
+                first_blocked = (
+                    blocked_at if first_blocked is None else min(first_blocked, blocked_at)
+                )
             result.sessions.add(session_id)
 
         for item_id, data, reason in dead:

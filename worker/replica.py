@@ -253,18 +253,18 @@ def read_session_rows(conn: sqlite3.Connection, session_id: str) -> SessionRows:
 
 def _read_session_rows(conn: sqlite3.Connection, session_id: str) -> SessionRows:
     session_row = conn.execute(
-        f"SELECT {', '.join(SESSION_COLUMNS)} FROM sessions WHERE id = ?",  # noqa: S608
+        f"SELECT {', '.join(SESSION_COLUMNS)} FROM sessions WHERE id = ?",
         (session_id,),
     ).fetchone()
     if session_row is None:
         raise LookupError(f"session {session_id} has no session row in the replica")
     session = dict(zip(SESSION_COLUMNS, session_row, strict=True))
     messages = conn.execute(
-        f"SELECT {', '.join(MESSAGE_COLUMNS)} FROM messages WHERE session_id = ? ORDER BY seq",  # noqa: S608
+        f"SELECT {', '.join(MESSAGE_COLUMNS)} FROM messages WHERE session_id = ? ORDER BY seq",
         (session_id,),
     ).fetchall()
     tools = conn.execute(
-        f"SELECT {', '.join(TOOL_COLUMNS)} FROM tool_executions WHERE session_id = ?"  # noqa: S608
+        f"SELECT {', '.join(TOOL_COLUMNS)} FROM tool_executions WHERE session_id = ?"
         " ORDER BY started_at, call_id",
         (session_id,),
     ).fetchall()

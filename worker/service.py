@@ -22,6 +22,7 @@ from pathlib import Path
 from types import FrameType
 
 from agentspool.producer import queuefile
+from watchdog.observers.api import BaseObserver
 
 from . import state as st
 from .config import Settings
@@ -103,14 +104,15 @@ class Worker:
                 "no TURSO_DATABASE_URL set: syncing to the embedded database %s",
                 self.spool_dir / "agentspool.db",
             )
-        log.info("worker %d draining %s%s", os.getpid(), self.spool_dir, " (burst)" if self.burst else "")
+        log.info(
+            "worker %d draining %s%s", os.getpid(), self.spool_dir, " (burst)" if self.burst else ""
+        )
         self.state.set_meta("worker_pid", str(os.getpid()))
         self.state.set_meta("worker_started_at", repr(self.now()))
         try:
             return self._loop()
         finally:
-            if observer is not None:
-                observer.stop()
+            observer.stop()
             self.syncer.close()
             self.drainer.close()
             self.state.close()
@@ -142,7 +144,10 @@ class Worker:
             if more_to_drain:
                 continue
             if stop_deadline is not None:
-                if not self._sync_work_left(include_backoff=False) or self.monotonic() >= stop_deadline:
+                if (
+                    not self._sync_work_left(include_backoff=False)
+                    or self.monotonic() >= stop_deadline
+                ):
                     self._log_leftovers("stopping")
                     self.syncer.kill()
                     return EXIT_OK
@@ -270,16 +275,21 @@ class Worker:
         live_dirs = {p.name for p in queuefile.list_queue_dirs(self.spool_dir)}
         now = self.now()
         for session in open_sessions:
-            producer_missing = session.producer_id is not None and session.producer_id not in live_dirs
+            producer_missing = (
+                session.producer_id is not None and session.producer_id not in live_dirs
+            )
             silent = (
-                self.settings.abandon_after > 0 and now - session.seen_at > self.settings.abandon_after
+                self.settings.abandon_after > 0
+                and now - session.seen_at > self.settings.abandon_after
             )
             if session.producer_id in gone or producer_missing or silent:
                 replica = self.drainer.replica(session.session_id)
                 replica.seal_abandoned(session.session_id)
                 self.state.mark_sealed(session.session_id)
                 self.stats.sealed += 1
-                log.info("session %s abandoned by its producer: sealed for sync", session.session_id)
+                log.info(
+                    "session %s abandoned by its producer: sealed for sync", session.session_id
+                )
 
     def _remove_finished_queues(self) -> None:
         """Delete the queue file of a producer that is gone, once everything it wrote
@@ -299,7 +309,7 @@ class Worker:
             shutil.rmtree(queue_dir, ignore_errors=True)
             log.info("removed the drained queue of producer %s", producer_id)
 
-    def _watch_queues(self) -> object | None:
+    def _watch_queues(self) -> BaseObserver:
         """Wake the loop on any change under queues/ (inotify via watchdog)."""
         from watchdog.events import FileSystemEvent, FileSystemEventHandler
         from watchdog.observers import Observer

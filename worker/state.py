@@ -172,24 +172,24 @@ class StateStore:
 
     def get(self, session_id: str) -> SessionState | None:
         row = self.conn.execute(
-            f"SELECT {_COLUMNS} FROM session_state WHERE session_id = ?",  # noqa: S608
+            f"SELECT {_COLUMNS} FROM session_state WHERE session_id = ?",
             (session_id,),
         ).fetchone()
         return SessionState(*row) if row else None
 
     def sessions(self, sync_state: str | None = None) -> list[SessionState]:
         if sync_state is None:
-            rows = self.conn.execute(f"SELECT {_COLUMNS} FROM session_state ORDER BY seen_at")  # noqa: S608
+            rows = self.conn.execute(f"SELECT {_COLUMNS} FROM session_state ORDER BY seen_at")
         else:
             rows = self.conn.execute(
-                f"SELECT {_COLUMNS} FROM session_state WHERE sync_state = ? ORDER BY seen_at",  # noqa: S608
+                f"SELECT {_COLUMNS} FROM session_state WHERE sync_state = ? ORDER BY seen_at",
                 (sync_state,),
             )
         return [SessionState(*r) for r in rows]
 
     def due_for_sync(self, now: float, limit: int = 100) -> list[SessionState]:
         rows = self.conn.execute(
-            f"SELECT {_COLUMNS} FROM session_state"  # noqa: S608
+            f"SELECT {_COLUMNS} FROM session_state"
             " WHERE sync_state = ? AND next_attempt_at <= ? ORDER BY next_attempt_at, seen_at LIMIT ?",
             (PENDING, now, limit),
         )

@@ -46,7 +46,9 @@ class SpoolStatus:
 
 def spool_status(spool_dir: Path) -> SpoolStatus:
     pid = lock_holder(spool_dir)
-    status = SpoolStatus(str(spool_dir), pid, sessions=dict.fromkeys([*st.SYNC_STATES, "abandoned"], 0))
+    status = SpoolStatus(
+        str(spool_dir), pid, sessions=dict.fromkeys([*st.SYNC_STATES, "abandoned"], 0)
+    )
     dead_by_producer: dict[str, int] = {}
     if (spool_dir / st.STATE_FILENAME).exists():
         store = st.StateStore(spool_dir, readonly=True)
@@ -54,7 +56,9 @@ def spool_status(spool_dir: Path) -> SpoolStatus:
             status.sessions = store.counts()
             status.dead_letters = store.dead_letter_count()
             dead_by_producer = dict(
-                store.conn.execute("SELECT producer_id, count(*) FROM dead_letters GROUP BY producer_id")
+                store.conn.execute(
+                    "SELECT producer_id, count(*) FROM dead_letters GROUP BY producer_id"
+                )
             )
             last = store.last_error()
             if last is not None:
@@ -62,7 +66,9 @@ def spool_status(spool_dir: Path) -> SpoolStatus:
         finally:
             store.close()
     for queue_dir in queuefile.list_queue_dirs(spool_dir):
-        status.producers.append(_producer_status(queue_dir, dead_by_producer.get(queue_dir.name, 0)))
+        status.producers.append(
+            _producer_status(queue_dir, dead_by_producer.get(queue_dir.name, 0))
+        )
     return status
 
 

@@ -116,7 +116,10 @@ class SyncRunner:
             self.kill()
             self._in_flight = None
             return SyncOutcome(
-                session_id, False, TRANSIENT, f"no answer from the database within {self.timeout:g}s"
+                session_id,
+                False,
+                TRANSIENT,
+                f"no answer from the database within {self.timeout:g}s",
             )
         return None
 

@@ -1,0 +1,33 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.sqld import Sqld, sqld_binary
+
+
+@pytest.fixture(scope="session")
+def sqld_bin() -> Path:
+    return sqld_binary()
+
+
+@pytest.fixture
+def sqld(sqld_bin: Path, tmp_path: Path) -> Iterator[Sqld]:
+    """A fresh real sqld on a free 127.0.0.1 port, stopped with SIGTERM afterwards."""
+    workdir = tmp_path / "sqld"
+    workdir.mkdir()
+    server = Sqld(sqld_bin, workdir)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def spool(tmp_path: Path) -> Path:
+    path = tmp_path / "spool"
+    path.mkdir(mode=0o700)
+    return path
