@@ -21,8 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
-from agentspool.producer import queuefile
 from watchdog.observers.api import BaseObserver
+
+from agentspool.producer import queuefile
 
 from . import state as st
 from .config import Settings
