@@ -81,7 +81,10 @@ def create_queue_file(queue_dir: Path, info: ProducerInfo) -> None:
     import persistqueue  # local import: only the writer thread pays for it
     import persistqueue.serializers.json
 
-    queue_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    # Only this user may read the logs or forge events: 0700 directories, 0600 files.
+    queue_dir.parent.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    for directory in (queue_dir.parent, queue_dir):
+        directory.mkdir(mode=0o700, exist_ok=True)
     q = persistqueue.SQLiteAckQueue(
         str(queue_dir),
         name=QUEUE_NAME,
@@ -90,6 +93,8 @@ def create_queue_file(queue_dir: Path, info: ProducerInfo) -> None:
         serializer=persistqueue.serializers.json,
     )
     q.close()
+    # SQLite gives the -wal and -shm files the database file's permissions.
+    os.chmod(queue_db_path(queue_dir), 0o600)
     conn = connect(queue_dir)
     try:
         conn.execute(_META_SQL)

@@ -83,6 +83,7 @@ class Worker:
     # ---- the loop ----------------------------------------------------------
 
     def run(self) -> int:
+        os.umask(0o077)  # replicas, state and lock: readable by this user only
         for sub in ("", queuefile.QUEUES_DIRNAME, REPLICAS_DIRNAME):
             (self.spool_dir / sub).mkdir(mode=0o700, parents=True, exist_ok=True)
         lock = SpoolLock(self.spool_dir)
