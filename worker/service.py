@@ -38,6 +38,7 @@ log = logging.getLogger("agentspool.worker")
 _WAKING_EVENTS = frozenset({"created", "modified", "moved", "closed", "deleted"})
 
 EXIT_OK = 0
+ERROR_PAUSE_S = 1.0
 EXIT_LEFT_PENDING = 3  # --burst finished with sessions still open, pending or failed
 
 
@@ -135,14 +136,21 @@ class Worker:
                 )
                 stop_deadline = self.monotonic() + self.settings.shutdown_timeout
             self.wake.clear()
-            drained = self.drainer.drain_all()
-            self.stats.drained += drained.items
-            more_to_drain = drained.items > 0
-            if self.burst or self.monotonic() >= self._next_liveness_check:
-                self._seal_abandoned_sessions()
-                self._remove_finished_queues()
-                self._next_liveness_check = self.monotonic() + self.settings.liveness_interval
-            self._advance_syncs(final=stop_deadline is not None or self.burst)
+            more_to_drain = False
+            try:
+                drained = self.drainer.drain_all()
+                self.stats.drained += drained.items
+                more_to_drain = drained.items > 0
+                if self.burst or self.monotonic() >= self._next_liveness_check:
+                    self._next_liveness_check = self.monotonic() + self.settings.liveness_interval
+                    self._seal_abandoned_sessions()
+                    self._remove_finished_queues()
+                self._advance_syncs()
+            except Exception:
+                # One bad pass (a full disk, a locked file) must not end the worker:
+                # nothing was acked that is not applied, so the next pass redoes it.
+                log.exception("worker pass failed; retrying in %gs", ERROR_PAUSE_S)
+                self.wake.wait(ERROR_PAUSE_S)
             if more_to_drain:
                 continue
             if stop_deadline is not None:
@@ -181,7 +189,7 @@ class Worker:
 
     # ---- syncing -----------------------------------------------------------
 
-    def _advance_syncs(self, *, final: bool) -> None:
+    def _advance_syncs(self) -> None:
         outcome = self.syncer.poll()
         if outcome is not None:
             self._record_outcome(outcome)
