@@ -23,7 +23,7 @@ from typing import Any
 from agentspool.producer import events as ev
 from agentspool.producer import queuefile
 
-from .replica import Replica, replica_path
+from .replica import Replica, iso, replica_path
 from .state import StateStore
 
 log = logging.getLogger("agentspool.worker")
@@ -187,10 +187,11 @@ class Drainer:
                     return applied, dead, item_id
                 except (sqlite3.Error, ValueError, TypeError, OverflowError) as exc:
                     dead.append((item_id, json.dumps(event).encode(), f"cannot apply: {exc}"))
-        self._record(session_id, replica)
+        last_event_at = iso(max(e["ts"] for _, e in session_events))
+        self._record(session_id, replica, last_event_at)
         return applied, dead, None
 
-    def _record(self, session_id: str, replica: Replica) -> None:
+    def _record(self, session_id: str, replica: Replica, last_event_at: str) -> None:
         summary = replica.summary(session_id)
         if summary is None:
             return
@@ -205,7 +206,7 @@ class Drainer:
             producer_id=summary.producer_id,
             event_count=summary.event_count,
             max_seq=summary.max_seq,
-            last_event_at=summary.last_event_at,
+            last_event_at=last_event_at,
             now=self.now(),
         )
 

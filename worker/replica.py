@@ -66,7 +66,6 @@ class SessionSummary:
     status: str  # running | completed | error | abandoned
     producer_id: str | None
     event_count: int
-    last_event_at: str | None
     max_seq: int
 
 
@@ -191,12 +190,7 @@ class Replica:
         still running marked failed (they will never finish)."""
         self.conn.execute("BEGIN IMMEDIATE")
         try:
-            last = self.conn.execute(
-                "SELECT max(at) FROM (SELECT max(created_at) AS at FROM messages"
-                " UNION ALL SELECT max(coalesce(ended_at, started_at)) FROM tool_executions"
-                " UNION ALL SELECT started_at FROM sessions WHERE id = ?)",
-                (session_id,),
-            ).fetchone()[0]
+            last = self.last_activity(session_id)
             self.conn.execute(
                 "UPDATE sessions SET status = 'abandoned', ended_at = ?, error = ?"
                 " WHERE id = ? AND status = 'running'",
@@ -223,13 +217,16 @@ class Replica:
         count, max_seq = self.conn.execute(
             "SELECT count(*), coalesce(max(seq), -1) FROM applied_events"
         ).fetchone()
-        last = self.conn.execute(
+        return SessionSummary(session_id, row[0], row[1], row[2], count, max_seq)
+
+    def last_activity(self, session_id: str) -> str | None:
+        """When the session's latest event happened (a full scan: used when sealing)."""
+        return self.conn.execute(
             "SELECT max(at) FROM (SELECT max(created_at) AS at FROM messages"
             " UNION ALL SELECT max(coalesce(ended_at, started_at)) FROM tool_executions"
-            " UNION ALL SELECT coalesce(ended_at, started_at) FROM sessions WHERE id = ?)",
+            " UNION ALL SELECT started_at FROM sessions WHERE id = ?)",
             (session_id,),
         ).fetchone()[0]
-        return SessionSummary(session_id, row[0], row[1], row[2], count, last, max_seq)
 
     def rows_for_sync(self, session_id: str) -> SessionRows:
         return read_session_rows(self.conn, session_id)

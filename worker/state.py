@@ -124,7 +124,8 @@ class StateStore:
             " ON CONFLICT (session_id) DO UPDATE SET agent = excluded.agent,"
             " status = excluded.status, producer_id = excluded.producer_id,"
             " event_count = excluded.event_count, max_seq = excluded.max_seq,"
-            " last_event_at = excluded.last_event_at, seen_at = excluded.seen_at,"
+            " last_event_at = max(coalesce(session_state.last_event_at, ''), excluded.last_event_at),"
+            " seen_at = excluded.seen_at,"
             " sync_state = CASE"
             "   WHEN session_state.sync_state = 'failed' AND excluded.sync_state = 'pending'"
             "     THEN 'failed'"  # stays parked until `agentspool retry`
