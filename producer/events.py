@@ -64,6 +64,7 @@ OPTIONAL_FIELDS: Final[dict[str, dict[str, Any]]] = {
 
 MAX_SESSION_ID_LENGTH: Final = 200
 MAX_SEQ: Final = 2**62  # fits SQLite's 64-bit integers with room to spare
+MAX_TS: Final = 253_402_300_800.0  # 10000-01-01: what ISO-8601 timestamps can hold
 
 
 class InvalidEvent(ValueError):
@@ -83,6 +84,8 @@ def validate(event: object) -> dict[str, Any]:
         raise InvalidEvent(f"unknown event type {kind!r}")
     if not event["session_id"] or len(event["session_id"]) > MAX_SESSION_ID_LENGTH:
         raise InvalidEvent("session_id must be 1 to 200 characters")
+    if not 0 <= event["ts"] < MAX_TS:  # also false for NaN
+        raise InvalidEvent("ts must be seconds since 1970 before the year 10000")
     if not (0 <= event["seq"] < MAX_SEQ and 0 <= event["pseq"] < MAX_SEQ):
         raise InvalidEvent("seq and pseq must be between 0 and 2**62")
     if (kind == SESSION_START) != (event["seq"] == 0):

@@ -19,6 +19,7 @@ import threading
 import time
 import uuid
 import weakref
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -34,11 +35,12 @@ DEFAULT_FLUSH_TIMEOUT_S = 5.0
 EXIT_FLUSH_TIMEOUT_S = 5.0
 
 
-def default_spool_dir() -> Path:
+def default_spool_dir(environ: Mapping[str, str] | None = None) -> Path:
     """``AGENTSPOOL_DIR``, else ``$XDG_STATE_HOME/agentspool`` (``~/.local/state/agentspool``)."""
-    if os.environ.get("AGENTSPOOL_DIR"):
-        return Path(os.environ["AGENTSPOOL_DIR"])
-    state_home = os.environ.get("XDG_STATE_HOME") or os.path.join(
+    environ = os.environ if environ is None else environ
+    if environ.get("AGENTSPOOL_DIR"):
+        return Path(environ["AGENTSPOOL_DIR"])
+    state_home = environ.get("XDG_STATE_HOME") or os.path.join(
         os.path.expanduser("~"), ".local", "state"
     )
     return Path(state_home) / "agentspool"

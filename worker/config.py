@@ -7,7 +7,9 @@ lists them all.
 
 from __future__ import annotations
 
+import math
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -63,6 +65,7 @@ _ENV = {
     "drain_batch": "AGENTSPOOL_DRAIN_BATCH",
 }
 
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*$")
 _DB_SCHEMES = ("libsql://", "https://", "http://", "wss://", "ws://", "file:")
 
 
@@ -85,7 +88,7 @@ def load_settings(
         else:
             continue
         values[f.name] = _convert(f.name, raw)
-    values.setdefault("spool_dir", default_spool_dir())
+    values.setdefault("spool_dir", default_spool_dir(environ))
     settings = Settings(**values)
     _validate(settings)
     return settings
@@ -98,18 +101,24 @@ def _convert(name: str, raw: Any) -> Any:
         return str(raw).strip() or None
     kind = int if name == "drain_batch" else float
     try:
-        return kind(raw)
-    except (TypeError, ValueError):
+        value = kind(raw)
+    except (TypeError, ValueError, OverflowError):
+        value = None
+    # NaN and infinity compare false with every bound: reject them here.
+    if value is None or not math.isfinite(value):
         raise ConfigError(
             f"{_ENV[name]} must be a number of {'items' if kind is int else 'seconds'}, got {raw!r}"
-        ) from None
+        )
+    return value
 
 
 def _validate(s: Settings) -> None:
     if s.db_url is not None and not s.db_url.startswith(_DB_SCHEMES):
+        # Name only the scheme: the rest of a URL may carry credentials.
+        scheme = s.db_url.split(":", 1)[0]
+        shown = repr(scheme + ":") if _SCHEME.match(scheme) and ":" in s.db_url else "no scheme"
         raise ConfigError(
-            f"TURSO_DATABASE_URL must start with one of {', '.join(_DB_SCHEMES)}"
-            f" (got {s.db_url.split('://')[0]!r}...)"
+            f"TURSO_DATABASE_URL must start with one of {', '.join(_DB_SCHEMES)} (got {shown})"
         )
     for name in ("sync_timeout", "retry_base", "retry_cap", "rescan_interval",
                  "liveness_interval", "shutdown_timeout", "burst_timeout"):  # fmt: skip
