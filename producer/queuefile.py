@@ -22,6 +22,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+# Imported here, not lazily on the writer thread: a fork in the middle of a lazy
+# import leaves the child with a half-initialized module.
+import persistqueue
+import persistqueue.serializers.json
+
 QUEUES_DIRNAME = "queues"
 DB_FILENAME = "data.db"  # persist-queue's default file name inside the queue dir
 QUEUE_NAME = "default"
@@ -78,9 +83,6 @@ def process_start_time(pid: int) -> str:
 
 def create_queue_file(queue_dir: Path, info: ProducerInfo) -> None:
     """Create the queue file with persist-queue itself, plus our metadata table."""
-    import persistqueue  # local import: only the writer thread pays for it
-    import persistqueue.serializers.json
-
     # Only this user may read the logs or forge events: 0700 directories, 0600 files.
     queue_dir.parent.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     for directory in (queue_dir.parent, queue_dir):

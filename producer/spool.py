@@ -52,10 +52,33 @@ def _encode_fallback(value: Any) -> Any:
         return value.decode("utf-8", "replace")
     if isinstance(value, set | frozenset | tuple):
         return list(value)
-    return str(value)
+    try:
+        return str(value)
+    except Exception:
+        return f"<unserializable {type(value).__name__}>"
 
 
-_encode = json.JSONEncoder(default=_encode_fallback, separators=(",", ":")).encode
+_encode_fast = json.JSONEncoder(default=_encode_fallback, separators=(",", ":")).encode
+_ENVELOPE = frozenset({"v", "type", "session_id", "seq", "producer_id", "pseq", "ts"})
+
+
+def _encode(event: dict[str, Any]) -> str:
+    """JSON for an event. A field JSON cannot hold at all (a cycle, a 5,000-digit int,
+    an object whose ``str`` fails) is replaced by a marker, so the event and its place
+    in the session's order survive."""
+    try:
+        return _encode_fast(event)
+    except Exception:
+        cleaned = {}
+        for key, value in event.items():
+            try:
+                _encode_fast(value)
+                cleaned[key] = value
+            except Exception:
+                if key in _ENVELOPE:
+                    raise
+                cleaned[key] = f"<unserializable {type(value).__name__}>"
+        return _encode_fast(cleaned)
 
 
 @dataclass(frozen=True)
@@ -125,10 +148,11 @@ class Spool:
             event["producer_id"] = self.producer_id
             event["pseq"] = next(self._pseq)
             data = _encode(event).encode("utf-8", "surrogatepass")
-            if self._closed or self._writer.handoff.qsize() >= self.max_buffered:
+            writer = self._writer
+            if self._closed or writer.handoff.qsize() + writer.held >= self.max_buffered:
                 self._count_drop()
                 return
-            self._writer.handoff.put(data)
+            writer.handoff.put(data)
         except Exception:  # never into the agent
             self._count_drop()
 
@@ -143,6 +167,8 @@ class Spool:
 
         Returns ``True`` once it is, ``False`` if ``timeout`` passed first or events
         were dropped; never raises."""
+        if self._closed:
+            return False  # no writer is left to confirm anything
         try:
             barrier = Barrier()
             dropped_before = self._dropped
@@ -167,7 +193,7 @@ class Spool:
             emitted=self._emitted_count(),
             written=self._writer.written,
             dropped=self._dropped,
-            buffered=self._writer.handoff.qsize(),
+            buffered=self._writer.handoff.qsize() + self._writer.held,
             write_errors=self._writer.write_errors,
             last_error=self._writer.last_error,
         )
@@ -308,7 +334,26 @@ def _flush_all_at_exit() -> None:
         spool.close(timeout=max(0.0, deadline - time.monotonic()))
 
 
+# Forking while a writer thread is inside SQLite could leave SQLite's locks held in
+# the child; so a fork waits (bounded) for the current write to finish.
+_FORK_WAIT_S = 1.0
+_held_for_fork: list[threading.Lock] = []
+
+
+def _before_fork() -> None:
+    for spool in list(_LIVE_SPOOLS):
+        lock = spool._writer.disk_lock
+        if lock.acquire(timeout=_FORK_WAIT_S):
+            _held_for_fork.append(lock)
+
+
+def _after_fork_in_parent() -> None:
+    while _held_for_fork:
+        _held_for_fork.pop().release()
+
+
 def _after_fork_in_child() -> None:
+    _held_for_fork.clear()  # the child's writers get new locks
     for spool in list(_LIVE_SPOOLS):
         try:
             spool._reinit_after_fork()
@@ -317,4 +362,6 @@ def _after_fork_in_child() -> None:
 
 
 atexit.register(_flush_all_at_exit)
-os.register_at_fork(after_in_child=_after_fork_in_child)
+os.register_at_fork(
+    before=_before_fork, after_in_parent=_after_fork_in_parent, after_in_child=_after_fork_in_child
+)

@@ -53,6 +53,9 @@ class Writer:
         self.queue_dir = queue_dir
         self.handoff: Handoff = SimpleQueue()
         self.written = 0
+        self.held = 0  # events taken from the hand-off but not yet written
+        # Held while the thread is inside SQLite; a fork waits for it (see spool.py).
+        self.disk_lock = threading.Lock()
         self.write_errors = 0
         self.last_error: str | None = None
         self._info_factory = info_factory
@@ -87,8 +90,10 @@ class Writer:
             if not pending and not barriers and not stopping:
                 stopping = self._collect(self.handoff.get(), pending, barriers)
             stopping = self._collect_available(pending, barriers) or stopping
+            self.held = len(pending)
             if self._write(pending, durable=bool(barriers)):
                 pending = []
+                self.held = 0
                 for barrier in barriers:
                     barrier.done.set()
                 barriers = []
@@ -127,10 +132,11 @@ class Writer:
         if not items and self._conn is None and self._dropped_counter() == self._dropped_recorded:
             return True  # nothing to say: do not create a file for it
         try:
-            conn = self._connection()
-            if items:
-                queuefile.append_batch(conn, items, fsync=durable)
-            self._record_drops(conn)
+            with self.disk_lock:
+                conn = self._connection()
+                if items:
+                    queuefile.append_batch(conn, items, fsync=durable)
+                self._record_drops(conn)
         except Exception as exc:  # disk full, permissions, a damaged file, ...
             self.write_errors += 1
             if self.last_error is None or self.write_errors in (1, 10, 100, 1000):
