@@ -16,6 +16,7 @@ Layout: ``<spool>/queues/<producer_id>/data.db`` holding
 from __future__ import annotations
 
 import os
+import shutil
 import sqlite3
 import time
 from collections.abc import Iterable, Sequence
@@ -82,13 +83,20 @@ def process_start_time(pid: int) -> str:
 
 
 def create_queue_file(queue_dir: Path, info: ProducerInfo) -> None:
-    """Create the queue file with persist-queue itself, plus our metadata table."""
+    """Create the queue file with persist-queue itself, plus our metadata table.
+
+    The file is built in a hidden directory and renamed into place whole, so the
+    worker (which watches ``queues/``) never opens a half-made file: a reader holding
+    a new file open makes persist-queue's ``journal_mode`` pragma fail at once."""
     # Only this user may read the logs or forge events: 0700 directories, 0600 files.
-    queue_dir.parent.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    for directory in (queue_dir.parent, queue_dir):
-        directory.mkdir(mode=0o700, exist_ok=True)
+    queues = queue_dir.parent
+    queues.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    queues.mkdir(mode=0o700, exist_ok=True)
+    building = queues / f".new-{queue_dir.name}"
+    shutil.rmtree(building, ignore_errors=True)  # a previous attempt that failed
+    building.mkdir(mode=0o700)
     q = persistqueue.SQLiteAckQueue(
-        str(queue_dir),
+        str(building),
         name=QUEUE_NAME,
         auto_resume=False,  # never steal another process's in-flight items
         multithreading=True,
@@ -96,24 +104,36 @@ def create_queue_file(queue_dir: Path, info: ProducerInfo) -> None:
     )
     q.close()
     # SQLite gives the -wal and -shm files the database file's permissions.
-    os.chmod(queue_db_path(queue_dir), 0o600)
-    conn = connect(queue_dir)
+    os.chmod(queue_db_path(building), 0o600)
+    conn = sqlite3.connect(queue_db_path(building), isolation_level=None)
     try:
         conn.execute(_META_SQL)
-        with conn:
-            conn.executemany(
-                f"INSERT OR REPLACE INTO {META_TABLE} (key, value) VALUES (?, ?)",
-                [
-                    ("producer_id", info.producer_id),
-                    ("pid", str(info.pid)),
-                    ("host", info.host),
-                    ("process_start", info.process_start),
-                    ("started_at", repr(info.started_at)),
-                    ("dropped", "0"),
-                ],
-            )
+        conn.execute("BEGIN IMMEDIATE")
+        conn.executemany(
+            f"INSERT OR REPLACE INTO {META_TABLE} (key, value) VALUES (?, ?)",
+            [
+                ("producer_id", info.producer_id),
+                ("pid", str(info.pid)),
+                ("host", info.host),
+                ("process_start", info.process_start),
+                ("started_at", repr(info.started_at)),
+                ("dropped", "0"),
+            ],
+        )
+        conn.execute("COMMIT")
     finally:
-        conn.close()
+        conn.close()  # the last connection: checkpoints, so the file is complete alone
+    _fsync_path(queue_db_path(building))
+    os.rename(building, queue_dir)
+    _fsync_path(queues)
+
+
+def _fsync_path(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def connect(queue_dir: Path, *, readonly: bool = False) -> sqlite3.Connection:
@@ -124,8 +144,9 @@ def connect(queue_dir: Path, *, readonly: bool = False) -> sqlite3.Connection:
             f"file:{path}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_S, check_same_thread=False
         )
     else:
+        # No journal_mode pragma: the file is WAL since its creation, and the pragma
+        # can fail at once (not after the busy timeout) while another process writes.
         conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, check_same_thread=False)
-        conn.execute("PRAGMA journal_mode=WAL")
         # NORMAL: a commit survives a crash of the process; FULL is set per commit
         # when a caller waits for durability (see append_batch).
         conn.execute("PRAGMA synchronous=NORMAL")
@@ -229,7 +250,8 @@ def list_queue_dirs(spool_dir: Path) -> list[Path]:
         names = sorted(os.listdir(root))
     except FileNotFoundError:
         return []
-    return [root / n for n in names if (root / n / DB_FILENAME).exists()]
+    # Dot-names are queue files still being built (see create_queue_file).
+    return [root / n for n in names if not n.startswith(".") and (root / n / DB_FILENAME).exists()]
 
 
 def _as_bytes(value: object) -> bytes:

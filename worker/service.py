@@ -162,7 +162,7 @@ class Worker:
                     self.syncer.kill()
                     return EXIT_OK
             elif self.burst:
-                if not self._sync_work_left(include_backoff=True):
+                if not self._sync_work_left(include_backoff=True) and not self._undrained():
                     return self._burst_exit_code()
                 if self.monotonic() >= burst_deadline:
                     log.error("--burst: gave up after %gs", self.settings.burst_timeout)
@@ -243,9 +243,19 @@ class Worker:
             return bool(self.state.sessions(st.PENDING))
         return bool(self.state.due_for_sync(self.now(), limit=1))
 
+    def _undrained(self) -> bool:
+        """Items still waiting in a queue file (e.g. their replica cannot be written)."""
+        for cursor in list(self.drainer.cursors.values()):
+            try:
+                if queuefile.read_pending(cursor.conn, cursor.last_id, 1):
+                    return True
+            except Exception:
+                return True
+        return False
+
     def _burst_exit_code(self) -> int:
         counts = self.state.counts()
-        left = counts[st.OPEN] + counts[st.PENDING] + counts[st.FAILED]
+        left = counts[st.OPEN] + counts[st.PENDING] + counts[st.FAILED] + self._undrained()
         self._log_leftovers("burst finished")
         return EXIT_OK if left == 0 else EXIT_LEFT_PENDING
 

@@ -51,25 +51,35 @@ def spool_status(spool_dir: Path) -> SpoolStatus:
     )
     dead_by_producer: dict[str, int] = {}
     if (spool_dir / st.STATE_FILENAME).exists():
-        store = st.StateStore(spool_dir, readonly=True)
         try:
-            status.sessions = store.counts()
-            status.dead_letters = store.dead_letter_count()
-            dead_by_producer = dict(
-                store.conn.execute(
-                    "SELECT producer_id, count(*) FROM dead_letters GROUP BY producer_id"
-                )
-            )
-            last = store.last_error()
-            if last is not None:
-                status.last_sync_error = {"session_id": last[0], "error": last[1]}
-        finally:
-            store.close()
+            dead_by_producer = _add_worker_state(status, spool_dir)
+        except sqlite3.OperationalError as exc:
+            # A worker that is starting has created the file but not its tables yet.
+            if "no such table" not in str(exc):
+                raise
     for queue_dir in queuefile.list_queue_dirs(spool_dir):
         status.producers.append(
             _producer_status(queue_dir, dead_by_producer.get(queue_dir.name, 0))
         )
     return status
+
+
+def _add_worker_state(status: SpoolStatus, spool_dir: Path) -> dict[str, int]:
+    """Fill in sessions, dead letters and the last error; return dead letters by producer."""
+    store = st.StateStore(spool_dir, readonly=True)
+    try:
+        status.sessions = store.counts()
+        status.dead_letters = store.dead_letter_count()
+        last = store.last_error()
+        if last is not None:
+            status.last_sync_error = {"session_id": last[0], "error": last[1]}
+        return dict(
+            store.conn.execute(
+                "SELECT producer_id, count(*) FROM dead_letters GROUP BY producer_id"
+            )
+        )
+    finally:
+        store.close()
 
 
 def _producer_status(queue_dir: Path, dead: int) -> ProducerStatus:
