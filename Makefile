@@ -3,7 +3,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 DEPS_STAMP := $(VENV)/.deps-installed
-SOURCES := producer worker tests bench
+SOURCES := $(wildcard producer worker tests bench)
 
 .PHONY: demo test lint typecheck install bench bench-smoke clean
 
