@@ -173,3 +173,43 @@ def demo(spool_dir: Path | None) -> None:
 
     setup_logging(False)
     sys.exit(run_demo(spool_dir, echo=click.echo))
+
+
+@main.command()
+@spool_option
+@click.option("--timeout", type=float, default=120.0, show_default=True,
+              help="Seconds to wait for the worker to finish.")  # fmt: skip
+@click.option("--json", "as_json", is_flag=True, help="Print the final status as JSON.")
+def drain(spool_dir: Path | None, timeout: float, as_json: bool) -> None:
+    """Tell the running worker to finish (drain, seal, sync everything, exit) and wait.
+
+    For the last step of a CI job. Without a running worker it does the same work
+    itself. Exits 0 when every session is synced, 3 when anything is left or failed
+    (a summary says what), including when the worker did not finish in time."""
+    from dataclasses import replace
+
+    from .control import finish_worker
+
+    setup_logging(False)
+    settings = settings_from(spool_dir=spool_dir)
+    settings = replace(settings, burst_timeout=max(1.0, timeout))
+    outcome = finish_worker(settings, timeout)
+    s = outcome.status.sessions
+    if as_json:
+        report = outcome.status.to_json() | {"finished": outcome.finished, "left": outcome.left}
+        click.echo(json.dumps(report, indent=2))
+    else:
+        who = (
+            f"worker {outcome.worker_pid}"
+            if outcome.worker_pid
+            else "no worker running; drained here"
+        )
+        click.echo(
+            f"{who}: {'finished' if outcome.finished else f'still running after {timeout:g}s'};"
+            f" sessions synced {s['synced']}, open {s['open']}, pending {s['pending']},"
+            f" failed {s['failed']}, abandoned {s['abandoned']}; dead letters {outcome.status.dead_letters}"
+        )
+        if outcome.status.last_sync_error:
+            e = outcome.status.last_sync_error
+            click.echo(f"last sync error  {e['session_id']}: {e['error']}", err=True)
+    sys.exit(0 if outcome.finished and outcome.left == 0 else 3)

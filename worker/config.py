@@ -40,6 +40,8 @@ class Settings:
     shutdown_timeout: float = 20.0  # SIGTERM: drain and sync for at most this long
     burst_timeout: float = 300.0  # --burst: give up on retrying syncs after this long
     drain_batch: int = 2000  # queue items read per transaction
+    metrics_port: int | None = None  # serve Prometheus metrics on this port
+    metrics_addr: str = "127.0.0.1"  # ... on this address
 
     @property
     def embedded(self) -> bool:
@@ -63,6 +65,8 @@ _ENV = {
     "shutdown_timeout": "AGENTSPOOL_SHUTDOWN_TIMEOUT",
     "burst_timeout": "AGENTSPOOL_BURST_TIMEOUT",
     "drain_batch": "AGENTSPOOL_DRAIN_BATCH",
+    "metrics_port": "AGENTSPOOL_METRICS_PORT",
+    "metrics_addr": "AGENTSPOOL_METRICS_ADDR",
 }
 
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*$")
@@ -99,7 +103,9 @@ def _convert(name: str, raw: Any) -> Any:
         return Path(raw).expanduser()
     if name in ("db_url", "auth_token"):
         return str(raw).strip() or None
-    kind = int if name == "drain_batch" else float
+    if name == "metrics_addr":
+        return str(raw).strip()
+    kind = int if name in ("drain_batch", "metrics_port") else float
     try:
         value = kind(raw)
     except (TypeError, ValueError, OverflowError):
@@ -107,7 +113,8 @@ def _convert(name: str, raw: Any) -> Any:
     # NaN and infinity compare false with every bound: reject them here.
     if value is None or not math.isfinite(value):
         raise ConfigError(
-            f"{_ENV[name]} must be a number of {'items' if kind is int else 'seconds'}, got {raw!r}"
+            f"{_ENV[name]} must be {'a whole number' if kind is int else 'a number of seconds'},"
+            f" got {raw!r}"
         )
     return value
 
@@ -128,5 +135,7 @@ def _validate(s: Settings) -> None:
         raise ConfigError("AGENTSPOOL_ABANDON_AFTER must be 0 (off) or a number of seconds")
     if s.retry_cap < s.retry_base:
         raise ConfigError("AGENTSPOOL_RETRY_CAP must be at least AGENTSPOOL_RETRY_BASE")
+    if s.metrics_port is not None and not 0 < s.metrics_port < 65536:
+        raise ConfigError("AGENTSPOOL_METRICS_PORT must be a TCP port (1-65535)")
     if s.drain_batch < 1:
         raise ConfigError("AGENTSPOOL_DRAIN_BATCH must be at least 1")

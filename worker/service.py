@@ -29,6 +29,8 @@ from . import state as st
 from .config import Settings
 from .drain import Drainer
 from .lock import SpoolLock
+from .metrics import WorkerMetrics
+from .notify import SystemdNotifier
 from .producers import producer_gone
 from .replica import REPLICAS_DIRNAME, Replica
 from .syncer import SyncOutcome, SyncRunner, backoff_delay
@@ -39,6 +41,7 @@ _WAKING_EVENTS = frozenset({"created", "modified", "moved", "closed", "deleted"}
 
 EXIT_OK = 0
 ERROR_PAUSE_S = 1.0
+FINISH_SIGNAL = signal.SIGUSR1  # sent by `agentspool drain`
 EXIT_LEFT_PENDING = 3  # --burst finished with sessions still open, pending or failed
 
 
@@ -67,8 +70,11 @@ class Worker:
         self.wake = threading.Event()
         self.stats = LoopStats()
         self._stop_requests = 0
+        self._finish_requested = False
         self._host = socket.gethostname()
         self._next_liveness_check = 0.0
+        self.notifier = SystemdNotifier(monotonic=monotonic)
+        self.metrics: WorkerMetrics | None = None
 
     # ---- signals -----------------------------------------------------------
 
@@ -76,10 +82,16 @@ class Worker:
         self._stop_requests += 1
         self.wake.set()
 
+    def request_finish(self, signum: int = signal.SIGUSR1, frame: FrameType | None = None) -> None:
+        """``agentspool drain``: finish as ``--burst`` would (drain, seal, sync, exit)."""
+        self._finish_requested = True
+        self.wake.set()
+
     def _install_signal_handlers(self) -> None:
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, self.request_stop)
             signal.signal(signal.SIGINT, self.request_stop)
+            signal.signal(FINISH_SIGNAL, self.request_finish)
 
     # ---- the loop ----------------------------------------------------------
 
@@ -112,9 +124,20 @@ class Worker:
         )
         self.state.set_meta("worker_pid", str(os.getpid()))
         self.state.set_meta("worker_started_at", repr(self.now()))
+        if self.settings.metrics_port is not None:
+            self.metrics = WorkerMetrics()
+            self.metrics.serve(self.settings.metrics_port, self.settings.metrics_addr)
+            log.info(
+                "serving metrics on http://%s:%d/metrics",
+                self.settings.metrics_addr,
+                self.settings.metrics_port,
+            )
+        self.notifier.ready(self._status_line())
         try:
             return self._loop()
         finally:
+            self.notifier.stopping()
+            self.notifier.close()
             observer.stop()
             self.syncer.close()
             self.drainer.close()
@@ -129,22 +152,31 @@ class Worker:
                 log.warning("second stop signal: stopping now")
                 self.syncer.kill()
                 return EXIT_OK if not self.burst else EXIT_LEFT_PENDING
+            if self._finish_requested and not self.burst:
+                log.info("finish requested: draining, sealing and syncing everything, then exiting")
+                self.burst = True
+                burst_deadline = self.monotonic() + self.settings.burst_timeout
             if self._stop_requests == 1 and stop_deadline is None:
+                self.notifier.stopping()
                 log.info(
                     "stop requested: draining and syncing for up to %gs (signal again to stop now)",
                     self.settings.shutdown_timeout,
                 )
                 stop_deadline = self.monotonic() + self.settings.shutdown_timeout
             self.wake.clear()
+            self.notifier.heartbeat()
             more_to_drain = False
             try:
                 drained = self.drainer.drain_all()
                 self.stats.drained += drained.items
+                if self.metrics is not None:
+                    self.metrics.events_drained.inc(drained.items)
                 more_to_drain = drained.items > 0
                 if self.burst or self.monotonic() >= self._next_liveness_check:
                     self._next_liveness_check = self.monotonic() + self.settings.liveness_interval
                     self._seal_abandoned_sessions()
                     self._remove_finished_queues()
+                    self._report_progress()
                 self._advance_syncs()
             except Exception:
                 # One bad pass (a full disk, a locked file) must not end the worker:
@@ -183,9 +215,37 @@ class Worker:
                 wait = min(wait, max(0.0, next_attempt - self.now()))
         if stop_deadline is not None:
             wait = min(wait, max(0.0, stop_deadline - now_mono))
+        heartbeat = self.notifier.seconds_to_next_heartbeat()
+        if heartbeat is not None:
+            wait = min(wait, heartbeat)
         if self.burst:
             wait = min(wait, 0.5)
         return max(wait, 0.01)
+
+    # ---- reporting ---------------------------------------------------------
+
+    def _status_line(self) -> str:
+        counts = self.state.counts()
+        return (
+            f"{counts[st.OPEN]} open, {counts[st.PENDING]} pending sync, "
+            f"{counts[st.SYNCED]} synced, {counts[st.FAILED]} failed"
+        )
+
+    def _report_progress(self) -> None:
+        """systemd STATUS= and the metrics gauges, refreshed on the periodic check."""
+        self.notifier.status(self._status_line())
+        if self.metrics is None:
+            return
+        producers = {}
+        for cursor in list(self.drainer.cursors.values()):
+            try:
+                counts = queuefile.count_by_status(cursor.conn)
+            except Exception:
+                continue
+            depth = counts.get(queuefile.STATUS_INITED, 0) + counts.get(queuefile.STATUS_READY, 0)
+            dropped = cursor.info.dropped if cursor.info else 0
+            producers[cursor.queue_dir.name] = (depth, dropped)
+        self.metrics.refresh(self.state, producers)
 
     # ---- syncing -----------------------------------------------------------
 
@@ -203,6 +263,13 @@ class Worker:
             )
 
     def _record_outcome(self, outcome: SyncOutcome) -> None:
+        if self.metrics is not None:
+            self.metrics.sync_attempts.inc()
+            if outcome.ok:
+                self.metrics.sync_seconds.observe(outcome.seconds)
+                self.metrics.last_sync_success.set(self.now())
+            else:
+                self.metrics.sync_failures.labels(kind=outcome.kind).inc()
         if outcome.ok:
             self.state.mark_synced(outcome.session_id, self.now())
             self.stats.synced += 1
