@@ -79,12 +79,18 @@ def worker() -> None:
     type=float,
     help="Seconds one sync attempt may take [env: AGENTSPOOL_SYNC_TIMEOUT; default: 30].",
 )
+@click.option(
+    "--metrics-port",
+    type=int,
+    help="Serve Prometheus metrics on 127.0.0.1:PORT/metrics [env: AGENTSPOOL_METRICS_PORT].",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Log debug messages.")
 def worker_run(
     spool_dir: Path | None,
     db_url: str | None,
     burst: bool,
     sync_timeout: float | None,
+    metrics_port: int | None,
     verbose: bool,
 ) -> None:
     """Drain producer queues into session replicas and sync ended sessions.
@@ -96,7 +102,9 @@ def worker_run(
     from .service import Worker
 
     setup_logging(verbose)
-    settings = settings_from(spool_dir=spool_dir, db_url=db_url, sync_timeout=sync_timeout)
+    settings = settings_from(
+        spool_dir=spool_dir, db_url=db_url, sync_timeout=sync_timeout, metrics_port=metrics_port
+    )
     try:
         code = Worker(settings, burst=burst).run()
     except WorkerAlreadyRunning as exc:
