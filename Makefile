@@ -35,3 +35,10 @@ test: lint typecheck
 
 clean:
 	rm -rf $(VENV) .cache build dist .mypy_cache .ruff_cache .pytest_cache
+
+# Benchmarks (a harness, not timed tests): prints the table, writes bench/results.json.
+bench: install
+	$(BIN)/python -m bench
+
+bench-smoke: install
+	$(BIN)/python -m bench --smoke

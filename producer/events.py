@@ -66,6 +66,29 @@ MAX_SESSION_ID_LENGTH: Final = 200
 MAX_SEQ: Final = 2**62  # fits SQLite's 64-bit integers with room to spare
 MAX_TS: Final = 253_402_300_800.0  # 10000-01-01: what ISO-8601 timestamps can hold
 
+# Size limits (docs/RELIABILITY.md). A text field (content, metadata, tool input or
+# output, error, ...) longer than MAX_FIELD_BYTES of UTF-8 is stored truncated, with
+# a marker naming how much was cut; a whole queue item longer than MAX_ITEM_BYTES is
+# never parsed: it is dead-lettered with the reason. The producer truncates fields
+# before they reach disk, so its events stay under the item limit.
+MAX_FIELD_BYTES: Final = 1 << 20  # 1 MiB
+MAX_ITEM_BYTES: Final = 8 << 20  # 8 MiB
+TRUNCATION_MARKER: Final = "…[truncated {} bytes]"
+
+
+def truncate_text(text: str, limit: int = MAX_FIELD_BYTES) -> str:
+    """``text`` cut to at most ``limit`` UTF-8 bytes (on a character boundary), followed
+    by a marker that says how many bytes were cut; unchanged if it fits."""
+    if len(text) <= limit // 4:  # cannot exceed the limit: skip the encoding
+        return text
+    data = text.encode("utf-8", "surrogatepass")
+    if len(data) <= limit:
+        return text
+    end = limit
+    while end > 0 and data[end] & 0xC0 == 0x80:  # never cut a character in half
+        end -= 1
+    return data[:end].decode("utf-8", "surrogatepass") + TRUNCATION_MARKER.format(len(data) - end)
+
 
 class InvalidEvent(ValueError):
     """An event that cannot be applied; the message says why (it is recorded)."""

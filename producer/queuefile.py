@@ -198,6 +198,32 @@ def read_pending(conn: sqlite3.Connection, after_id: int, limit: int) -> list[Qu
     return [QueueItem(int(r[0]), _as_bytes(r[1])) for r in rows]
 
 
+def read_pending_within(
+    conn: sqlite3.Connection, after_id: int, limit: int, max_bytes: int
+) -> list[QueueItem]:
+    """Like ``read_pending``, but the items' data add up to at most ``max_bytes``
+    (always at least one item, however large): the worker's memory stays bounded."""
+    sizes = conn.execute(
+        f"SELECT _id, length(data) FROM {TABLE}"
+        f" WHERE _id > ? AND status < {STATUS_UNACK} ORDER BY _id LIMIT ?",
+        (after_id, limit),
+    ).fetchall()
+    total, last = 0, after_id
+    for n, (item_id, size) in enumerate(sizes):
+        total += int(size or 0)
+        if n and total > max_bytes:
+            break
+        last = int(item_id)
+    if last == after_id:
+        return []
+    rows = conn.execute(
+        f"SELECT _id, data FROM {TABLE}"
+        f" WHERE _id > ? AND _id <= ? AND status < {STATUS_UNACK} ORDER BY _id",
+        (after_id, last),
+    ).fetchall()
+    return [QueueItem(int(r[0]), _as_bytes(r[1])) for r in rows]
+
+
 def ack(conn: sqlite3.Connection, item_ids: Iterable[int], status: int = STATUS_ACKED) -> None:
     ids = list(item_ids)
     if not ids:
@@ -224,6 +250,23 @@ def count_by_status(conn: sqlite3.Connection) -> dict[int, int]:
         int(status): int(n)
         for status, n in conn.execute(f"SELECT status, COUNT(*) FROM {TABLE} GROUP BY status")
     }
+
+
+def oldest_pending_timestamp(conn: sqlite3.Connection) -> float | None:
+    """When the oldest item not yet acked was appended (seconds since the epoch), or None."""
+    row = conn.execute(
+        f"SELECT min(timestamp) FROM {TABLE} WHERE status < {STATUS_UNACK}"
+    ).fetchone()
+    return None if row is None or row[0] is None else float(row[0])
+
+
+def read_counter(conn: sqlite3.Connection, key: str) -> float | None:
+    """A value stored with ``set_counter``, or None if it was never set."""
+    try:
+        row = conn.execute(f"SELECT value FROM {META_TABLE} WHERE key = ?", (key,)).fetchone()
+    except sqlite3.OperationalError:
+        return None  # no metadata table yet
+    return None if row is None else float(row[0])
 
 
 def read_producer_info(conn: sqlite3.Connection) -> ProducerInfo | None:

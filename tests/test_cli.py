@@ -12,7 +12,9 @@ from click.testing import CliRunner
 from agentspool.worker.cli import main
 from tests.helpers import run_cli, worker_env
 
-README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+REPO = Path(__file__).resolve().parent.parent
+README = (REPO / "README.md").read_text()
+CLI_DOC = (REPO / "docs" / "CLI.md").read_text()
 
 
 def all_commands(group: click.Group, prefix: str = "") -> list[tuple[str, click.Command]]:
@@ -35,12 +37,14 @@ def test_the_cli_has_the_core_commands() -> None:
 
 
 @pytest.mark.parametrize("name,command", COMMANDS, ids=[n for n, _ in COMMANDS])
-def test_every_command_has_help_and_is_in_the_readme(name: str, command: click.Command) -> None:
+def test_every_command_has_help_and_is_documented(name: str, command: click.Command) -> None:
     assert command.help and len(command.help) > 20, f"{name} has no help text"
     for param in command.params:
         if isinstance(param, click.Option):
             assert param.help, f"option {param.opts} of {name} has no help text"
-    assert f"agentspool {name}" in README, f"`agentspool {name}` is not in the README"
+    assert f"agentspool {name}" in README + CLI_DOC, (
+        f"`agentspool {name}` is in neither README.md nor docs/CLI.md"
+    )
     result = CliRunner().invoke(main, [*name.split(), "--help"])
     assert result.exit_code == 0 and "Usage:" in result.output
 

@@ -26,9 +26,15 @@ ENV_VALUES: dict[str, tuple[str, str, Any]] = {
     "shutdown_timeout": ("AGENTSPOOL_SHUTDOWN_TIMEOUT", "9", 9.0),
     "burst_timeout": ("AGENTSPOOL_BURST_TIMEOUT", "1e3", 1000.0),
     "drain_batch": ("AGENTSPOOL_DRAIN_BATCH", "17", 17),
+    "retain_synced": ("AGENTSPOOL_RETAIN_SYNCED", "3600", 3600.0),
+    "max_replica_bytes": ("AGENTSPOOL_MAX_REPLICA_BYTES", "1000000", 1_000_000),
+    "metrics_port": ("AGENTSPOOL_METRICS_PORT", "9464", 9464),
+    "metrics_addr": ("AGENTSPOOL_METRICS_ADDR", " 0.0.0.0 ", "0.0.0.0"),
 }
 
-NUMERIC = [name for name in ENV_VALUES if name not in ("spool_dir", "db_url", "auth_token")]
+NUMERIC = [
+    name for name in ENV_VALUES if name not in ("spool_dir", "db_url", "auth_token", "metrics_addr")
+]
 
 
 def base_env(tmp_path: Path, **extra: str) -> dict[str, str]:

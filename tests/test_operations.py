@@ -177,3 +177,65 @@ def test_example_workflow_uses_these_commands() -> None:
     assert "agentspool worker run" in workflow
     assert "agentspool drain --timeout 120" in workflow
     assert "if: always()" in workflow
+
+
+def test_migrate_shows_then_applies(spool: Path, sqld: Sqld) -> None:
+    env = worker_env(spool, sqld.url)
+    plan = run_cli("migrate", "--dry-run", env=env, check=True).stdout
+    assert "-- 001_init.sql" in plan and "CREATE TABLE IF NOT EXISTS sessions" in plan
+    tables = "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'sessions'"
+    assert sqld.scalar(tables) == 0  # a dry run changes nothing
+    applied = run_cli("migrate", "--yes", env=env, check=True).stdout
+    assert "applied: [1]" in applied
+    assert sqld.scalar(tables) == 1
+    again = run_cli("migrate", env=env, check=True).stdout
+    assert "up to date" in again
+    sqld.stop()
+    down = run_cli("migrate", "--timeout", "10", env=env)
+    assert down.returncode == 1 and "Error:" in down.stderr
+
+
+def test_prune_deletes_only_synced_replicas(spool: Path) -> None:
+    env = worker_env(spool)
+    finish(run_python(PRODUCER_WORKLOAD + "run(Spool(SPOOL), 3, 20, 'old')", spool))
+    keeper = run_python(
+        """
+        import time
+        from agentspool import Spool
+        spool = Spool(SPOOL)
+        s = spool.session(agent="still-running", session_id="open-session")
+        s.message("user", "hi")
+        assert spool.flush(30)
+        print("ready", flush=True)
+        time.sleep(60)
+        """,
+        spool,
+    )
+    try:
+        assert keeper.stdout is not None and keeper.stdout.readline().strip() == "ready"
+        assert run_cli("worker", "run", "--burst", env=env).returncode == 3  # one session open
+        replicas = spool / "replicas"
+        assert len(list(replicas.glob("*.db"))) == 4
+        dry = run_cli("prune", "--max-bytes", "1", "--dry-run", env=env, check=True).stdout
+        assert "would delete 3 replica(s)" in dry and len(list(replicas.glob("*.db"))) == 4
+        done = run_cli("prune", "--max-bytes", "1", env=env, check=True).stdout
+        assert "deleted 3 replica(s)" in done
+        assert [p.name for p in replicas.glob("*.db")] == ["open-session.db"]
+        status = run_cli("status", "--json", env=env, check=True).stdout
+        assert '"synced": 3' in status and '"open": 1' in status
+    finally:
+        keeper.kill()
+        keeper.wait(timeout=10)
+
+
+def test_prune_refuses_while_a_worker_runs(spool: Path) -> None:
+    env = worker_env(spool)
+    worker = start_worker(env)
+    try:
+        wait_until(lambda: (spool / "worker.db").exists(), 20, "the worker to start")
+        wait_until(lambda: run_cli("status", "--json", env=env).stdout.count('"worker_pid": null') == 0,
+                   20, "the worker to hold the lock")  # fmt: skip
+        result = run_cli("prune", env=env)
+        assert result.returncode == 1 and "prunes by itself" in result.stderr
+    finally:
+        stop_process(worker)

@@ -3,58 +3,53 @@
 Logs go to stderr so that stdout (and ``--json``) stays parseable. Library errors
 become ``click.ClickException`` (exit 1) with a message that names the next step.
 
-Exit codes: 0 success; 1 error (including "another worker is running"); 2 usage
-error; 3 ``worker run --burst`` ended with sessions left open, pending or failed.
+Exit codes: 0 success; 1 error (including "another worker is running", and
+``status --check`` finding a problem); 2 usage error; 3 ``worker run --burst`` ended
+with sessions left open, pending or failed; 4 ``emit``/``ingest`` rejected an event.
+Shared options and helpers are in cli_options.py; command groups in commands_*.py
+(docs/CLI.md documents every command and its ``--json`` schema).
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 
 from . import state as st
-from .config import ConfigError, Settings, load_settings
+from .cli_options import (
+    echo_json,
+    json_option,
+    load_env_file,
+    settings_from,
+    setup_logging,
+    spool_option,
+)
+from .commands_dead import dead
+from .commands_emit import emit, ingest
+from .commands_inspect import queue, sessions, show
+from .health import DEFAULT_MAX_AGE_S
 from .lock import WorkerAlreadyRunning
 
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def spool_option(func: F) -> F:
-    """The shared ``--spool`` option (else AGENTSPOOL_DIR, else the XDG state dir)."""
-    decorator = click.option(
-        "--spool",
-        "spool_dir",
-        type=click.Path(file_okay=False, path_type=Path),
-        help="Spool directory [env: AGENTSPOOL_DIR; default: $XDG_STATE_HOME/agentspool].",
-    )
-    return decorator(func)
-
-
-def settings_from(**overrides: Any) -> Settings:
-    try:
-        return load_settings(overrides)
-    except ConfigError as exc:
-        raise click.ClickException(str(exc)) from None
-
-
-def setup_logging(verbose: bool) -> None:
-    logging.basicConfig(
-        stream=sys.stderr,
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+__all__ = ["main", "settings_from", "setup_logging", "spool_option"]
 
 
 @click.group()
 @click.version_option(package_name="agentspool")
-def main() -> None:
+@click.option(
+    "--env-file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    envvar="AGENTSPOOL_ENV_FILE",
+    help="Load settings from this file first (KEY=VALUE lines, as in .env.example);"
+    " they override the environment [env: AGENTSPOOL_ENV_FILE].",
+)
+def main(env_file: Path | None) -> None:
     """agentspool: durable, agent-harmless session logging to Turso (libSQL)."""
+    if env_file is not None:
+        load_env_file(env_file)
 
 
 @main.group()
@@ -114,17 +109,43 @@ def worker_run(
 
 @main.command()
 @spool_option
+@json_option
 @click.option(
-    "--json", "as_json", is_flag=True, help="Print a JSON object (see README) instead of text."
+    "--check",
+    is_flag=True,
+    help="Exit 1 if a session failed to sync, a dead letter exists, or work waited"
+    " longer than --max-age (for monitoring).",
 )
-def status(spool_dir: Path | None, as_json: bool) -> None:
-    """Show producer queues, sessions by state, dead letters and the last sync error."""
+@click.option(
+    "--max-age",
+    type=click.FloatRange(min=0),
+    default=DEFAULT_MAX_AGE_S,
+    show_default=True,
+    help="Seconds a queue item may wait to be drained, or an ended session to be synced.",
+)
+def status(spool_dir: Path | None, as_json: bool, check: bool, max_age: float) -> None:
+    """Show producer queues, sessions by state, dead letters and the last sync error.
+
+    With --check, also a health verdict for monitoring: exit 0 healthy, 1 not (the
+    problems are listed, each with the next step)."""
+    from .health import check_health
     from .status import spool_status
 
     settings = settings_from(spool_dir=spool_dir)
     report = spool_status(settings.spool_dir)
+    health = check_health(settings.spool_dir, report, max_age)
     if as_json:
-        click.echo(json.dumps(report.to_json(), indent=2))
+        echo_json(
+            report.to_json()
+            | {
+                "oldest_pending_age_s": health.oldest_pending_age_s,
+                "worker_alive": health.worker_alive,
+                "healthy": health.healthy,
+                "problems": health.problems,
+            }
+        )
+        if check and not health.healthy:
+            sys.exit(1)
         return
     worker = f"running (pid {report.worker_pid})" if report.worker_pid else "not running"
     click.echo(f"spool   {report.spool}")
@@ -147,6 +168,16 @@ def status(spool_dir: Path | None, as_json: bool) -> None:
     if report.last_sync_error:
         e = report.last_sync_error
         click.echo(f"last sync error  {e['session_id']}: {e['error']}")
+    age = health.oldest_pending_age_s
+    click.echo(f"oldest waiting  {'-' if age is None else f'{age:.1f}s'}")
+    if health.healthy:
+        click.echo("health  ok")
+    else:
+        click.echo(click.style(f"health  {len(health.problems)} problem(s)", fg="red"))
+        for problem in health.problems:
+            click.echo(f"  - {problem}")
+    if check and not health.healthy:
+        sys.exit(1)
 
 
 @main.command()
@@ -221,3 +252,149 @@ def drain(spool_dir: Path | None, timeout: float, as_json: bool) -> None:
             e = outcome.status.last_sync_error
             click.echo(f"last sync error  {e['session_id']}: {e['error']}", err=True)
     sys.exit(0 if outcome.finished and outcome.left == 0 else 3)
+
+
+@main.command()
+@spool_option
+@click.option(
+    "--db",
+    "db_url",
+    help="Remote database URL [env: TURSO_DATABASE_URL; default: the embedded file].",
+)
+@click.option("--yes", is_flag=True, help="Apply without asking.")
+@click.option("--dry-run", is_flag=True, help="Only show what would be applied.")
+@click.option(
+    "--timeout",
+    type=float,
+    default=60.0,
+    show_default=True,
+    help="Seconds to wait for the database.",
+)
+def migrate(
+    spool_dir: Path | None, db_url: str | None, yes: bool, dry_run: bool, timeout: float
+) -> None:
+    """Apply the schema to the remote database, showing what it will do first.
+
+    The worker migrates by itself before its first sync; this is for doing it ahead
+    of time, or to see what a new version of agentspool would change."""
+    import threading
+
+    from .syncer import SyncRunner
+
+    settings = settings_from(spool_dir=spool_dir, db_url=db_url)
+    runner = SyncRunner(settings.effective_db_url, settings.auth_token, timeout, threading.Event())
+    try:
+        plan = _remote_call(runner, {"op": "plan"}, timeout)
+        click.echo(
+            f"database {_redacted_url(settings.effective_db_url)}: schema versions {plan['applied'] or 'none'}"
+        )
+        if not plan["pending"]:
+            click.echo("up to date: nothing to apply")
+            return
+        for m in plan["pending"]:
+            click.echo(f"-- {m['name']}")
+            for statement in m["statements"]:
+                click.echo(statement.rstrip() + ";")
+        if dry_run:
+            return
+        if not yes and not click.confirm("apply these migrations?", default=False):
+            raise click.ClickException("nothing applied")
+        done = _remote_call(runner, {"op": "migrate"}, timeout)
+        click.echo(f"applied: {done['applied_now'] or 'nothing (another process just did it)'}")
+    finally:
+        runner.close()
+
+
+def _remote_call(runner: Any, request: dict[str, Any], timeout: float) -> dict[str, Any]:
+    try:
+        reply: dict[str, Any] = runner.call(request, timeout)
+    except (TimeoutError, ConnectionError) as exc:
+        raise click.ClickException(f"{exc}; check TURSO_DATABASE_URL and the network") from None
+    if not reply.get("ok"):
+        raise click.ClickException(str(reply.get("error", "the database call failed")))
+    return reply
+
+
+def _redacted_url(url: str) -> str:
+    return url.split("?", 1)[0]  # query strings may carry tokens
+
+
+@main.command()
+@spool_option
+@click.option(
+    "--older-than",
+    type=float,
+    help="Seconds a synced replica is kept [env: AGENTSPOOL_RETAIN_SYNCED; default: 7 days].",
+)
+@click.option(
+    "--max-bytes",
+    type=int,
+    help="Cap on all replicas' size [env: AGENTSPOOL_MAX_REPLICA_BYTES; default: none].",
+)
+@click.option("--dry-run", is_flag=True, help="Only list what would be deleted.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON object instead of text.")
+def prune(
+    spool_dir: Path | None,
+    older_than: float | None,
+    max_bytes: int | None,
+    dry_run: bool,
+    as_json: bool,
+) -> None:
+    """Delete replicas of synced sessions by age and size (never unsynced ones).
+
+    The running worker does this hourly by itself; by hand it runs only while no
+    worker holds the spool."""
+    from .lock import lock_holder
+    from .retention import prune as prune_spool
+
+    settings = settings_from(
+        spool_dir=spool_dir, retain_synced=older_than, max_replica_bytes=max_bytes
+    )
+    holder = lock_holder(settings.spool_dir)
+    if holder is not None and not dry_run:
+        raise click.ClickException(
+            f"a worker (pid {holder}) is running and prunes by itself; use --dry-run to look, or stop it first"
+        )
+    if not (settings.spool_dir / st.STATE_FILENAME).exists():
+        raise click.ClickException(
+            f"no worker state in {settings.spool_dir}: nothing has been synced yet"
+        )
+    store = st.StateStore(settings.spool_dir)
+    try:
+        report = prune_spool(
+            settings.spool_dir,
+            store,
+            retain_synced=settings.retain_synced,
+            max_bytes=settings.max_replica_bytes,
+            dry_run=dry_run,
+        )
+    finally:
+        store.close()
+    if as_json:
+        click.echo(json.dumps({
+            "dry_run": dry_run,
+            "deleted": [{"session_id": s, "bytes": b} for s, b in report.deleted],
+            "freed_bytes": report.freed_bytes,
+            "kept_bytes": report.kept_bytes,
+            "stale_builds": report.stale_builds,
+        }, indent=2))  # fmt: skip
+        return
+    verb = "would delete" if dry_run else "deleted"
+    for session_id, size in report.deleted:
+        click.echo(f"{verb} {session_id} ({size} bytes)")
+    click.echo(
+        f"{verb} {len(report.deleted)} replica(s), {report.freed_bytes} bytes; {report.kept_bytes} bytes kept"
+    )
+
+
+# Inspection, dead letters and producers in any language (commands_*.py).
+main.add_command(queue)
+main.add_command(sessions)
+main.add_command(show)
+main.add_command(dead)
+main.add_command(emit)
+main.add_command(ingest)
+
+from .verify import verify  # noqa: E402 - appended: the spool integrity check (verify.py)
+
+main.add_command(verify)

@@ -40,6 +40,8 @@ class Settings:
     shutdown_timeout: float = 20.0  # SIGTERM: drain and sync for at most this long
     burst_timeout: float = 300.0  # --burst: give up on retrying syncs after this long
     drain_batch: int = 2000  # queue items read per transaction
+    retain_synced: float = 7 * 86400.0  # keep a synced session's replica this long (0: forever)
+    max_replica_bytes: int = 0  # then drop the oldest synced replicas above this total (0: no cap)
     metrics_port: int | None = None  # serve Prometheus metrics on this port
     metrics_addr: str = "127.0.0.1"  # ... on this address
 
@@ -65,6 +67,8 @@ _ENV = {
     "shutdown_timeout": "AGENTSPOOL_SHUTDOWN_TIMEOUT",
     "burst_timeout": "AGENTSPOOL_BURST_TIMEOUT",
     "drain_batch": "AGENTSPOOL_DRAIN_BATCH",
+    "retain_synced": "AGENTSPOOL_RETAIN_SYNCED",
+    "max_replica_bytes": "AGENTSPOOL_MAX_REPLICA_BYTES",
     "metrics_port": "AGENTSPOOL_METRICS_PORT",
     "metrics_addr": "AGENTSPOOL_METRICS_ADDR",
 }
@@ -105,7 +109,7 @@ def _convert(name: str, raw: Any) -> Any:
         return str(raw).strip() or None
     if name == "metrics_addr":
         return str(raw).strip()
-    kind = int if name in ("drain_batch", "metrics_port") else float
+    kind = int if name in ("drain_batch", "metrics_port", "max_replica_bytes") else float
     try:
         value = kind(raw)
     except (TypeError, ValueError, OverflowError):
@@ -131,6 +135,10 @@ def _validate(s: Settings) -> None:
                  "liveness_interval", "shutdown_timeout", "burst_timeout"):  # fmt: skip
         if getattr(s, name) <= 0:
             raise ConfigError(f"{_ENV[name]} must be greater than 0")
+    if s.retain_synced < 0 or s.max_replica_bytes < 0:
+        raise ConfigError(
+            "AGENTSPOOL_RETAIN_SYNCED and AGENTSPOOL_MAX_REPLICA_BYTES must be 0 (off) or positive"
+        )
     if s.abandon_after < 0:
         raise ConfigError("AGENTSPOOL_ABANDON_AFTER must be 0 (off) or a number of seconds")
     if s.retry_cap < s.retry_base:

@@ -23,13 +23,15 @@ from typing import Any
 from agentspool.producer import events as ev
 from agentspool.producer import queuefile
 
+from . import quarantine
 from .replica import Replica, iso, replica_path
-from .state import StateStore
+from .state import SessionState, StateStore
 
 log = logging.getLogger("agentspool.worker")
 
 MAX_OPEN_REPLICAS = 128
 CLEAR_ACKED_EVERY = 10_000  # acked rows deleted from a live producer's file this often
+MAX_BATCH_BYTES = 64 << 20  # queue data read per batch (a larger single item is read alone)
 
 
 @dataclass
@@ -59,12 +61,17 @@ class Drainer:
         *,
         batch_size: int = 2000,
         now: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.spool_dir = spool_dir
         self.state = state
         self.batch_size = batch_size
         self.now = now
+        self.monotonic = monotonic
+        self._started = monotonic()
+        self._seen: dict[str, float] = {}  # session -> monotonic time of its latest event
         self.cursors: dict[Path, QueueCursor] = {}
+        self._rewind: dict[Path, int] = {}  # queue -> read again from after this id
         self._replicas: OrderedDict[str, Replica] = OrderedDict()
 
     # ---- queues ------------------------------------------------------------
@@ -74,9 +81,16 @@ class Drainer:
         if cursor is None:
             try:
                 conn = queuefile.connect(queue_dir)
-                info = queuefile.read_producer_info(conn)
+                try:
+                    info = queuefile.read_producer_info(conn)
+                except BaseException:
+                    conn.close()
+                    raise
             except sqlite3.Error as exc:
-                log.error("cannot open queue %s: %s", queue_dir.name, exc)
+                if quarantine.is_damage(exc):
+                    self._quarantine_queue(queue_dir, exc)
+                else:
+                    log.error("cannot open queue %s: %s", queue_dir.name, exc)
                 return None
             cursor = self.cursors[queue_dir] = QueueCursor(queue_dir, conn, info=info)
         elif cursor.info is None:
@@ -96,7 +110,11 @@ class Drainer:
             if cursor is None:
                 continue
             for _ in range(max_batches_per_queue):
-                result = self.drain_batch(cursor)
+                try:
+                    result = self.drain_batch(cursor)
+                except Exception:  # one queue's surprise must not stop the others
+                    log.exception("cannot drain queue %s (will retry)", queue_dir.name)
+                    break
                 total.items += result.items
                 total.applied += result.applied
                 total.dead_lettered += result.dead_lettered
@@ -107,28 +125,41 @@ class Drainer:
 
     def drain_batch(self, cursor: QueueCursor) -> DrainResult:
         result = DrainResult()
+        if cursor.queue_dir in self._rewind:
+            cursor.last_id = min(cursor.last_id, self._rewind.pop(cursor.queue_dir))
         try:
-            items = queuefile.read_pending(cursor.conn, cursor.last_id, self.batch_size)
+            items = queuefile.read_pending_within(
+                cursor.conn, cursor.last_id, self.batch_size, MAX_BATCH_BYTES
+            )
         except sqlite3.Error as exc:
-            log.error("cannot read queue %s: %s", cursor.queue_dir.name, exc)
+            if quarantine.is_damage(exc):
+                self._quarantine_queue(cursor.queue_dir, exc)
+            else:
+                log.error("cannot read queue %s: %s", cursor.queue_dir.name, exc)
             return result
         if not items:
             return result
         producer_id = cursor.queue_dir.name
         by_session: dict[str, list[tuple[int, dict[str, Any]]]] = {}
         dead: list[tuple[int, bytes, str]] = []
+        raw: dict[int, bytes] = {}
         for item in items:
+            if len(item.data) > ev.MAX_ITEM_BYTES:
+                reason = f"queue item of {len(item.data)} bytes is over the {ev.MAX_ITEM_BYTES} byte limit"
+                dead.append((item.item_id, item.data, reason))
+                continue
             try:
                 event = ev.validate(json.loads(item.data))
             except (ValueError, TypeError, RecursionError) as exc:
                 dead.append((item.item_id, item.data, f"invalid event: {exc}"))
                 continue
+            raw[item.item_id] = item.data
             by_session.setdefault(event["session_id"], []).append((item.item_id, event))
 
         done_ids = [item_id for item_id, _, _ in dead]
         first_blocked: int | None = None
         for session_id, session_events in by_session.items():
-            applied, failed_dead, blocked_at = self._apply_session(session_id, session_events)
+            applied, failed_dead, blocked_at = self._apply_session(session_id, session_events, raw)
             result.applied += applied
             dead.extend(failed_dead)
             done_ids.extend(i for i, _ in session_events if blocked_at is None or i < blocked_at)
@@ -157,13 +188,17 @@ class Drainer:
         return result
 
     def _apply_session(
-        self, session_id: str, session_events: list[tuple[int, dict[str, Any]]]
+        self,
+        session_id: str,
+        session_events: list[tuple[int, dict[str, Any]]],
+        raw: dict[int, bytes],
     ) -> tuple[int, list[tuple[int, bytes, str]], int | None]:
         """Apply one session's events; returns (applied, dead letters, first blocked id).
 
         The whole group goes in one transaction. If it fails, events are applied one
         by one: an event the database rejects is dead-lettered; a failure of the file
-        itself (disk full, I/O error) blocks the rest until a later pass."""
+        itself (disk full, I/O error) blocks the rest until a later pass. A replica
+        SQLite reports as damaged is quarantined and the events go to a new one."""
         dead: list[tuple[int, bytes, str]] = []
         try:
             replica = self.replica(session_id)
@@ -176,7 +211,10 @@ class Drainer:
             log.error("cannot write replica of session %s: %s (will retry)", session_id, exc)
             self._drop_replica(session_id)
             return 0, dead, session_events[0][0]
-        except (sqlite3.Error, ValueError, TypeError, OverflowError):
+        except (sqlite3.Error, ValueError, TypeError, OverflowError, RecursionError) as exc:
+            if quarantine.is_damage(exc):
+                self.quarantine_replica(session_id, exc)
+                return 0, dead, session_events[0][0]  # the next pass uses a new replica
             applied = 0
             for item_id, event in session_events:
                 try:
@@ -185,8 +223,11 @@ class Drainer:
                     log.error("cannot write replica of session %s: %s", session_id, exc)
                     self._drop_replica(session_id)
                     return applied, dead, item_id
-                except (sqlite3.Error, ValueError, TypeError, OverflowError) as exc:
-                    dead.append((item_id, json.dumps(event).encode(), f"cannot apply: {exc}"))
+                except (sqlite3.Error, ValueError, TypeError, OverflowError, RecursionError) as exc:
+                    if quarantine.is_damage(exc):
+                        self.quarantine_replica(session_id, exc)
+                        return 0, dead, session_events[0][0]  # all again, in a new replica
+                    dead.append((item_id, raw[item_id], f"cannot apply: {exc}"))
         last_event_at = iso(max(e["ts"] for _, e in session_events))
         self._record(session_id, replica, last_event_at)
         return applied, dead, None
@@ -198,6 +239,7 @@ class Drainer:
         known = self.state.get(session_id)
         if known is not None and known.event_count == summary.event_count:
             return  # only replays: nothing changed
+        self._seen[session_id] = self.monotonic()
         self.state.record_drained(
             session_id=session_id,
             replica=replica.path.name,
@@ -208,6 +250,21 @@ class Drainer:
             max_seq=summary.max_seq,
             last_event_at=last_event_at,
             now=self.now(),
+        )
+
+    def silent(self, session: SessionState, now: float, abandon_after: float) -> bool:
+        """Has the session been quiet for longer than ``abandon_after`` seconds?
+
+        Both clocks must say so: the wall clock (``seen_at`` is persisted, so silence
+        survives a restart) and this worker's monotonic clock since it last saw an
+        event of the session, or since it started. A step of the wall clock (NTP, a
+        resumed VM) therefore never abandons a live session; after a restart a silent
+        session is sealed at most ``abandon_after`` later than it would have been."""
+        if abandon_after <= 0:
+            return False
+        quiet_since = self._seen.get(session.session_id, self._started)
+        return (
+            now - session.seen_at > abandon_after and self.monotonic() - quiet_since > abandon_after
         )
 
     def _clear_acked(self, cursor: QueueCursor) -> None:
@@ -225,16 +282,96 @@ class Drainer:
     # ---- replicas ----------------------------------------------------------
 
     def replica(self, session_id: str) -> Replica:
+        """The session's open replica. One that SQLite reports as damaged when it is
+        opened is quarantined, and a new, empty one takes its place."""
         replica = self._replicas.get(session_id)
         if replica is not None:
             self._replicas.move_to_end(session_id)
             return replica
-        replica = Replica(replica_path(self.spool_dir, session_id))
+        path = replica_path(self.spool_dir, session_id)
+        try:
+            replica = Replica(path)
+        except sqlite3.DatabaseError as exc:
+            if not quarantine.is_damage(exc):
+                raise
+            self.quarantine_replica(session_id, exc)
+            replica = Replica(path)
         self._replicas[session_id] = replica
         while len(self._replicas) > MAX_OPEN_REPLICAS:
             _, oldest = self._replicas.popitem(last=False)
             oldest.close()
         return replica
+
+    def forget_replica(self, session_id: str) -> None:
+        """Close a cached replica before its file is deleted (retention)."""
+        self._drop_replica(session_id)
+
+    def recover_if_damaged(self, session_id: str, error: str) -> bool:
+        """After a failed sync whose error sounds like a damaged replica: check the
+        file; if it is damaged, quarantine it and rebuild it from the queue files at
+        once (so the retry finds it). Returns whether it did."""
+        if not quarantine.mentions_damage(error):
+            return False
+        path = replica_path(self.spool_dir, session_id)
+        try:
+            verdict = quarantine.check_database(path)
+        except sqlite3.Error as exc:  # busy, locked: not a verdict; the retry will tell
+            log.warning("cannot check the replica of session %s: %s", session_id, exc)
+            return False
+        if verdict is None:
+            return False
+        self.quarantine_replica(session_id, verdict)
+        self.drain_all()
+        return True
+
+    def quarantine_replica(self, session_id: str, exc: BaseException | str) -> None:
+        """Move a damaged replica aside (never deleted). A new replica is rebuilt from
+        the session's events still in queue files (acked items stay in a file until it
+        is cleared or removed); events no longer there remain in the quarantined copy."""
+        self._drop_replica(session_id)
+        path = replica_path(self.spool_dir, session_id)
+        quarantine.quarantine(
+            self.spool_dir,
+            path.name,
+            f"replica of session {session_id!r} is damaged: {exc}",
+            files=quarantine.sqlite_files(path),
+        )
+        replayed = self._replay_acked(session_id)
+        log.warning("session %s: %d acked events queued again to rebuild it", session_id, replayed)
+
+    def _replay_acked(self, session_id: str) -> int:
+        """Mark the session's acked items in every queue file ready again; return how many."""
+        total = 0
+        for queue_dir in queuefile.list_queue_dirs(self.spool_dir):
+            cursor = self.cursor(queue_dir)
+            if cursor is None:
+                continue
+            try:
+                rows = cursor.conn.execute(
+                    f"SELECT _id, data FROM {queuefile.TABLE}"  # noqa: S608 - constant name
+                    f" WHERE status = {queuefile.STATUS_ACKED} ORDER BY _id"
+                ).fetchall()
+                ids = [item_id for item_id, data in rows if _session_of(data) == session_id]
+                queuefile.ack(cursor.conn, ids, status=queuefile.STATUS_READY)
+            except sqlite3.Error as exc:
+                log.error("cannot replay session %s from %s: %s", session_id, queue_dir.name, exc)
+                continue
+            if ids:
+                rewind = min(self._rewind.get(queue_dir, ids[0] - 1), ids[0] - 1)
+                self._rewind[queue_dir] = rewind
+                total += len(ids)
+        return total
+
+    def _quarantine_queue(self, queue_dir: Path, exc: BaseException) -> None:
+        """Move a damaged queue file aside (never deleted); the other queues go on. A
+        live producer whose next write fails starts a new file in its place."""
+        self.forget(queue_dir)
+        quarantine.quarantine(
+            self.spool_dir,
+            queue_dir.name,
+            f"queue file of producer {queue_dir.name} is damaged: {exc}",
+            directory=queue_dir,
+        )
 
     def _drop_replica(self, session_id: str) -> None:
         replica = self._replicas.pop(session_id, None)
@@ -250,3 +387,11 @@ class Drainer:
         self._replicas.clear()
         for queue_dir in list(self.cursors):
             self.forget(queue_dir)
+
+
+def _session_of(data: object) -> object:
+    try:
+        event = json.loads(data if isinstance(data, bytes | str) else b"")
+    except (ValueError, RecursionError):
+        return None
+    return event.get("session_id") if isinstance(event, dict) else None

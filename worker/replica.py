@@ -48,15 +48,25 @@ def iso(ts: float) -> str:
 
 
 def to_text(value: Any) -> str | None:
-    """Store strings as they are and anything else as JSON; never fail on odd text."""
+    """Store strings as they are and anything else as JSON; never fail on odd text.
+
+    Text over ``MAX_FIELD_BYTES`` is truncated with a marker (see events.py). A value
+    nested too deeply to encode raises ``ValueError`` (its event is dead-lettered)."""
     if value is None:
         return None
-    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    try:
+        text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    except RecursionError:
+        raise ValueError("a value is nested too deeply to store") from None
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:  # lone surrogates from "\udXXX" escapes: keep the rest
         text = text.encode("utf-8", "replace").decode("utf-8")
-    return text
+    return ev.truncate_text(text)
+
+
+class ConflictingEvent(ValueError):
+    """An event whose place in the session is taken by a different event (not a replay)."""
 
 
 @dataclass(frozen=True)
@@ -127,7 +137,10 @@ class Replica:
             (e["seq"], e["type"], e["producer_id"], e["pseq"]),
         )
         if cur.rowcount == 0:
+            self._check_replay(e)
             return False  # a replay
+        if e["type"] == ev.SESSION_END:
+            self._check_first_end(e)
         at = iso(e["ts"])
         kind = e["type"]
         sid = e["session_id"]
@@ -184,6 +197,29 @@ class Replica:
                 (e["status"], at, to_text(e.get("error")), sid),
             )
         return True
+
+    def _check_replay(self, e: dict[str, Any]) -> None:
+        """A replay has the identity of the event applied at its seq; anything else
+        claims a place that is taken, and is rejected (dead-lettered), not dropped."""
+        row = self.conn.execute(
+            "SELECT type, producer_id, pseq FROM applied_events WHERE seq = ?", (e["seq"],)
+        ).fetchone()
+        if row is not None and tuple(row) != (e["type"], e["producer_id"], e["pseq"]):
+            raise ConflictingEvent(
+                f"seq {e['seq']} of session {e['session_id']!r} already holds another event"
+                f" ({row[0]} from producer {row[1]} pseq {row[2]})"
+            )
+
+    def _check_first_end(self, e: dict[str, Any]) -> None:
+        """The first session_end decides how the session ended; a second is rejected."""
+        row = self.conn.execute(
+            "SELECT seq FROM applied_events WHERE type = ? AND seq != ? LIMIT 1",
+            (ev.SESSION_END, e["seq"]),
+        ).fetchone()
+        if row is not None:
+            raise ConflictingEvent(
+                f"session {e['session_id']!r} already ended (session_end at seq {row[0]})"
+            )
 
     def seal_abandoned(self, session_id: str) -> None:
         """Close a session whose producer is gone: status ``abandoned``, and tool calls

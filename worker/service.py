@@ -14,6 +14,7 @@ import os
 import shutil
 import signal
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -33,6 +34,8 @@ from .metrics import WorkerMetrics
 from .notify import SystemdNotifier
 from .producers import producer_gone
 from .replica import REPLICAS_DIRNAME, Replica
+from .retention import prune
+from .security import EXIT_REFUSED, refuse_insecure_spool
 from .syncer import SyncOutcome, SyncRunner, backoff_delay
 
 log = logging.getLogger("agentspool.worker")
@@ -42,6 +45,7 @@ _WAKING_EVENTS = frozenset({"created", "modified", "moved", "closed", "deleted"}
 EXIT_OK = 0
 ERROR_PAUSE_S = 1.0
 FINISH_SIGNAL = signal.SIGUSR1  # sent by `agentspool drain`
+PRUNE_INTERVAL_S = 3600.0
 EXIT_LEFT_PENDING = 3  # --burst finished with sessions still open, pending or failed
 
 
@@ -73,6 +77,8 @@ class Worker:
         self._finish_requested = False
         self._host = socket.gethostname()
         self._next_liveness_check = 0.0
+        self._next_prune = 0.0
+        self._progress_on_tty = sys.stderr.isatty()
         self.notifier = SystemdNotifier(monotonic=monotonic)
         self.metrics: WorkerMetrics | None = None
 
@@ -99,11 +105,17 @@ class Worker:
         os.umask(0o077)  # replicas, state and lock: readable by this user only
         for sub in ("", queuefile.QUEUES_DIRNAME, REPLICAS_DIRNAME):
             (self.spool_dir / sub).mkdir(mode=0o700, parents=True, exist_ok=True)
+        if refuse_insecure_spool(self.spool_dir):
+            return EXIT_REFUSED
         lock = SpoolLock(self.spool_dir)
         lock.acquire()  # raises WorkerAlreadyRunning
         self.state = st.StateStore(self.spool_dir)
         self.drainer = Drainer(
-            self.spool_dir, self.state, batch_size=self.settings.drain_batch, now=self.now
+            self.spool_dir,
+            self.state,
+            batch_size=self.settings.drain_batch,
+            now=self.now,
+            monotonic=self.monotonic,
         )
         self.syncer = SyncRunner(
             self.settings.effective_db_url,
@@ -176,6 +188,7 @@ class Worker:
                     self._next_liveness_check = self.monotonic() + self.settings.liveness_interval
                     self._seal_abandoned_sessions()
                     self._remove_finished_queues()
+                    self._prune_if_due()
                     self._report_progress()
                 self._advance_syncs()
             except Exception:
@@ -232,8 +245,12 @@ class Worker:
         )
 
     def _report_progress(self) -> None:
-        """systemd STATUS= and the metrics gauges, refreshed on the periodic check."""
+        """systemd STATUS=, the metrics gauges and, for a burst on a terminal, a
+        progress line; refreshed on the periodic check."""
         self.notifier.status(self._status_line())
+        if self.burst and self._progress_on_tty:
+            sys.stderr.write(f"\r{self.stats.drained} events drained; {self._status_line()}   ")
+            sys.stderr.flush()
         if self.metrics is None:
             return
         producers = {}
@@ -281,6 +298,7 @@ class Worker:
             )
             return
         self.stats.sync_failures += 1
+        self.drainer.recover_if_damaged(outcome.session_id, outcome.error)
         if outcome.kind == "permanent":
             self.state.mark_failed(outcome.session_id, outcome.error)
             log.error(
@@ -321,6 +339,8 @@ class Worker:
         return False
 
     def _burst_exit_code(self) -> int:
+        if self._progress_on_tty:
+            sys.stderr.write("\n")
         counts = self.state.counts()
         left = counts[st.OPEN] + counts[st.PENDING] + counts[st.FAILED] + self._undrained()
         self._log_leftovers("burst finished")
@@ -365,10 +385,7 @@ class Worker:
             producer_missing = (
                 session.producer_id is not None and session.producer_id not in live_dirs
             )
-            silent = (
-                self.settings.abandon_after > 0
-                and now - session.seen_at > self.settings.abandon_after
-            )
+            silent = self.drainer.silent(session, now, self.settings.abandon_after)
             if session.producer_id in gone or producer_missing or silent:
                 replica = self.drainer.replica(session.session_id)
                 replica.seal_abandoned(session.session_id)
@@ -377,6 +394,26 @@ class Worker:
                 log.info(
                     "session %s abandoned by its producer: sealed for sync", session.session_id
                 )
+
+    def _prune_if_due(self) -> None:
+        """Retention of synced replicas, at most once per PRUNE_INTERVAL_S."""
+        if self.monotonic() < self._next_prune:
+            return
+        self._next_prune = self.monotonic() + PRUNE_INTERVAL_S
+        report = prune(
+            self.spool_dir,
+            self.state,
+            retain_synced=self.settings.retain_synced,
+            max_bytes=self.settings.max_replica_bytes,
+            now=self.now(),
+            before_delete=self.drainer.forget_replica,
+        )
+        if report.deleted:
+            log.info(
+                "retention: deleted %d synced replica(s), %d bytes",
+                len(report.deleted),
+                report.freed_bytes,
+            )
 
     def _remove_finished_queues(self) -> None:
         """Delete the queue file of a producer that is gone, once everything it wrote

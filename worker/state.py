@@ -240,6 +240,25 @@ class StateStore:
     def dead_letter_count(self) -> int:
         return int(self.conn.execute("SELECT count(*) FROM dead_letters").fetchone()[0])
 
+    def dead_letter(self, dead_id: int) -> tuple[int, str, int, bytes, str, float] | None:
+        row: tuple[int, str, int, bytes, str, float] | None = self.conn.execute(
+            "SELECT id, producer_id, item_id, data, reason, created_at FROM dead_letters"
+            " WHERE id = ?",
+            (dead_id,),
+        ).fetchone()
+        return row
+
+    def dead_letter_ids(self) -> list[int]:
+        return [int(r[0]) for r in self.conn.execute("SELECT id FROM dead_letters ORDER BY id")]
+
+    def delete_dead_letters(self, dead_ids: list[int]) -> int:
+        """Delete dead letters by id (after a requeue or a purge); return how many."""
+        with self.transaction() as conn:
+            return sum(
+                conn.execute("DELETE FROM dead_letters WHERE id = ?", (i,)).rowcount
+                for i in dead_ids
+            )
+
     # ---- meta --------------------------------------------------------------
 
     def set_meta(self, key: str, value: str) -> None:

@@ -16,6 +16,7 @@ from agentspool.producer import queuefile
 from . import state as st
 from .lock import lock_holder
 from .producers import producer_gone
+from .quarantine import list_quarantined
 
 
 @dataclass
@@ -39,6 +40,8 @@ class SpoolStatus:
     sessions: dict[str, int] = field(default_factory=dict)
     dead_letters: int = 0
     last_sync_error: dict[str, str] | None = None
+    # Damaged files moved to <spool>/quarantine/ (never deleted): name, reason, at.
+    quarantined: list[dict[str, Any]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -61,6 +64,7 @@ def spool_status(spool_dir: Path) -> SpoolStatus:
         status.producers.append(
             _producer_status(queue_dir, dead_by_producer.get(queue_dir.name, 0))
         )
+    status.quarantined = [asdict(q) for q in list_quarantined(spool_dir)]
     return status
 
 

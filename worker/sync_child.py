@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import remote
+from . import migrations, remote
 from .replica import open_readonly, read_session_rows
 
 
@@ -35,6 +35,11 @@ def main() -> int:
         request = json.loads(line)
         started = time.monotonic()
         try:
+            op = request.get("op", "sync")
+            if op != "sync":  # `agentspool migrate`: look, then maybe apply
+                answer = {"id": request["id"], "ok": True, **_schema_op(op, url, token)}
+                protocol.write(json.dumps(answer) + "\n")
+                continue
             if conn is None:
                 conn = remote.connect(url, token)
                 remote.ensure_schema(conn)
@@ -61,6 +66,21 @@ def main() -> int:
             conn = None  # reconnect next time: the stream may be broken
         protocol.write(json.dumps(reply) + "\n")
     return 0
+
+
+def _schema_op(op: str, url: str, token: str | None) -> dict[str, Any]:
+    conn = remote.connect(url, token)
+    if op == "plan":
+        pending = migrations.pending_migrations(conn)
+        return {
+            "applied": sorted(migrations.applied_versions(conn)),
+            "pending": [
+                {"version": m.version, "name": m.name, "statements": m.statements} for m in pending
+            ],  # fmt: skip
+        }
+    if op == "migrate":
+        return {"applied_now": remote.ensure_schema(conn)}
+    raise ValueError(f"unknown operation {op!r}")
 
 
 if __name__ == "__main__":

@@ -123,6 +123,27 @@ class SyncRunner:
             )
         return None
 
+    def call(self, request: dict[str, Any], timeout: float) -> dict[str, Any]:
+        """Send one request and wait for its answer (for the CLI, never the loop)."""
+        assert self._in_flight is None
+        proc = self._ensure_child()
+        self._next_id += 1
+        request = dict(request, id=self._next_id)
+        assert proc.stdin is not None
+        proc.stdin.write(json.dumps(request) + "\n")
+        proc.stdin.flush()
+        deadline = self.now() + timeout
+        while True:
+            try:
+                reply = self._replies.get(timeout=max(0.0, deadline - self.now()))
+            except Empty:
+                self.kill()
+                raise TimeoutError(f"no answer from the database within {timeout:g}s") from None
+            if reply is None:
+                raise ConnectionError("the database process died")
+            if reply.get("id") == request["id"]:
+                return reply
+
     def kill(self) -> None:
         if self._proc is not None:
             self._proc.kill()

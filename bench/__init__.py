@@ -1,0 +1,33 @@
+"""agentspool's benchmark harness: each measurement beside its floor and anchor, in
+the same run. ``python -m bench`` (``make bench``), ``--smoke`` for a quick pass over
+every code path, ``--only NAME``. See docs/PERFORMANCE.md."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from bench.common import Config, Row
+
+
+def _group(module: str) -> Callable[[Config], list[Row]]:
+    """Import a group's module only when it runs (children import ``bench`` too)."""
+
+    def run(cfg: Config) -> list[Row]:
+        import importlib
+
+        return importlib.import_module(f"bench.{module}").run(cfg)
+
+    return run
+
+
+GROUPS: dict[str, Callable[[Config], list[Row]]] = {
+    "emit": _group("emit"),
+    "throughput": _group("throughput"),
+    "drain": _group("drain"),
+    "wake": _group("wake"),
+    "sync": _group("sync"),
+    "e2e": _group("e2e"),
+    "memory": _group("memory"),
+}
