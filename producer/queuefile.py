@@ -1,10 +1,12 @@
 """The on-disk queue format: one persist-queue ``SQLiteAckQueue`` file per producer.
 
-This module is the single owner of that format, on both sides. The file is created
-by persist-queue itself (so its API can always read it), but writes and reads go
-through batched SQL here because persist-queue's per-item API costs an fsync per put
-and a full scan per get (see DESIGN.md). A contract test checks that persist-queue's
-own API sees exactly the queue state these functions produce.
+This module is the single owner of that format, on both sides. The file has
+persist-queue 1.1.0's exact table, so persist-queue's own API can read and consume
+it, but writes and reads go through batched SQL here because persist-queue's
+per-item API costs an fsync per put and a full scan per get (see DESIGN.md). The
+producer does not import persist-queue at all (its package pulls in asyncio and ssl:
+8.5 MB in every agent process); a contract test checks that persist-queue's own API
+sees exactly the queue state these functions produce.
 
 Layout: ``<spool>/queues/<producer_id>/data.db`` holding
 - ``ack_queue_default``: persist-queue's table (``_id``, ``data`` = JSON bytes,
@@ -23,11 +25,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-# Imported here, not lazily on the writer thread: a fork in the middle of a lazy
-# import leaves the child with a half-initialized module.
-import persistqueue
-import persistqueue.serializers.json
-
 QUEUES_DIRNAME = "queues"
 DB_FILENAME = "data.db"  # persist-queue's default file name inside the queue dir
 QUEUE_NAME = "default"
@@ -43,6 +40,12 @@ STATUS_ACK_FAILED = 9
 
 BUSY_TIMEOUT_S = 5.0
 
+# persist-queue 1.1.0's SQLiteAckQueue._SQL_CREATE for the queue named "default", verbatim.
+_QUEUE_SQL = (
+    f"CREATE TABLE IF NOT EXISTS {TABLE} ("
+    "_id INTEGER PRIMARY KEY AUTOINCREMENT, "
+    "data BLOB, timestamp FLOAT, status INTEGER)"
+)
 _META_SQL = f"CREATE TABLE IF NOT EXISTS {META_TABLE} (key TEXT PRIMARY KEY, value TEXT)"
 
 
@@ -83,11 +86,11 @@ def process_start_time(pid: int) -> str:
 
 
 def create_queue_file(queue_dir: Path, info: ProducerInfo) -> None:
-    """Create the queue file with persist-queue itself, plus our metadata table.
+    """Create the queue file: persist-queue's table plus our metadata table.
 
     The file is built in a hidden directory and renamed into place whole, so the
     worker (which watches ``queues/``) never opens a half-made file: a reader holding
-    a new file open makes persist-queue's ``journal_mode`` pragma fail at once."""
+    a new file open makes a ``journal_mode`` pragma fail at once."""
     # Only this user may read the logs or forge events: 0700 directories, 0600 files.
     queues = queue_dir.parent
     queues.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -95,18 +98,12 @@ def create_queue_file(queue_dir: Path, info: ProducerInfo) -> None:
     building = queues / f".new-{queue_dir.name}"
     shutil.rmtree(building, ignore_errors=True)  # a previous attempt that failed
     building.mkdir(mode=0o700)
-    q = persistqueue.SQLiteAckQueue(
-        str(building),
-        name=QUEUE_NAME,
-        auto_resume=False,  # never steal another process's in-flight items
-        multithreading=True,
-        serializer=persistqueue.serializers.json,
-    )
-    q.close()
-    # SQLite gives the -wal and -shm files the database file's permissions.
-    os.chmod(queue_db_path(building), 0o600)
+    # Created 0600 before SQLite opens it: SQLite gives -wal and -shm the same mode.
+    os.close(os.open(queue_db_path(building), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
     conn = sqlite3.connect(queue_db_path(building), isolation_level=None)
     try:
+        conn.execute("PRAGMA journal_mode=WAL")  # persistent: stays WAL for every opener
+        conn.execute(_QUEUE_SQL)
         conn.execute(_META_SQL)
         conn.execute("BEGIN IMMEDIATE")
         conn.executemany(
@@ -177,6 +174,16 @@ def append_batch(conn: sqlite3.Connection, items: Sequence[bytes], *, fsync: boo
     finally:
         if fsync:
             conn.execute("PRAGMA synchronous=NORMAL")
+
+
+def sync_to_disk(conn: sqlite3.Connection) -> None:
+    """Make every earlier commit durable against power loss: one small commit with
+    ``synchronous=FULL`` fsyncs the WAL, and with it every frame written before."""
+    conn.execute("PRAGMA synchronous=FULL")
+    try:
+        set_counter(conn, "flushed_at", time.time())
+    finally:
+        conn.execute("PRAGMA synchronous=NORMAL")
 
 
 def set_counter(conn: sqlite3.Connection, key: str, value: int | float) -> None:

@@ -62,6 +62,7 @@ class Writer:
         self._dropped_counter = dropped_counter
         self._dropped_recorded = 0
         self._conn: sqlite3.Connection | None = None
+        self._unsynced = False  # commits made without an fsync since the last one with
         self._thread = threading.Thread(target=self._run, name="agentspool-writer", daemon=True)
         self._thread.start()
 
@@ -136,6 +137,11 @@ class Writer:
                 conn = self._connection()
                 if items:
                     queuefile.append_batch(conn, items, fsync=durable)
+                elif durable and self._unsynced:
+                    # A flush with nothing new: earlier batches were committed without
+                    # an fsync; make them durable now.
+                    queuefile.sync_to_disk(conn)
+                self._unsynced = not durable and (self._unsynced or bool(items))
                 self._record_drops(conn)
         except Exception as exc:  # disk full, permissions, a damaged file, ...
             self.write_errors += 1

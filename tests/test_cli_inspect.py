@@ -105,6 +105,8 @@ def test_status_check_exit_codes(spool: Path, tmp_path: Path) -> None:
         "1 session(s) failed to sync (last error: the database rejected the auth token);"
         " fix the cause, then: agentspool retry --failed"
     ]
+    assert cli_json(env, "retry", "--failed") == {"retried": 1}
+    assert cli_json(env, "status", "--check")["sessions"]["pending"] == 1
 
 
 def test_queue_ls_and_peek_are_read_only(spool: Path, tmp_path: Path) -> None:
@@ -227,3 +229,13 @@ def test_env_file_loads_and_validates_settings(spool: Path, tmp_path: Path) -> N
     assert "agentspool has no setting AGENTSPOOL_SYNC_TIMOUT (a typo?)" in typo.stderr
     missing = run_cli("--env-file", str(tmp_path / "none.env"), "status", env=env)
     assert missing.returncode == 2 and "does not exist" in missing.stderr
+
+
+def test_a_damaged_worker_state_is_an_error_not_a_traceback(spool: Path) -> None:
+    env = worker_env(spool)
+    (spool / st.STATE_FILENAME).write_bytes(b"this is not a database" * 200)
+    for args in (["sessions"], ["show", "s"], ["dead", "ls"], ["dead", "purge", "--all", "--yes"]):
+        result = run_cli(*args, env=env)
+        assert result.returncode == 1, (args, result.stderr)
+        assert "Traceback" not in result.stderr
+        assert "cannot read the spool's files: file is not a database" in result.stderr

@@ -113,8 +113,9 @@ def test_burst_worker_quarantines_and_reports_a_damaged_queue_file(spool: Path) 
     queuefile.queue_db_path(spool / queuefile.QUEUES_DIRNAME / bad).write_bytes(GARBAGE)
     env = worker_env(spool)
     result = run_cli("worker", "run", "--burst", env=env, timeout=60)
-    assert result.returncode == 0, result.stderr
-    assert "quarantined" in result.stderr and "Traceback" not in result.stderr
+    # The other session syncs, but the burst reports the loss: exit 3, not 0.
+    assert result.returncode == 3, result.stderr
+    assert "quarantined during this run" in result.stderr and "Traceback" not in result.stderr
     report = json.loads(run_cli("status", "--json", env=env, check=True).stdout)
     assert report["sessions"]["synced"] == 1
     assert len(report["quarantined"]) == 1 and report["quarantined"][0]["name"].startswith(bad)
@@ -334,3 +335,30 @@ def test_verify_lists_quarantined_files(spool: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr  # quarantined: not in use
     assert f"held     quarantine/{bad}." in result.stdout
     assert "1 quarantined" in result.stdout
+
+
+# ---- worker.db -----------------------------------------------------------------
+
+
+def test_a_garbage_worker_db_is_quarantined_and_rebuilt_from_the_replicas(spool: Path) -> None:
+    write_session(spool, "done", 4)
+    env = worker_env(spool)
+    first = run_cli("worker", "run", "--burst", env=env, timeout=60)
+    assert first.returncode == 0, first.stderr
+    write_session(spool, "later", 6)
+    drain_all(spool)  # "later" is drained and pending sync when the state is lost
+    (spool / "worker.db").write_bytes(GARBAGE)
+    for suffix in ("-wal", "-shm"):
+        (spool / f"worker.db{suffix}").unlink(missing_ok=True)
+    damaged_state = spool_status(spool).worker_state_error
+    assert damaged_state and "worker.db is damaged" in damaged_state
+
+    second = run_cli("worker", "run", "--burst", env=env, timeout=60)
+    assert second.returncode == 0, second.stderr
+    assert "quarantined worker.db" in second.stderr and "Traceback" not in second.stderr
+    (moved,) = quarantined(spool)
+    assert moved.name.startswith("worker.db.") and (moved / "worker.db").read_bytes() == GARBAGE
+    report = json.loads(run_cli("status", "--json", env=env, check=True).stdout)
+    assert report["sessions"]["synced"] == 2 and report["worker_state_error"] is None
+    embedded = sqlite3.connect(spool / "agentspool.db")
+    assert dict(embedded.execute("SELECT id, event_count FROM sessions")) == {"done": 6, "later": 8}

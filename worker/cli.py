@@ -184,7 +184,8 @@ def status(spool_dir: Path | None, as_json: bool, check: bool, max_age: float) -
 @spool_option
 @click.argument("session_id", required=False)
 @click.option("--failed", "all_failed", is_flag=True, help="Retry every failed session.")
-def retry(spool_dir: Path | None, session_id: str | None, all_failed: bool) -> None:
+@json_option
+def retry(spool_dir: Path | None, session_id: str | None, all_failed: bool, as_json: bool) -> None:
     """Move a failed session (or, with --failed, all of them) back to pending sync."""
     if bool(session_id) == all_failed:
         raise click.UsageError("give either a SESSION_ID or --failed")
@@ -200,6 +201,9 @@ def retry(spool_dir: Path | None, session_id: str | None, all_failed: bool) -> N
         raise click.ClickException(
             f"session {session_id} is not failed; see `agentspool status` for the failed ones"
         )
+    if as_json:
+        echo_json({"retried": moved})
+        return
     click.echo(f"{moved} session(s) will be synced again by the worker")
 
 

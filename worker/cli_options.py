@@ -114,3 +114,22 @@ def load_env_file(path: Path) -> None:
 
 # Environment variables read by the CLI itself rather than by Settings.
 _OTHER_ENV_VARS = ("AGENTSPOOL_ENV_FILE", "AGENTSPOOL_OWNER_PID")
+
+
+def database_errors_explained(func: F) -> F:
+    """A spool file SQLite cannot read (busy past the timeout, damaged) becomes an
+    error that says so, not a traceback."""
+    import functools
+    import sqlite3
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except sqlite3.DatabaseError as exc:
+            raise click.ClickException(
+                f"cannot read the spool's files: {exc}; a damaged worker.db or replica is"
+                " quarantined and rebuilt by the worker (agentspool worker run); see agentspool status"
+            ) from None
+
+    return wrapper  # type: ignore[return-value]

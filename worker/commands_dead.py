@@ -9,7 +9,13 @@ from typing import IO, TYPE_CHECKING
 
 import click
 
-from .cli_options import echo_json, json_option, settings_from, spool_option
+from .cli_options import (
+    database_errors_explained,
+    echo_json,
+    json_option,
+    settings_from,
+    spool_option,
+)
 
 if TYPE_CHECKING:
     from .deadletters import DeadLetter
@@ -27,6 +33,7 @@ def dead() -> None:
     help="Show at most this many (the oldest first).",
 )  # fmt: skip
 @json_option
+@database_errors_explained
 def dead_ls(spool_dir: Path | None, limit: int, as_json: bool) -> None:
     """List dead letters: id, where the item came from, its session and the reason."""
     from .deadletters import list_dead_letters
@@ -66,6 +73,7 @@ def dead_ls(spool_dir: Path | None, limit: int, as_json: bool) -> None:
 @click.argument("dead_id", type=int)
 @click.option("--raw", is_flag=True, help="Write the item's stored bytes exactly, nothing else.")
 @json_option
+@database_errors_explained
 def dead_show(spool_dir: Path | None, dead_id: int, raw: bool, as_json: bool) -> None:
     """Show one dead letter: the reason and the item (decoded when it is JSON)."""
     settings = settings_from(spool_dir=spool_dir)
@@ -98,6 +106,7 @@ def dead_show(spool_dir: Path | None, dead_id: int, raw: bool, as_json: bool) ->
     help="A corrected event (JSON; - for stdin) to queue instead of the stored item.",
 )  # fmt: skip
 @json_option
+@database_errors_explained
 def dead_requeue(
     spool_dir: Path | None,
     dead_id: int | None,
@@ -158,6 +167,7 @@ def dead_requeue(
 @click.option("--all", "purge_all", is_flag=True, help="Delete every dead letter.")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @json_option
+@database_errors_explained
 def dead_purge(
     spool_dir: Path | None, dead_id: int | None, purge_all: bool, yes: bool, as_json: bool
 ) -> None:

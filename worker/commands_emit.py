@@ -104,7 +104,8 @@ def emit(
 
     Prints nothing on success (--json prints the event as written). Exit 4: the
     event was rejected, nothing was written; 2: options missing or misplaced.
-    The session's events must be emitted in seq order, each once; see docs/EVENTS.md."""
+    Use each seq of a session once (a second event with a taken seq is
+    dead-lettered by the worker); see docs/EVENTS.md."""
     from .ingest import EventRejected, OwnerNotRunning, emit_event
 
     event: dict[str, Any] = {

@@ -12,7 +12,13 @@ from typing import Any
 import click
 
 from . import state as st
-from .cli_options import echo_json, json_option, settings_from, spool_option
+from .cli_options import (
+    database_errors_explained,
+    echo_json,
+    json_option,
+    settings_from,
+    spool_option,
+)
 
 TOOL_FIELD_CHARS = 500  # tool input/output shown per call unless --full
 
@@ -25,6 +31,7 @@ def queue() -> None:
 @queue.command("ls")
 @spool_option
 @json_option
+@database_errors_explained
 def queue_ls(spool_dir: Path | None, as_json: bool) -> None:
     """List producer queue files: producer, pid, alive, depths, dead and dropped events."""
     from .queues import list_queues
@@ -63,6 +70,7 @@ def queue_ls(spool_dir: Path | None, as_json: bool) -> None:
 )  # fmt: skip
 @click.option("--producer", help="Only this producer's queue file (see `agentspool queue ls`).")
 @json_option
+@database_errors_explained
 def queue_peek(spool_dir: Path | None, limit: int, producer: str | None, as_json: bool) -> None:
     """Show the events waiting in queue files, decoded, without taking them."""
     from .queues import peek
@@ -124,6 +132,7 @@ def _event_gist(e: dict[str, Any]) -> str:
     help="Show at most this many (the most recently active first).",
 )  # fmt: skip
 @json_option
+@database_errors_explained
 def sessions(
     spool_dir: Path | None,
     sync_state: str | None,
@@ -176,6 +185,7 @@ def sessions(
 @click.argument("session_id")
 @click.option("--full", is_flag=True, help="Do not shorten long tool inputs and outputs.")
 @json_option
+@database_errors_explained
 def show(spool_dir: Path | None, session_id: str, full: bool, as_json: bool) -> None:
     """Print a session's transcript: messages, tool calls with durations, errors.
 

@@ -74,9 +74,11 @@ def _text_or_none(value: Any) -> str | None:
 
 def _letter(row: tuple[Any, ...]) -> DeadLetter:
     dead_id, producer_id, item_id, data, reason, created_at = row
-    if isinstance(data, str):
-        data = data.encode("utf-8", "surrogatepass")
-    return DeadLetter(int(dead_id), producer_id, int(item_id), bytes(data or b""), reason,
+    if data is None:
+        data = b""
+    elif isinstance(data, str | int | float):  # SQLite's column holds whatever it was given
+        data = str(data).encode("utf-8", "surrogatepass")
+    return DeadLetter(int(dead_id), producer_id, int(item_id), bytes(data), reason,
                       float(created_at))  # fmt: skip
 
 

@@ -29,7 +29,7 @@ from .state import SessionState, StateStore
 
 log = logging.getLogger("agentspool.worker")
 
-MAX_OPEN_REPLICAS = 128
+MAX_OPEN_REPLICAS = 64  # each open replica costs ~250 KB of SQLite cache
 CLEAR_ACKED_EVERY = 10_000  # acked rows deleted from a live producer's file this often
 MAX_BATCH_BYTES = 64 << 20  # queue data read per batch (a larger single item is read alone)
 

@@ -59,6 +59,9 @@ def check_health(
     for p in status.producers:
         if p.error:
             health.problems.append(f"queue {p.producer_id} cannot be read: {p.error}")
+    state_error = getattr(status, "worker_state_error", None)
+    if state_error:
+        health.problems.append(f"{state_error}; the worker rebuilds it when it starts")
     quarantined = getattr(status, "quarantined", None) or []
     if quarantined:
         health.problems.append(
@@ -90,6 +93,6 @@ def oldest_pending_time(spool_dir: Path) -> float | None:
                 times.extend(s.seen_at for s in store.sessions(st.PENDING))
             finally:
                 store.close()
-        except sqlite3.OperationalError:
-            pass  # a worker creating its state right now
+        except sqlite3.DatabaseError:
+            pass  # a worker creating its state right now, or damage status reports
     return min(times) if times else None

@@ -68,8 +68,14 @@ def pending_migrations(conn: Connection) -> list[Migration]:
 
 def migrate(conn: Connection) -> list[int]:
     """Apply every pending migration; return the versions this call applied."""
-    _ensure_version_table(conn)
-    done = applied_versions(conn)
+    try:
+        # One statement when up to date: against a remote each costs round trips.
+        done = applied_versions(conn)
+    except Exception as exc:
+        if "no such table" not in str(exc).lower():
+            raise
+        _ensure_version_table(conn)
+        done = set()
     newest_known = latest_version()
     if done and max(done) > newest_known:
         raise SchemaError(

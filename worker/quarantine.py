@@ -21,6 +21,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from .replica import REPLICAS_DIRNAME
+from .state import STATE_FILENAME, StateStore
+
 log = logging.getLogger("agentspool.worker")
 
 QUARANTINE_DIRNAME = "quarantine"
@@ -147,3 +150,72 @@ def check_database(path: Path, *, full: bool = False) -> str | None:
         conn.close()
     problems = [str(r[0]) for r in rows if r[0] != "ok"]
     return "; ".join(problems[:5]) if problems else None
+
+
+def open_state_store(spool_dir: Path) -> StateStore:
+    """The worker's state store; a damaged ``worker.db`` is quarantined and rebuilt.
+
+    ``worker.db`` is an index: everything in it but the dead letters can be rebuilt
+    from the replicas (the dead letters stay readable in the quarantined copy)."""
+    path = spool_dir / STATE_FILENAME
+    problem: str | None = None
+    if path.exists():
+        try:
+            problem = check_database(path)
+        except sqlite3.Error as exc:
+            log.warning("cannot check %s: %s", path, exc)
+    if problem is None:
+        try:
+            return StateStore(spool_dir)
+        except sqlite3.DatabaseError as exc:
+            if not is_damage(exc):
+                raise
+            problem = str(exc)
+    quarantine(
+        spool_dir, STATE_FILENAME, f"worker state is damaged: {problem}", files=sqlite_files(path)
+    )
+    store = StateStore(spool_dir)
+    rebuilt = rebuild_state(store, spool_dir)
+    log.warning("rebuilt the worker state from %d replica(s)", rebuilt)
+    return store
+
+
+def rebuild_state(store: StateStore, spool_dir: Path, now: Callable[[], float] = time.time) -> int:
+    """Index every readable replica again; ended sessions become pending (a sync is
+    idempotent, so one that was synced before is only written again). Returns how
+    many sessions it indexed; a damaged replica is quarantined instead."""
+    count = 0
+    replicas = spool_dir / REPLICAS_DIRNAME
+    for path in sorted(replicas.glob("*.db")) if replicas.is_dir() else []:
+        try:
+            conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
+            try:
+                sessions = conn.execute("SELECT id, agent, status, producer_id FROM sessions")
+                rows = sessions.fetchall()
+                events, max_seq = conn.execute(
+                    "SELECT count(*), coalesce(max(seq), -1) FROM applied_events"
+                ).fetchone()
+            finally:
+                conn.close()
+        except sqlite3.DatabaseError as exc:
+            if is_damage(exc):
+                quarantine(
+                    spool_dir, path.name, f"replica is damaged: {exc}", files=sqlite_files(path)
+                )
+            else:
+                log.error("cannot index replica %s: %s", path.name, exc)
+            continue
+        for session_id, agent, status, producer_id in rows:
+            store.record_drained(
+                session_id=session_id,
+                replica=path.name,
+                agent=agent,
+                status=status,
+                producer_id=producer_id,
+                event_count=events,
+                max_seq=max_seq,
+                last_event_at=None,
+                now=now(),
+            )
+            count += 1
+    return count

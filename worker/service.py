@@ -33,6 +33,7 @@ from .lock import SpoolLock
 from .metrics import WorkerMetrics
 from .notify import SystemdNotifier
 from .producers import producer_gone
+from .quarantine import list_quarantined, open_state_store
 from .replica import REPLICAS_DIRNAME, Replica
 from .retention import prune
 from .security import EXIT_REFUSED, refuse_insecure_spool
@@ -46,6 +47,7 @@ EXIT_OK = 0
 ERROR_PAUSE_S = 1.0
 FINISH_SIGNAL = signal.SIGUSR1  # sent by `agentspool drain`
 PRUNE_INTERVAL_S = 3600.0
+RECHECK_DELAYS_S = (0.005, 0.025, 0.1, 0.5)  # after a file event (see _loop)
 EXIT_LEFT_PENDING = 3  # --burst finished with sessions still open, pending or failed
 
 
@@ -79,6 +81,9 @@ class Worker:
         self._next_liveness_check = 0.0
         self._next_prune = 0.0
         self._progress_on_tty = sys.stderr.isatty()
+        self._started_at = now()
+        self._file_event = False  # set by the watchdog thread
+        self._rechecks: list[float] = []  # follow-up passes after a file event
         self.notifier = SystemdNotifier(monotonic=monotonic)
         self.metrics: WorkerMetrics | None = None
 
@@ -109,7 +114,7 @@ class Worker:
             return EXIT_REFUSED
         lock = SpoolLock(self.spool_dir)
         lock.acquire()  # raises WorkerAlreadyRunning
-        self.state = st.StateStore(self.spool_dir)
+        self.state = open_state_store(self.spool_dir)  # a damaged one is rebuilt
         self.drainer = Drainer(
             self.spool_dir,
             self.state,
@@ -176,6 +181,14 @@ class Worker:
                 )
                 stop_deadline = self.monotonic() + self.settings.shutdown_timeout
             self.wake.clear()
+            if self._file_event:
+                # inotify fires when a producer writes its WAL frames, which can be
+                # before the commit is visible to readers (an fsynced commit is made
+                # visible only after the fsync). Look again shortly after, or such a
+                # commit would wait for the next rescan.
+                self._file_event = False
+                now_mono = self.monotonic()
+                self._rechecks = [now_mono + delay for delay in RECHECK_DELAYS_S]
             self.notifier.heartbeat()
             more_to_drain = False
             try:
@@ -218,6 +231,9 @@ class Worker:
     def _sleep_time(self, stop_deadline: float | None) -> float:
         now_mono = self.monotonic()
         wait = self.settings.rescan_interval
+        self._rechecks = [t for t in self._rechecks if t > now_mono]
+        if self._rechecks:
+            wait = min(wait, self._rechecks[0] - now_mono)
         wait = min(wait, max(0.0, self._next_liveness_check - now_mono))
         deadline = self.syncer.deadline()
         if deadline is not None:
@@ -233,7 +249,7 @@ class Worker:
             wait = min(wait, heartbeat)
         if self.burst:
             wait = min(wait, 0.5)
-        return max(wait, 0.01)
+        return max(wait, 0.001)
 
     # ---- reporting ---------------------------------------------------------
 
@@ -343,8 +359,17 @@ class Worker:
             sys.stderr.write("\n")
         counts = self.state.counts()
         left = counts[st.OPEN] + counts[st.PENDING] + counts[st.FAILED] + self._undrained()
+        # A queue file quarantined during this run may hold events that never arrived.
+        # (Damaged replicas and worker.db are rebuilt from the queues and replicas.)
+        quarantined = [
+            q
+            for q in list_quarantined(self.spool_dir)
+            if q.at >= self._started_at and ".db." not in q.name
+        ]
+        for q in quarantined:
+            log.error("quarantined during this run: %s (%s)", q.name, q.reason)
         self._log_leftovers("burst finished")
-        return EXIT_OK if left == 0 else EXIT_LEFT_PENDING
+        return EXIT_OK if left == 0 and not quarantined else EXIT_LEFT_PENDING
 
     def _log_leftovers(self, when: str) -> None:
         counts = self.state.counts()
@@ -438,14 +463,18 @@ class Worker:
         from watchdog.events import FileSystemEvent, FileSystemEventHandler
         from watchdog.observers import Observer
 
-        wake = self.wake
+        worker = self
 
         class _Wake(FileSystemEventHandler):
             def on_any_event(self, event: FileSystemEvent) -> None:
                 # Opens and read-only closes come from readers (us, `status`): ignore.
                 if event.event_type in _WAKING_EVENTS:
-                    wake.set()
+                    worker._file_event = True
+                    worker.wake.set()
 
+        # watchdog logs an error when a watched queue directory is moved away
+        # (quarantine, removal); the wake-up is a hint, the rescan the safety net.
+        logging.getLogger("watchdog").setLevel(logging.CRITICAL)
         observer = Observer()
         observer.schedule(_Wake(), str(self.spool_dir / queuefile.QUEUES_DIRNAME), recursive=True)
         observer.daemon = True

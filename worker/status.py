@@ -16,7 +16,7 @@ from agentspool.producer import queuefile
 from . import state as st
 from .lock import lock_holder
 from .producers import producer_gone
-from .quarantine import list_quarantined
+from .quarantine import is_damage, list_quarantined
 
 
 @dataclass
@@ -42,6 +42,7 @@ class SpoolStatus:
     last_sync_error: dict[str, str] | None = None
     # Damaged files moved to <spool>/quarantine/ (never deleted): name, reason, at.
     quarantined: list[dict[str, Any]] = field(default_factory=list)
+    worker_state_error: str | None = None  # worker.db cannot be read
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -60,6 +61,11 @@ def spool_status(spool_dir: Path) -> SpoolStatus:
             # A worker that is starting has created the file but not its tables yet.
             if "no such table" not in str(exc):
                 raise
+        except sqlite3.DatabaseError as exc:
+            if not is_damage(exc):
+                raise
+            # The worker quarantines and rebuilds it when it starts.
+            status.worker_state_error = f"{st.STATE_FILENAME} is damaged: {exc}"
     for queue_dir in queuefile.list_queue_dirs(spool_dir):
         status.producers.append(
             _producer_status(queue_dir, dead_by_producer.get(queue_dir.name, 0))
