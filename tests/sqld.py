@@ -11,6 +11,7 @@ process never loads libsql.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
@@ -24,6 +25,9 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 SQLD_SHA256 = "6adc70b5ad2c742b1e868d5cde014295720691f9cde85d837925b259d4942bfe"
 REPO = Path(__file__).resolve().parent.parent
@@ -173,3 +177,30 @@ def _python_value(value: dict[str, Any]) -> Any:
     if kind == "float":
         return float(value["value"])
     return value["value"]
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def eddsa_jwt(key: Ed25519PrivateKey, payload: dict[str, Any]) -> str:
+    """An EdDSA-signed JWT, the token sqld accepts with --auth-jwt-key-file."""
+    header = _b64url(json.dumps({"alg": "EdDSA", "typ": "JWT"}).encode())
+    body = _b64url(json.dumps(payload).encode())
+    signature = key.sign(f"{header}.{body}".encode())
+    return f"{header}.{body}.{_b64url(signature)}"
+
+
+def start_auth_sqld(binary: Path, workdir: Path) -> tuple[Sqld, Ed25519PrivateKey]:
+    """A started sqld that requires a JWT signed by the returned key."""
+    key = Ed25519PrivateKey.generate()
+    workdir.mkdir(parents=True, exist_ok=True)
+    key_file = workdir / "jwt-public.pem"
+    key_file.write_bytes(
+        key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    server = Sqld(binary, workdir, jwt_key_file=key_file)
+    server.start()
+    return server, key

@@ -12,17 +12,14 @@ import time
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agentspool import Spool
 from agentspool.producer import queuefile
 from agentspool.worker.security import InsecureSpool, check_spool_private
 from tests.helpers import finish, run_cli, start_worker, stop_process, wait_until, worker_env
-from tests.sqld import Sqld
+from tests.sqld import eddsa_jwt, start_auth_sqld
 from tests.test_worker_faults import (
     add_counts,
-    eddsa_jwt,
     expected_counts,
     produce,
     remote_counts,
@@ -99,17 +96,7 @@ def test_the_producer_creates_the_spool_private(tmp_path: Path) -> None:
 def test_a_valid_token_never_appears_in_any_output_or_file(
     spool: Path, sqld_bin: Path, tmp_path: Path
 ) -> None:
-    key = Ed25519PrivateKey.generate()
-    workdir = tmp_path / "sqld-auth"
-    workdir.mkdir()
-    key_file = workdir / "jwt-public.pem"
-    key_file.write_bytes(
-        key.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-    )
-    server = Sqld(sqld_bin, workdir, jwt_key_file=key_file)
-    server.start()
+    server, key = start_auth_sqld(sqld_bin, tmp_path / "sqld-auth")
     token = eddsa_jwt(key, {"a": "rw", "nonce": os.urandom(8).hex()})
     signature = token.rsplit(".", 1)[1]  # the secret part, on its own
     server.auth_token = token

@@ -3,7 +3,6 @@ moments, a frozen, stopped or auth-rejecting sqld. Real processes, real sqld."""
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import pickle
@@ -15,9 +14,6 @@ import time
 import urllib.error
 from pathlib import Path
 from typing import Any
-
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agentspool import Spool
 from agentspool.producer import queuefile
@@ -33,7 +29,7 @@ from tests.helpers import (
     wait_until,
     worker_env,
 )
-from tests.sqld import Sqld
+from tests.sqld import Sqld, eddsa_jwt, start_auth_sqld
 
 SYNC_TIMEOUT_S = float(FAST_WORKER_ENV["AGENTSPOOL_SYNC_TIMEOUT"])
 SHUTDOWN_TIMEOUT_S = float(FAST_WORKER_ENV["AGENTSPOOL_SHUTDOWN_TIMEOUT"])
@@ -679,29 +675,8 @@ def test_stopped_database_retries_and_producers_stay_fast(spool: Path, sqld: Sql
 # ---- 8. permanent error: a bad token -------------------------------------------
 
 
-def _b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def eddsa_jwt(key: Ed25519PrivateKey, payload: dict[str, Any]) -> str:
-    header = _b64url(json.dumps({"alg": "EdDSA", "typ": "JWT"}).encode())
-    body = _b64url(json.dumps(payload).encode())
-    signature = key.sign(f"{header}.{body}".encode())
-    return f"{header}.{body}.{_b64url(signature)}"
-
-
 def test_bad_token_parks_session_until_retry(spool: Path, sqld_bin: Path, tmp_path: Path) -> None:
-    key = Ed25519PrivateKey.generate()
-    workdir = tmp_path / "sqld-auth"
-    workdir.mkdir()
-    key_file = workdir / "jwt-public.pem"
-    key_file.write_bytes(
-        key.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-    )
-    server = Sqld(sqld_bin, workdir, jwt_key_file=key_file)
-    server.start()
+    server, key = start_auth_sqld(sqld_bin, tmp_path / "sqld-auth")
     try:
         token = eddsa_jwt(key, {"a": "rw"})
         server.auth_token = token
