@@ -117,6 +117,8 @@ def validate(event: object) -> dict[str, Any]:
         _check_field(event, name, types, required=True)
     for name, types in OPTIONAL_FIELDS[kind].items():
         _check_field(event, name, types, required=False)
+    if kind == SESSION_START and event.get("pid") is not None and not 0 <= event["pid"] < MAX_SEQ:
+        raise InvalidEvent("pid must be between 0 and 2**62")
     if kind == SESSION_END and event["status"] not in END_STATUSES:
         raise InvalidEvent(f"session_end status must be one of {sorted(END_STATUSES)}")
     return event

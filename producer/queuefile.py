@@ -169,7 +169,7 @@ def append_batch(conn: sqlite3.Connection, items: Sequence[bytes], *, fsync: boo
             )
             conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            rollback(conn)
             raise
     finally:
         if fsync:
@@ -240,8 +240,17 @@ def ack(conn: sqlite3.Connection, item_ids: Iterable[int], status: int = STATUS_
         conn.executemany(f"UPDATE {TABLE} SET status = ? WHERE _id = ?", [(status, i) for i in ids])
         conn.execute("COMMIT")
     except BaseException:
-        conn.execute("ROLLBACK")
+        rollback(conn)
         raise
+
+
+def rollback(conn: sqlite3.Connection) -> None:
+    """Roll back the open transaction, if there still is one. After some errors
+    (SQLITE_FULL at COMMIT on a full disk, an I/O error) SQLite has already rolled it
+    back, and a ROLLBACK would raise "cannot rollback - no transaction is active" in
+    place of the error that says what is wrong."""
+    if conn.in_transaction:
+        conn.execute("ROLLBACK")
 
 
 def clear_acked(conn: sqlite3.Connection, up_to_id: int) -> int:

@@ -39,7 +39,7 @@ def default_spool_dir(environ: Mapping[str, str] | None = None) -> Path:
     """``AGENTSPOOL_DIR``, else ``$XDG_STATE_HOME/agentspool`` (``~/.local/state/agentspool``)."""
     environ = os.environ if environ is None else environ
     if environ.get("AGENTSPOOL_DIR"):
-        return Path(environ["AGENTSPOOL_DIR"])
+        return Path(environ["AGENTSPOOL_DIR"]).expanduser()
     state_home = environ.get("XDG_STATE_HOME") or os.path.join(
         os.path.expanduser("~"), ".local", "state"
     )

@@ -215,3 +215,10 @@ def test_unrepresentable_timestamps_rejected() -> None:
         else:
             accepted.append(ts)
     assert accepted == [], f"validate() accepted ts values the worker cannot store: {accepted}"
+
+
+def test_a_pid_sqlite_cannot_store_is_rejected() -> None:
+    start = envelope(ev.SESSION_START, 0, agent="a", pid=2**63)
+    with pytest.raises(InvalidEvent, match="pid must be between"):
+        ev.validate(start)
+    assert ev.validate(changed(start, pid=4242))["pid"] == 4242

@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 
 from agentspool import Spool
-from agentspool.producer import queuefile
+from agentspool.producer import default_spool_dir, queuefile
 from tests.helpers import finish, run_cli, run_python, wait_until, worker_env
 from tests.sqld import Sqld
 
@@ -436,6 +436,7 @@ def test_session_context_manager_ends_completed_or_error(spool: Path, spools: li
 FORK_SCRIPT = """
 import json, os, sys
 from agentspool import Spool
+from agentspool.producer import default_spool_dir
 
 sp = Spool(SPOOL)
 p = sp.session(agent="parent", session_id="parent-session")
@@ -689,6 +690,7 @@ def test_exit_flushes_without_flush_or_close(spool: Path, ending: str) -> None:
 PATH_PROBE = """
 import json
 from agentspool import Spool
+from agentspool.producer import default_spool_dir
 sp = Spool()
 s = sp.session(agent="probe")
 ok = s.end(timeout=30)
@@ -780,3 +782,10 @@ def test_flush_after_the_writer_caught_up_still_fsyncs(spool: Path) -> None:
     assert producer.flush(timeout=10)
     assert flushed_at() is not None  # the durable marker commit ran
     producer.close()
+
+
+def test_a_tilde_in_agentspool_dir_means_home(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))  # as the worker's settings expand it
+    assert default_spool_dir({"AGENTSPOOL_DIR": "~/spool-here"}) == tmp_path / "spool-here"

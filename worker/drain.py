@@ -73,6 +73,9 @@ class Drainer:
         self.cursors: dict[Path, QueueCursor] = {}
         self._rewind: dict[Path, int] = {}  # queue -> read again from after this id
         self._replicas: OrderedDict[str, Replica] = OrderedDict()
+        # Attempts that failed and will be retried (a file that cannot be opened, read
+        # or written: a full disk, an I/O error); the loop pauses when this grows.
+        self.failures = 0
 
     # ---- queues ------------------------------------------------------------
 
@@ -91,6 +94,7 @@ class Drainer:
                     self._quarantine_queue(queue_dir, exc)
                 else:
                     log.error("cannot open queue %s: %s", queue_dir.name, exc)
+                    self.failures += 1
                 return None
             cursor = self.cursors[queue_dir] = QueueCursor(queue_dir, conn, info=info)
         elif cursor.info is None:
@@ -114,6 +118,7 @@ class Drainer:
                     result = self.drain_batch(cursor)
                 except Exception:  # one queue's surprise must not stop the others
                     log.exception("cannot drain queue %s (will retry)", queue_dir.name)
+                    self.failures += 1
                     break
                 total.items += result.items
                 total.applied += result.applied
@@ -136,6 +141,7 @@ class Drainer:
                 self._quarantine_queue(cursor.queue_dir, exc)
             else:
                 log.error("cannot read queue %s: %s", cursor.queue_dir.name, exc)
+                self.failures += 1
             return result
         if not items:
             return result
@@ -176,6 +182,7 @@ class Drainer:
             queuefile.ack(cursor.conn, done_ids)
         except sqlite3.Error as exc:  # acks are retried by replaying: harmless
             log.warning("cannot ack in %s: %s", cursor.queue_dir.name, exc)
+            self.failures += 1
             return result
         result.items = len(done_ids)
         result.dead_lettered = len(dead)
@@ -204,11 +211,13 @@ class Drainer:
             replica = self.replica(session_id)
         except (sqlite3.Error, OSError, RuntimeError) as exc:
             log.error("cannot open replica of session %s: %s (will retry)", session_id, exc)
+            self.failures += 1
             return 0, dead, session_events[0][0]
         try:
             applied = replica.apply(e for _, e in session_events)
         except sqlite3.OperationalError as exc:
             log.error("cannot write replica of session %s: %s (will retry)", session_id, exc)
+            self.failures += 1
             self._drop_replica(session_id)
             return 0, dead, session_events[0][0]
         except (sqlite3.Error, ValueError, TypeError, OverflowError, RecursionError) as exc:
@@ -221,6 +230,7 @@ class Drainer:
                     applied += replica.apply([event])
                 except sqlite3.OperationalError as exc:
                     log.error("cannot write replica of session %s: %s", session_id, exc)
+                    self.failures += 1
                     self._drop_replica(session_id)
                     return applied, dead, item_id
                 except (sqlite3.Error, ValueError, TypeError, OverflowError, RecursionError) as exc:

@@ -191,6 +191,8 @@ class Worker:
                 self._rechecks = [now_mono + delay for delay in RECHECK_DELAYS_S]
             self.notifier.heartbeat()
             more_to_drain = False
+            failures_before = self.drainer.failures
+            failed = False
             try:
                 drained = self.drainer.drain_all()
                 self.stats.drained += drained.items
@@ -208,7 +210,8 @@ class Worker:
                 # One bad pass (a full disk, a locked file) must not end the worker:
                 # nothing was acked that is not applied, so the next pass redoes it.
                 log.exception("worker pass failed; retrying in %gs", ERROR_PAUSE_S)
-                self.wake.wait(ERROR_PAUSE_S)
+                failed = True
+            failed = failed or self.drainer.failures != failures_before
             if more_to_drain:
                 continue
             if stop_deadline is not None:
@@ -226,7 +229,28 @@ class Worker:
                     log.error("--burst: gave up after %gs", self.settings.burst_timeout)
                     self.syncer.kill()
                     return self._burst_exit_code()
-            self.wake.wait(self._sleep_time(stop_deadline))
+            if failed:
+                self._pause_after_failure(stop_deadline)
+            else:
+                self.wake.wait(self._sleep_time(stop_deadline))
+
+    def _pause_after_failure(self, stop_deadline: float | None) -> None:
+        """After a pass that could not open, read or write a file (a full disk, an I/O
+        error), wait ERROR_PAUSE_S before the next one, whatever file events arrive:
+        the failed attempts themselves create and close files under queues/ (SQLite's
+        -wal and -shm), and waking on those retried, and logged, in a tight loop. A
+        signal, a sync deadline or the stop deadline ends the pause early."""
+        until = self.monotonic() + ERROR_PAUSE_S
+        for deadline in (self.syncer.deadline(), stop_deadline):
+            if deadline is not None:
+                until = min(until, deadline)
+        stops, finish = self._stop_requests, self._finish_requested
+        while self._stop_requests == stops and self._finish_requested == finish:
+            left = until - self.monotonic()
+            if left <= 0:
+                break
+            self.wake.wait(left)
+            self.wake.clear()
 
     def _sleep_time(self, stop_deadline: float | None) -> float:
         now_mono = self.monotonic()
