@@ -176,6 +176,14 @@ def append_batch(conn: sqlite3.Connection, items: Sequence[bytes], *, fsync: boo
             conn.execute("PRAGMA synchronous=NORMAL")
 
 
+def live_bytes(conn: sqlite3.Connection) -> int:
+    """Bytes of the queue file in use (pages minus free pages; deleted rows free theirs)."""
+    page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+    pages = conn.execute("PRAGMA page_count").fetchone()[0]
+    free = conn.execute("PRAGMA freelist_count").fetchone()[0]
+    return int((pages - free) * page_size)
+
+
 def sync_to_disk(conn: sqlite3.Connection) -> None:
     """Make every earlier commit durable against power loss: one small commit with
     ``synchronous=FULL`` fsyncs the WAL, and with it every frame written before."""

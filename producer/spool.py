@@ -32,6 +32,7 @@ log = logging.getLogger("agentspool.producer")
 
 DEFAULT_MAX_BUFFERED = 250_000  # events waiting for the writer before new ones are dropped
 DEFAULT_FLUSH_TIMEOUT_S = 5.0
+DEFAULT_MAX_QUEUE_BYTES = 1 << 30  # live data in one producer's queue file
 EXIT_FLUSH_TIMEOUT_S = 5.0
 
 
@@ -81,6 +82,13 @@ def _encode(event: dict[str, Any]) -> str:
         return _encode_fast(cleaned)
 
 
+def _env_int(name: str, default: int) -> int:
+    try:
+        return int(os.environ.get(name, "") or default)
+    except ValueError:
+        return default  # never raise into the agent over a setting
+
+
 @dataclass(frozen=True)
 class SpoolStats:
     producer_id: str
@@ -101,9 +109,16 @@ class Spool:
         path: str | os.PathLike[str] | None = None,
         *,
         max_buffered: int = DEFAULT_MAX_BUFFERED,
+        max_queue_bytes: int | None = None,
     ) -> None:
         self.path = Path(path) if path is not None else default_spool_dir()
         self.max_buffered = max_buffered
+        # Bound on this producer's queue file (AGENTSPOOL_MAX_QUEUE_BYTES; 0 = none).
+        self.max_queue_bytes = (
+            max_queue_bytes
+            if max_queue_bytes is not None
+            else _env_int("AGENTSPOOL_MAX_QUEUE_BYTES", DEFAULT_MAX_QUEUE_BYTES)
+        )
         self._closed = False
         self._start_writer()
         _LIVE_SPOOLS.add(self)
@@ -120,6 +135,8 @@ class Spool:
             self.path / queuefile.QUEUES_DIRNAME / self.producer_id,
             info_factory=self._producer_info,
             dropped_counter=lambda: self._dropped,
+            count_drops=self._count_drops,
+            max_queue_bytes=self.max_queue_bytes,
         )
 
     def _producer_info(self) -> queuefile.ProducerInfo:
@@ -157,8 +174,11 @@ class Spool:
             self._count_drop()
 
     def _count_drop(self) -> None:
+        self._count_drops(1)
+
+    def _count_drops(self, n: int) -> None:
         with self._drop_lock:
-            self._dropped += 1
+            self._dropped += n
 
     # ---- waiting -----------------------------------------------------------
 

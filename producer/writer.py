@@ -25,6 +25,7 @@ log = logging.getLogger("agentspool.producer")
 MAX_BATCH = 5000  # events per transaction: large enough to amortize the commit
 RETRY_MIN_S = 0.05
 RETRY_MAX_S = 2.0
+SIZE_CHECK_INTERVAL_S = 1.0
 
 
 class Barrier:
@@ -49,6 +50,8 @@ class Writer:
         queue_dir: Path,
         info_factory: Callable[[], queuefile.ProducerInfo],
         dropped_counter: Callable[[], int],
+        count_drops: Callable[[int], None] = lambda n: None,
+        max_queue_bytes: int = 0,
     ) -> None:
         self.queue_dir = queue_dir
         self.handoff: Handoff = SimpleQueue()
@@ -60,6 +63,10 @@ class Writer:
         self.last_error: str | None = None
         self._info_factory = info_factory
         self._dropped_counter = dropped_counter
+        self._count_drops = count_drops
+        self.max_queue_bytes = max_queue_bytes
+        self._next_size_check = 0.0
+        self._over_budget = False
         self._dropped_recorded = 0
         self._conn: sqlite3.Connection | None = None
         self._unsynced = False  # commits made without an fsync since the last one with
@@ -92,6 +99,12 @@ class Writer:
                 stopping = self._collect(self.handoff.get(), pending, barriers)
             stopping = self._collect_available(pending, barriers) or stopping
             self.held = len(pending)
+            if pending and self._queue_full():
+                # Over the size bound: new events are dropped and counted; the agent
+                # is never blocked, and writing resumes once the worker drains.
+                self._count_drops(len(pending))
+                pending = []
+                self.held = 0
             if self._write(pending, durable=bool(barriers)):
                 pending = []
                 self.held = 0
@@ -152,6 +165,21 @@ class Writer:
             return False
         self.written += len(items)
         return True
+
+    def _queue_full(self) -> bool:
+        """Is the live data in this producer's queue file over ``max_queue_bytes``?
+        Checked at most once a second (freed pages of drained items count as free)."""
+        if self.max_queue_bytes <= 0 or self._conn is None:
+            return False
+        now = time.monotonic()
+        if now >= self._next_size_check:
+            self._next_size_check = now + SIZE_CHECK_INTERVAL_S
+            try:
+                with self.disk_lock:
+                    self._over_budget = queuefile.live_bytes(self._conn) > self.max_queue_bytes
+            except Exception:
+                self._over_budget = False  # a write error will tell
+        return self._over_budget
 
     def _record_drops(self, conn: sqlite3.Connection) -> None:
         dropped = self._dropped_counter()

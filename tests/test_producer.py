@@ -789,3 +789,29 @@ def test_a_tilde_in_agentspool_dir_means_home(
 ) -> None:
     monkeypatch.setenv("HOME", str(tmp_path))  # as the worker's settings expand it
     assert default_spool_dir({"AGENTSPOOL_DIR": "~/spool-here"}) == tmp_path / "spool-here"
+
+
+def test_a_full_queue_file_drops_new_events_without_blocking(spool: Path) -> None:
+    """The size bound (max_queue_bytes / AGENTSPOOL_MAX_QUEUE_BYTES): past it, new
+    events are dropped and counted, emitting stays fast, and flush() says False."""
+    producer = Spool(spool, max_queue_bytes=200_000)
+    session = producer.session(agent="a")
+    started = time.monotonic()
+    for _round in range(6):
+        for _ in range(2_000):
+            session.message("assistant", "x" * 400)
+        producer.flush(timeout=10)
+        time.sleep(1.1)  # the writer re-measures its file once a second
+    assert time.monotonic() - started < 30
+    stats = producer.stats()
+    assert stats.dropped > 0 and stats.write_errors == 0
+    (queue_dir,) = queuefile.list_queue_dirs(spool)
+    conn = queuefile.connect(queue_dir, readonly=True)
+    try:
+        rows = queuefile.count_by_status(conn).get(queuefile.STATUS_INITED, 0)
+        size = queuefile.live_bytes(conn)
+    finally:
+        conn.close()
+    assert rows == stats.written and rows + stats.dropped == stats.emitted
+    assert size < 200_000 + 2 * 2_000 * 700  # at most the batches in flight past the bound
+    producer.close()
