@@ -21,7 +21,8 @@ import os
 import shutil
 import sqlite3
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -149,6 +150,16 @@ def connect(queue_dir: Path, *, readonly: bool = False) -> sqlite3.Connection:
         conn.execute("PRAGMA synchronous=NORMAL")
     conn.isolation_level = None  # we issue BEGIN/COMMIT ourselves
     return conn
+
+
+@contextmanager
+def reading(queue_dir: Path) -> Iterator[sqlite3.Connection]:
+    """A read-only connection to a queue file (``status``, ``queue ls``), closed after."""
+    conn = connect(queue_dir, readonly=True)
+    try:
+        yield conn
+    finally:
+        conn.close()
 
 
 def append_batch(conn: sqlite3.Connection, items: Sequence[bytes], *, fsync: bool) -> None:

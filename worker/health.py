@@ -77,11 +77,8 @@ def oldest_pending_time(spool_dir: Path) -> float | None:
     times = []
     for queue_dir in queuefile.list_queue_dirs(spool_dir):
         try:
-            conn = queuefile.connect(queue_dir, readonly=True)
-            try:
+            with queuefile.reading(queue_dir) as conn:
                 oldest = queuefile.oldest_pending_timestamp(conn)
-            finally:
-                conn.close()
         except sqlite3.Error:
             continue  # reported as a problem of its own
         if oldest is not None:

@@ -71,15 +71,12 @@ def _read_queue_details(
     queue_dir: Path,
 ) -> tuple[queuefile.ProducerInfo | None, float | None, str | None]:
     try:
-        conn = queuefile.connect(queue_dir, readonly=True)
-        try:
+        with queuefile.reading(queue_dir) as conn:
             return (
                 queuefile.read_producer_info(conn),
                 queuefile.oldest_pending_timestamp(conn),
                 None,
             )
-        finally:
-            conn.close()
     except sqlite3.Error as exc:
         return None, None, str(exc)
 
@@ -109,11 +106,8 @@ def peek(spool_dir: Path, limit: int, producer_id: str | None = None) -> list[Pe
         if len(found) >= limit:
             break
         try:
-            conn = queuefile.connect(queue_dir, readonly=True)
-            try:
+            with queuefile.reading(queue_dir) as conn:
                 items = queuefile.read_pending(conn, 0, limit - len(found))
-            finally:
-                conn.close()
         except sqlite3.Error:
             continue  # `queue ls` reports unreadable files
         found.extend(_decode(queue_dir.name, item) for item in items)

@@ -94,12 +94,9 @@ def _add_worker_state(status: SpoolStatus, spool_dir: Path) -> dict[str, int]:
 
 def _producer_status(queue_dir: Path, dead: int) -> ProducerStatus:
     try:
-        conn = queuefile.connect(queue_dir, readonly=True)
-        try:
+        with queuefile.reading(queue_dir) as conn:
             info = queuefile.read_producer_info(conn)
             counts = queuefile.count_by_status(conn)
-        finally:
-            conn.close()
     except sqlite3.Error as exc:
         return ProducerStatus(queue_dir.name, None, None, dead=dead, error=str(exc))
     return ProducerStatus(
