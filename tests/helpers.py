@@ -50,13 +50,18 @@ def run_cli(
     return result
 
 
-def start_worker(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
+def start_worker(
+    env: dict[str, str], *args: str, new_session: bool = False
+) -> subprocess.Popen[str]:
+    """A service worker; ``new_session`` puts it in its own process group, so that
+    killpg takes its sync child too."""
     return subprocess.Popen(
         [AGENTSPOOL, "worker", "run", *args],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        start_new_session=new_session,
     )
 
 

@@ -18,7 +18,6 @@ from typing import Any
 from agentspool import Spool
 from agentspool.producer import queuefile
 from tests.helpers import (
-    AGENTSPOOL,
     FAST_WORKER_ENV,
     PRODUCER_WORKLOAD,
     finish,
@@ -179,14 +178,7 @@ def sync_children(worker_pid: int) -> list[int]:
 
 def start_worker_group(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
     """A service worker in its own process group, so that killpg takes its sync child too."""
-    return subprocess.Popen(
-        [AGENTSPOOL, "worker", "run", *args],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
+    return start_worker(env, *args, new_session=True)
 
 
 def worker_meta(spool: Path) -> dict[str, str]:
