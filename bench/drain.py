@@ -1,7 +1,7 @@
 """Row 5: the worker's drain (queue files -> per-session replicas), events/s.
 
 Eight producer processes (workload.py: sessions of 1,000 events) and the worker's
-``Drainer`` (agentspool.worker.drain, driven here in a loop as the worker's service
+``Drainer`` (agentspool.worker.intake.drain, driven here in a loop as the worker's service
 loop drives it, without the file-system wake-ups) measured two ways:
 
 - while the 8 producers write: all start on one signal; the clock runs from that
@@ -118,7 +118,7 @@ def _verify(state: Any, expected: int, sessions: int) -> int:
 
 
 def drain_while_producing(cfg: Config, sessions: int, events: int) -> dict[str, Any]:
-    from agentspool.worker.drain import Drainer
+    from agentspool.worker.intake.drain import Drainer
     from agentspool.worker.state import StateStore
 
     spool = cfg.workdir("drain-concurrent")
@@ -150,7 +150,7 @@ def drain_while_producing(cfg: Config, sessions: int, events: int) -> dict[str, 
 
 
 def drain_backlog(cfg: Config, sessions: int, events: int) -> dict[str, Any]:
-    from agentspool.worker.drain import Drainer
+    from agentspool.worker.intake.drain import Drainer
     from agentspool.worker.state import StateStore
 
     spool = cfg.workdir("drain-backlog")

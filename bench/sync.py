@@ -42,7 +42,7 @@ ROUND_TRIP_S = 0.020
 
 
 def run(cfg: Config) -> list[Row]:
-    from agentspool.worker.drain import Drainer
+    from agentspool.worker.intake.drain import Drainer
     from agentspool.worker.state import StateStore
 
     events = cfg.size(10_000, 500)
@@ -155,7 +155,7 @@ def run(cfg: Config) -> list[Row]:
 def _start_runner(url: str) -> Any:
     """The worker's SyncRunner with its child process already started (as in a running
     worker: the interpreter's start-up is not part of a sync)."""
-    from agentspool.worker.syncer import SyncRunner
+    from agentspool.worker.sync.syncer import SyncRunner
 
     runner = SyncRunner(url, None, 120.0, threading.Event())
     start_child = getattr(runner, "_ensure_child", None)  # private: absent, the first sync pays
@@ -184,7 +184,7 @@ def _one_round_trip(url: str, tries: int = 5) -> float:
 
 def _sync(proxy: LatencyProxy, runner: Any, spool: Path, session_id: str) -> dict[str, Any]:
     """One sync through the worker's SyncRunner (and so its sync child)."""
-    from agentspool.worker.replica import replica_path
+    from agentspool.worker.intake.replica import replica_path
 
     before = proxy.counts()
     t0 = time.perf_counter()

@@ -16,9 +16,7 @@ import pytest
 from agentspool import Spool
 from agentspool.producer import queuefile
 from agentspool.worker.security import InsecureSpool, check_spool_private
-from tests.helpers import finish, run_cli, start_worker, stop_process, wait_until, worker_env
-from tests.sqld import eddsa_jwt, start_auth_sqld
-from tests.test_worker_faults import (
+from tests.daemon.test_worker_faults import (
     add_counts,
     expected_counts,
     produce,
@@ -28,6 +26,8 @@ from tests.test_worker_faults import (
     sync_children,
     wait_worker_up,
 )
+from tests.helpers import finish, run_cli, start_worker, stop_process, wait_until, worker_env
+from tests.sqld import eddsa_jwt, start_auth_sqld
 
 # ---- 1. a spool others can write to is refused -----------------------------------
 

@@ -18,13 +18,13 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from .config import EMBEDDED_DB_FILENAME, load_settings
+from agentspool.worker.config import EMBEDDED_DB_FILENAME, load_settings
 
 AGENTS = [("researcher", 6, False), ("coder", 10, False), ("doomed-agent", 50, True)]
 
 
 def run_demo(spool_dir: Path | None, echo: Callable[[str], None] = print) -> int:
-    from .service import Worker
+    from agentspool.worker.daemon.service import Worker
 
     spool = spool_dir or Path(tempfile.mkdtemp(prefix="agentspool-demo-"))
     echo(f"spool: {spool}")

@@ -1,0 +1,404 @@
+"""The ``agentspool`` command: a thin layer over the worker library.
+
+Logs go to stderr so that stdout (and ``--json``) stays parseable. Library errors
+become ``click.ClickException`` (exit 1) with a message that names the next step.
+
+Exit codes: 0 success; 1 error (including "another worker is running", and
+``status --check`` finding a problem); 2 usage error; 3 ``worker run --burst`` ended
+with sessions left open, pending or failed; 4 ``emit``/``ingest`` rejected an event.
+Shared options and helpers are in cli_options.py; command groups in commands_*.py
+(docs/CLI.md documents every command and its ``--json`` schema).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from agentspool.worker import state as st
+from agentspool.worker.cli.dead import dead
+from agentspool.worker.cli.emit import emit, ingest
+from agentspool.worker.cli.inspect import queue, sessions, show
+from agentspool.worker.cli.options import (
+    echo_json,
+    json_option,
+    load_env_file,
+    settings_from,
+    setup_logging,
+    spool_option,
+)
+from agentspool.worker.daemon.lock import WorkerAlreadyRunning
+from agentspool.worker.reports.health import DEFAULT_MAX_AGE_S
+
+__all__ = ["main", "settings_from", "setup_logging", "spool_option"]
+
+
+@click.group()
+@click.version_option(package_name="agentspool")
+@click.option(
+    "--env-file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    envvar="AGENTSPOOL_ENV_FILE",
+    help="Load settings from this file first (KEY=VALUE lines, as in .env.example);"
+    " they override the environment [env: AGENTSPOOL_ENV_FILE].",
+)
+def main(env_file: Path | None) -> None:
+    """agentspool: durable, agent-harmless session logging to Turso (libSQL)."""
+    if env_file is not None:
+        load_env_file(env_file)
+
+
+@main.group()
+def worker() -> None:
+    """Run the worker that drains the spool and syncs sessions."""
+
+
+@worker.command("run")
+@spool_option
+@click.option(
+    "--db",
+    "db_url",
+    help="Remote database URL [env: TURSO_DATABASE_URL; default: a libSQL file in the spool].",
+)
+@click.option(
+    "--burst",
+    is_flag=True,
+    help="Drain everything, seal sessions whose producers are gone, sync, and exit.",
+)
+@click.option(
+    "--sync-timeout",
+    type=float,
+    help="Seconds one sync attempt may take [env: AGENTSPOOL_SYNC_TIMEOUT; default: 30].",
+)
+@click.option(
+    "--metrics-port",
+    type=int,
+    help="Serve Prometheus metrics on 127.0.0.1:PORT/metrics [env: AGENTSPOOL_METRICS_PORT].",
+)
+@click.option("-v", "--verbose", is_flag=True, help="Log debug messages.")
+def worker_run(
+    spool_dir: Path | None,
+    db_url: str | None,
+    burst: bool,
+    sync_timeout: float | None,
+    metrics_port: int | None,
+    verbose: bool,
+) -> None:
+    """Drain producer queues into session replicas and sync ended sessions.
+
+    Runs until SIGTERM/SIGINT (drains and syncs for up to
+    AGENTSPOOL_SHUTDOWN_TIMEOUT, a second signal stops at once), or with --burst
+    until the spool is empty; --burst exits 0 only if every session is synced,
+    3 if any is left open, pending or failed."""
+    from agentspool.worker.daemon.service import Worker
+
+    setup_logging(verbose)
+    settings = settings_from(
+        spool_dir=spool_dir, db_url=db_url, sync_timeout=sync_timeout, metrics_port=metrics_port
+    )
+    try:
+        code = Worker(settings, burst=burst).run()
+    except WorkerAlreadyRunning as exc:
+        raise click.ClickException(str(exc)) from None
+    sys.exit(code)
+
+
+@main.command()
+@spool_option
+@json_option
+@click.option(
+    "--check",
+    is_flag=True,
+    help="Exit 1 if a session failed to sync, a dead letter exists, or work waited"
+    " longer than --max-age (for monitoring).",
+)
+@click.option(
+    "--max-age",
+    type=click.FloatRange(min=0),
+    default=DEFAULT_MAX_AGE_S,
+    show_default=True,
+    help="Seconds a queue item may wait to be drained, or an ended session to be synced.",
+)
+def status(spool_dir: Path | None, as_json: bool, check: bool, max_age: float) -> None:
+    """Show producer queues, sessions by state, dead letters and the last sync error.
+
+    With --check, also a health verdict for monitoring: exit 0 healthy, 1 not (the
+    problems are listed, each with the next step)."""
+    from agentspool.worker.reports.health import check_health
+    from agentspool.worker.reports.status import spool_status
+
+    settings = settings_from(spool_dir=spool_dir)
+    report = spool_status(settings.spool_dir)
+    health = check_health(settings.spool_dir, report, max_age)
+    if as_json:
+        echo_json(
+            report.to_json()
+            | {
+                "oldest_pending_age_s": health.oldest_pending_age_s,
+                "worker_alive": health.worker_alive,
+                "healthy": health.healthy,
+                "problems": health.problems,
+            }
+        )
+        if check and not health.healthy:
+            sys.exit(1)
+        return
+    worker = f"running (pid {report.worker_pid})" if report.worker_pid else "not running"
+    click.echo(f"spool   {report.spool}")
+    click.echo(f"worker  {worker}")
+    click.echo(f"queues  {len(report.producers)} producer file(s)")
+    for p in report.producers:
+        alive = {True: "alive", False: "gone", None: "?"}[p.alive]
+        extra = f", {p.dropped} dropped by producer" if p.dropped else ""
+        extra += f", error: {p.error}" if p.error else ""
+        click.echo(
+            f"  {p.producer_id}  [{alive}]  ready {p.ready}, unacked {p.unacked},"
+            f" acked {p.acked}, dead {p.dead}{extra}"
+        )
+    s = report.sessions
+    click.echo(
+        f"sessions  open {s[st.OPEN]}, pending sync {s[st.PENDING]}, synced {s[st.SYNCED]},"
+        f" failed {s[st.FAILED]}, abandoned {s['abandoned']}"
+    )
+    click.echo(f"dead letters  {report.dead_letters}")
+    if report.last_sync_error:
+        e = report.last_sync_error
+        click.echo(f"last sync error  {e['session_id']}: {e['error']}")
+    age = health.oldest_pending_age_s
+    click.echo(f"oldest waiting  {'-' if age is None else f'{age:.1f}s'}")
+    if health.healthy:
+        click.echo("health  ok")
+    else:
+        click.echo(click.style(f"health  {len(health.problems)} problem(s)", fg="red"))
+        for problem in health.problems:
+            click.echo(f"  - {problem}")
+    if check and not health.healthy:
+        sys.exit(1)
+
+
+@main.command()
+@spool_option
+@click.argument("session_id", required=False)
+@click.option("--failed", "all_failed", is_flag=True, help="Retry every failed session.")
+@json_option
+def retry(spool_dir: Path | None, session_id: str | None, all_failed: bool, as_json: bool) -> None:
+    """Move a failed session (or, with --failed, all of them) back to pending sync."""
+    if bool(session_id) == all_failed:
+        raise click.UsageError("give either a SESSION_ID or --failed")
+    settings = settings_from(spool_dir=spool_dir)
+    if not (settings.spool_dir / st.STATE_FILENAME).exists():
+        raise click.ClickException(f"no worker state in {settings.spool_dir}: nothing to retry")
+    store = st.StateStore(settings.spool_dir)
+    try:
+        moved = store.retry_failed(None if all_failed else session_id)
+    finally:
+        store.close()
+    if session_id and moved == 0:
+        raise click.ClickException(
+            f"session {session_id} is not failed; see `agentspool status` for the failed ones"
+        )
+    if as_json:
+        echo_json({"retried": moved})
+        return
+    click.echo(f"{moved} session(s) will be synced again by the worker")
+
+
+@main.command()
+@click.option("--spool", "spool_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Where to put the demo spool (default: a new temporary directory).")  # fmt: skip
+def demo(spool_dir: Path | None) -> None:
+    """Run a few simulated agents (one killed mid-session), drain, sync, show what landed."""
+    from agentspool.worker.demo import run_demo
+
+    setup_logging(False)
+    sys.exit(run_demo(spool_dir, echo=click.echo))
+
+
+@main.command()
+@spool_option
+@click.option("--timeout", type=float, default=120.0, show_default=True,
+              help="Seconds to wait for the worker to finish.")  # fmt: skip
+@click.option("--json", "as_json", is_flag=True, help="Print the final status as JSON.")
+def drain(spool_dir: Path | None, timeout: float, as_json: bool) -> None:
+    """Tell the running worker to finish (drain, seal, sync everything, exit) and wait.
+
+    For the last step of a CI job. Without a running worker it does the same work
+    itself. Exits 0 when every session is synced, 3 when anything is left or failed
+    (a summary says what), including when the worker did not finish in time."""
+    from dataclasses import replace
+
+    from agentspool.worker.daemon.control import finish_worker
+
+    setup_logging(False)
+    settings = settings_from(spool_dir=spool_dir)
+    settings = replace(settings, burst_timeout=max(1.0, timeout))
+    outcome = finish_worker(settings, timeout)
+    s = outcome.status.sessions
+    if as_json:
+        report = outcome.status.to_json() | {"finished": outcome.finished, "left": outcome.left}
+        click.echo(json.dumps(report, indent=2))
+    else:
+        who = (
+            f"worker {outcome.worker_pid}"
+            if outcome.worker_pid
+            else "no worker running; drained here"
+        )
+        click.echo(
+            f"{who}: {'finished' if outcome.finished else f'still running after {timeout:g}s'};"
+            f" sessions synced {s['synced']}, open {s['open']}, pending {s['pending']},"
+            f" failed {s['failed']}, abandoned {s['abandoned']}; dead letters {outcome.status.dead_letters}"
+        )
+        if outcome.status.last_sync_error:
+            e = outcome.status.last_sync_error
+            click.echo(f"last sync error  {e['session_id']}: {e['error']}", err=True)
+    sys.exit(0 if outcome.finished and outcome.left == 0 else 3)
+
+
+@main.command()
+@spool_option
+@click.option(
+    "--db",
+    "db_url",
+    help="Remote database URL [env: TURSO_DATABASE_URL; default: the embedded file].",
+)
+@click.option("--yes", is_flag=True, help="Apply without asking.")
+@click.option("--dry-run", is_flag=True, help="Only show what would be applied.")
+@click.option(
+    "--timeout",
+    type=float,
+    default=60.0,
+    show_default=True,
+    help="Seconds to wait for the database.",
+)
+def migrate(
+    spool_dir: Path | None, db_url: str | None, yes: bool, dry_run: bool, timeout: float
+) -> None:
+    """Apply the schema to the remote database, showing what it will do first.
+
+    The worker migrates by itself before its first sync; this is for doing it ahead
+    of time, or to see what a new version of agentspool would change."""
+    import threading
+
+    from agentspool.worker.sync.syncer import SyncRunner
+
+    settings = settings_from(spool_dir=spool_dir, db_url=db_url)
+    runner = SyncRunner(settings.effective_db_url, settings.auth_token, timeout, threading.Event())
+    try:
+        plan = _remote_call(runner, {"op": "plan"}, timeout)
+        click.echo(
+            f"database {_redacted_url(settings.effective_db_url)}: schema versions {plan['applied'] or 'none'}"
+        )
+        if not plan["pending"]:
+            click.echo("up to date: nothing to apply")
+            return
+        for m in plan["pending"]:
+            click.echo(f"-- {m['name']}")
+            for statement in m["statements"]:
+                click.echo(statement.rstrip() + ";")
+        if dry_run:
+            return
+        if not yes and not click.confirm("apply these migrations?", default=False):
+            raise click.ClickException("nothing applied")
+        done = _remote_call(runner, {"op": "migrate"}, timeout)
+        click.echo(f"applied: {done['applied_now'] or 'nothing (another process just did it)'}")
+    finally:
+        runner.close()
+
+
+def _remote_call(runner: Any, request: dict[str, Any], timeout: float) -> dict[str, Any]:
+    try:
+        reply: dict[str, Any] = runner.call(request, timeout)
+    except (TimeoutError, ConnectionError) as exc:
+        raise click.ClickException(f"{exc}; check TURSO_DATABASE_URL and the network") from None
+    if not reply.get("ok"):
+        raise click.ClickException(str(reply.get("error", "the database call failed")))
+    return reply
+
+
+def _redacted_url(url: str) -> str:
+    return url.split("?", 1)[0]  # query strings may carry tokens
+
+
+@main.command()
+@spool_option
+@click.option(
+    "--older-than",
+    type=float,
+    help="Seconds a synced replica is kept [env: AGENTSPOOL_RETAIN_SYNCED; default: 7 days].",
+)
+@click.option(
+    "--max-bytes",
+    type=int,
+    help="Cap on all replicas' size [env: AGENTSPOOL_MAX_REPLICA_BYTES; default: none].",
+)
+@click.option("--dry-run", is_flag=True, help="Only list what would be deleted.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON object instead of text.")
+def prune(
+    spool_dir: Path | None,
+    older_than: float | None,
+    max_bytes: int | None,
+    dry_run: bool,
+    as_json: bool,
+) -> None:
+    """Delete replicas of synced sessions by age and size (never unsynced ones).
+
+    The running worker does this hourly by itself; by hand it runs only while no
+    worker holds the spool."""
+    from agentspool.worker.daemon.lock import lock_holder
+    from agentspool.worker.daemon.retention import prune as prune_spool
+
+    settings = settings_from(
+        spool_dir=spool_dir, retain_synced=older_than, max_replica_bytes=max_bytes
+    )
+    holder = lock_holder(settings.spool_dir)
+    if holder is not None and not dry_run:
+        raise click.ClickException(
+            f"a worker (pid {holder}) is running and prunes by itself; use --dry-run to look, or stop it first"
+        )
+    if not (settings.spool_dir / st.STATE_FILENAME).exists():
+        raise click.ClickException(
+            f"no worker state in {settings.spool_dir}: nothing has been synced yet"
+        )
+    store = st.StateStore(settings.spool_dir)
+    try:
+        report = prune_spool(
+            settings.spool_dir,
+            store,
+            retain_synced=settings.retain_synced,
+            max_bytes=settings.max_replica_bytes,
+            dry_run=dry_run,
+        )
+    finally:
+        store.close()
+    if as_json:
+        click.echo(json.dumps({
+            "dry_run": dry_run,
+            "deleted": [{"session_id": s, "bytes": b} for s, b in report.deleted],
+            "freed_bytes": report.freed_bytes,
+            "kept_bytes": report.kept_bytes,
+            "stale_builds": report.stale_builds,
+        }, indent=2))  # fmt: skip
+        return
+    verb = "would delete" if dry_run else "deleted"
+    for session_id, size in report.deleted:
+        click.echo(f"{verb} {session_id} ({size} bytes)")
+    click.echo(
+        f"{verb} {len(report.deleted)} replica(s), {report.freed_bytes} bytes; {report.kept_bytes} bytes kept"
+    )
+
+
+# Inspection, dead letters and producers in any language (commands_*.py).
+main.add_command(queue)
+main.add_command(sessions)
+main.add_command(show)
+main.add_command(dead)
+main.add_command(emit)
+main.add_command(ingest)
+
+from agentspool.worker.reports.verify import verify  # noqa: E402 - appended: the spool integrity check (verify.py)
+
+main.add_command(verify)

@@ -1,0 +1,278 @@
+"""Inspection commands: ``queue ls``, ``queue peek``, ``sessions``, ``show``.
+
+All of them only read: they answer while a worker runs, and change nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+
+from agentspool.worker import state as st
+from agentspool.worker.cli.options import (
+    database_errors_explained,
+    echo_json,
+    json_option,
+    settings_from,
+    spool_option,
+)
+
+TOOL_FIELD_CHARS = 500  # tool input/output shown per call unless --full
+
+
+@click.group()
+def queue() -> None:
+    """Look at the producers' queue files (read-only)."""
+
+
+@queue.command("ls")
+@spool_option
+@json_option
+@database_errors_explained
+def queue_ls(spool_dir: Path | None, as_json: bool) -> None:
+    """List producer queue files: producer, pid, alive, depths, dead and dropped events."""
+    from agentspool.worker.reports.queues import list_queues
+
+    settings = settings_from(spool_dir=spool_dir)
+    queues = list_queues(settings.spool_dir)
+    if as_json:
+        echo_json({"spool": str(settings.spool_dir), "queues": [q.to_json() for q in queues]})
+        return
+    if not queues:
+        click.echo(f"no producer queue files in {settings.spool_dir}")
+        return
+    width = max(len(q.producer_id) for q in queues)
+    click.echo(
+        f"{'PRODUCER':<{width}}  {'PID':>7}  {'STATE':<6}  {'READY':>6}  {'UNACKED':>7}"
+        f"  {'ACKED':>6}  {'DEAD':>5}  {'DROPPED':>7}  OLDEST WAITING"
+    )
+    for q in queues:
+        state = {True: "alive", False: "gone", None: "?"}[q.alive]
+        if q.closed_at:
+            state = "closed"
+        oldest = "-" if q.oldest_pending_age_s is None else f"{q.oldest_pending_age_s:.1f}s"
+        click.echo(
+            f"{q.producer_id:<{width}}  {q.pid if q.pid is not None else '?':>7}  {state:<6}"
+            f"  {q.ready:>6}  {q.unacked:>7}  {q.acked:>6}  {q.dead:>5}  {q.dropped:>7}  {oldest}"
+        )
+        if q.error:
+            click.echo(click.style(f"  cannot read: {q.error}", fg="red"))
+
+
+@queue.command("peek")
+@spool_option
+@click.option(
+    "-n", "limit", type=click.IntRange(min=1), default=20, show_default=True,
+    help="How many waiting events to show.",
+)  # fmt: skip
+@click.option("--producer", help="Only this producer's queue file (see `agentspool queue ls`).")
+@json_option
+@database_errors_explained
+def queue_peek(spool_dir: Path | None, limit: int, producer: str | None, as_json: bool) -> None:
+    """Show the events waiting in queue files, decoded, without taking them."""
+    from agentspool.worker.reports.queues import peek
+
+    settings = settings_from(spool_dir=spool_dir)
+    try:
+        found = peek(settings.spool_dir, limit, producer)
+    except LookupError:
+        raise click.ClickException(
+            f"no queue file of producer {producer!r}; list them with: agentspool queue ls"
+        ) from None
+    if as_json:
+        echo_json({"spool": str(settings.spool_dir), "events": [p.to_json() for p in found]})
+        return
+    if not found:
+        click.echo("no events are waiting")
+        return
+    for p in found:
+        where = f"{p.producer_id} #{p.item_id}"
+        if p.event is None:
+            click.echo(f"{where}  " + click.style(f"INVALID ({p.error})", fg="red") + f"  {p.raw}")
+            continue
+        e = p.event
+        line = f"{where}  {e.get('type')}  session {e.get('session_id')} seq {e.get('seq')}"
+        click.echo(line + "  " + _one_line(_event_gist(e), 100))
+        if p.error:
+            click.echo(click.style(f"  will be dead-lettered: {p.error}", fg="red"))
+
+
+def _event_gist(e: dict[str, Any]) -> str:
+    kind = e.get("type")
+    if kind == "session_start":
+        return f"agent {e.get('agent')}"
+    if kind == "message":
+        return f"{e.get('role')}: {_text(e.get('content'))}"
+    if kind == "tool_started":
+        return f"{e.get('name')} [{e.get('call_id')}] {_text(e.get('input'))}"
+    if kind == "tool_finished":
+        error = e.get("error")
+        return f"[{e.get('call_id')}] " + (f"error: {error}" if error else _text(e.get("output")))
+    if kind == "session_end":
+        return str(e.get("status")) + (f": {e['error']}" if e.get("error") else "")
+    return ""
+
+
+@click.command()
+@spool_option
+@click.option(
+    "--state", "sync_state", type=click.Choice(st.SYNC_STATES),
+    help="Only sessions in this sync state.",
+)  # fmt: skip
+@click.option("--agent", help="Only this agent's sessions.")
+@click.option(
+    "--since", metavar="WHEN",
+    help="Only sessions active since WHEN: a duration ago (30m, 2h, 7d) or an ISO-8601 time (UTC unless it has an offset).",
+)  # fmt: skip
+@click.option(
+    "--limit", type=click.IntRange(min=1), default=100, show_default=True,
+    help="Show at most this many (the most recently active first).",
+)  # fmt: skip
+@json_option
+@database_errors_explained
+def sessions(
+    spool_dir: Path | None,
+    sync_state: str | None,
+    agent: str | None,
+    since: str | None,
+    limit: int,
+    as_json: bool,
+) -> None:
+    """List the sessions the worker has seen, most recently active first."""
+    from agentspool.worker.reports.transcript import list_sessions, session_json, since_to_iso
+
+    settings = settings_from(spool_dir=spool_dir)
+    try:
+        since_iso = None if since is None else since_to_iso(since)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--since") from None
+    found = list_sessions(
+        settings.spool_dir, sync_state=sync_state, agent=agent, since=since_iso, limit=limit
+    )
+    if as_json:
+        echo_json(
+            {
+                "spool": str(settings.spool_dir),
+                "sessions": [session_json(s, settings.spool_dir) for s in found],
+            }
+        )
+        return
+    if not found:
+        click.echo("no sessions match" if (sync_state or agent or since) else "no sessions yet")
+        return
+    sid_width = max(len("SESSION"), *(len(s.session_id) for s in found))
+    agent_width = max(len("AGENT"), *(len(s.agent) for s in found))
+    click.echo(
+        f"{'LAST EVENT':<24}  {'SESSION':<{sid_width}}  {'AGENT':<{agent_width}}"
+        f"  {'STATUS':<9}  {'SYNC':<7}  EVENTS"
+    )
+    for s in found:
+        status = click.style(f"{s.status:<9}", fg=_status_colour(s.status))
+        sync = click.style(f"{s.sync_state:<7}", fg="red" if s.sync_state == st.FAILED else None)
+        click.echo(
+            f"{s.last_event_at or '-':<24}  {s.session_id:<{sid_width}}  {s.agent:<{agent_width}}"
+            f"  {status}  {sync}  {s.event_count}"
+        )
+        if s.last_error and s.sync_state in (st.PENDING, st.FAILED):
+            click.echo(click.style(f"  sync error: {_one_line(s.last_error, 200)}", fg="red"))
+
+
+@click.command()
+@spool_option
+@click.argument("session_id")
+@click.option("--full", is_flag=True, help="Do not shorten long tool inputs and outputs.")
+@json_option
+@database_errors_explained
+def show(spool_dir: Path | None, session_id: str, full: bool, as_json: bool) -> None:
+    """Print a session's transcript: messages, tool calls with durations, errors.
+
+    Read from the session's local replica; a synced session whose replica was
+    pruned is only in the remote database, and this says so."""
+    from agentspool.worker.reports.transcript import ReplicaGone, SessionNotFound, load_transcript
+
+    settings = settings_from(spool_dir=spool_dir)
+    try:
+        transcript = load_transcript(settings.spool_dir, session_id)
+    except SessionNotFound:
+        raise click.ClickException(
+            f"no session {session_id!r} in {settings.spool_dir}; list them with: agentspool sessions"
+        ) from None
+    except ReplicaGone as exc:
+        raise click.ClickException(str(exc)) from None
+    if as_json:
+        echo_json(transcript.to_json())
+        return
+    s = transcript.session
+    click.echo(click.style(f"session  {s['id']}", bold=True))
+    status = click.style(str(s["status"]), fg=_status_colour(s["status"]))
+    sync = f"   sync {transcript.sync_state}" if transcript.sync_state else ""
+    click.echo(f"agent    {s['agent'] or '?'}   status {status}{sync}")
+    click.echo(f"started  {s['started_at']}   ended {s['ended_at'] or '-'}")
+    if s.get("host") or s.get("pid"):
+        click.echo(f"host     {s.get('host') or '?'} (pid {s.get('pid') or '?'})")
+    if s.get("metadata"):
+        click.echo(f"metadata {s['metadata']}")
+    click.echo(
+        f"events   {s['event_count']} ({s['message_count']} messages, {s['tool_count']} tool calls)"
+    )
+    if s.get("error"):
+        click.echo(click.style(f"error    {s['error']}", fg="red"))
+    limit = None if full else TOOL_FIELD_CHARS
+    for kind, row in transcript.timeline():
+        click.echo("")
+        if kind == "message":
+            at = _clock(row["created_at"])
+            head = click.style(f"{row['role']}", bold=True)
+            click.echo(f"{at}  #{row['seq']} {head}")
+            click.echo(_indent(row["content"] if row["content"] is not None else ""))
+        else:
+            _echo_tool(row, limit)
+
+
+def _echo_tool(t: dict[str, Any], limit: int | None) -> None:
+    duration = "" if t["duration_ms"] is None else f"  {t['duration_ms']:.1f} ms"
+    status = click.style(
+        t["status"], fg={"error": "red", "running": "yellow"}.get(t["status"], "green")
+    )
+    at = _clock(t["started_at"] or t["ended_at"])
+    name = click.style(f"tool {t['name'] or '?'}", fg="cyan", bold=True)
+    click.echo(f"{at}  {name} [{t['call_id']}]{duration}  {status}")
+    if t["input"] is not None:
+        click.echo(_indent("input:  " + _shorten(t["input"], limit)))
+    if t["output"] is not None:
+        click.echo(_indent("output: " + _shorten(t["output"], limit)))
+    if t["error"]:
+        click.echo(click.style(_indent("error:  " + t["error"]), fg="red"))
+
+
+def _status_colour(status: str) -> str | None:
+    return {"error": "red", "abandoned": "yellow", "running": "blue"}.get(status)
+
+
+def _clock(at: str | None) -> str:
+    """'2026-01-02T03:04:05.678Z' -> '03:04:05.678' (the header has the date)."""
+    return at[11:23] if at and len(at) >= 23 else (at or "?")
+
+
+def _indent(text: str) -> str:
+    return "\n".join("    " + line for line in str(text).splitlines() or [""])
+
+
+def _shorten(text: str, limit: int | None) -> str:
+    if limit is None or len(text) <= limit:
+        return text
+    return text[:limit] + f"… [{len(text) - limit} more characters; --full shows all]"
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return ""
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+
+
+def _one_line(text: str, limit: int) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"

@@ -1,0 +1,134 @@
+"""What every ``agentspool`` command shares: option bundles and output helpers.
+
+Kept apart from cli.py so that command modules (commands_*.py) and cli.py, which
+registers them, never import each other.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from agentspool.producer import default_spool_dir
+from agentspool.worker.config import ConfigError, Settings, load_settings
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+# Exit codes (docs/CLI.md). click itself exits 1 for a ClickException and 2 for a
+# usage error.
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_LEFT_PENDING = 3  # worker run --burst / drain: something is left open, pending or failed
+EXIT_REJECTED = 4  # emit / ingest: an input event was rejected (the good ones were written)
+
+
+def spool_option(func: F) -> F:
+    """The shared ``--spool`` option (else AGENTSPOOL_DIR, else the XDG state dir)."""
+    decorator = click.option(
+        "--spool",
+        "spool_dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        help="Spool directory [env: AGENTSPOOL_DIR; default: $XDG_STATE_HOME/agentspool].",
+    )
+    return decorator(func)
+
+
+def json_option(func: F) -> F:
+    """The shared ``--json`` flag: one JSON document on stdout (schemas in docs/CLI.md)."""
+    decorator = click.option(
+        "--json",
+        "as_json",
+        is_flag=True,
+        help="Print one JSON document (schema in docs/CLI.md) instead of text.",
+    )
+    return decorator(func)
+
+
+def settings_from(**overrides: Any) -> Settings:
+    try:
+        return load_settings(overrides)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def producer_spool_dir(spool_dir: Path | None) -> Path:
+    """The spool as a producer finds it (the option, AGENTSPOOL_DIR, the XDG default).
+
+    Producer-side commands read nothing else, as the Python producer reads nothing
+    else: a worker setting that is wrong must not stop an agent from logging."""
+    return (spool_dir if spool_dir is not None else default_spool_dir()).expanduser()
+
+
+def setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def echo_json(document: Any) -> None:
+    click.echo(json.dumps(document, indent=2))
+
+
+def load_env_file(path: Path) -> None:
+    """Put the file's settings into the environment, then validate all settings once,
+    so a bad value is reported now, naming the file, whichever command runs."""
+    import os
+    from dataclasses import fields
+
+    from agentspool.worker.config import env_var
+    from agentspool.worker.envfile import EnvFileError, read_env_file
+
+    try:
+        assignments = read_env_file(path)
+    except EnvFileError as exc:
+        raise click.ClickException(
+            f"{exc}; the format is KEY=VALUE lines and # comments, as in .env.example"
+        ) from None
+    known = set(_OTHER_ENV_VARS)
+    for f in fields(Settings):
+        try:
+            known.add(env_var(f.name))
+        except KeyError:
+            pass
+    for number, key, value in assignments:
+        if key.startswith(("AGENTSPOOL_", "TURSO_")) and key not in known:
+            click.echo(
+                f"warning: {path}:{number}: agentspool has no setting {key} (a typo?)", err=True
+            )
+        os.environ[key] = value
+    try:
+        load_settings()
+    except ConfigError as exc:
+        raise click.ClickException(f"{exc} (after reading {path})") from None
+
+
+# Environment variables read by the CLI itself rather than by Settings.
+_OTHER_ENV_VARS = ("AGENTSPOOL_ENV_FILE", "AGENTSPOOL_OWNER_PID")
+
+
+def database_errors_explained(func: F) -> F:
+    """A spool file SQLite cannot read (busy past the timeout, damaged) becomes an
+    error that says so, not a traceback."""
+    import functools
+    import sqlite3
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except sqlite3.DatabaseError as exc:
+            raise click.ClickException(
+                f"cannot read the spool's files: {exc}; a damaged worker.db or replica is"
+                " quarantined and rebuilt by the worker (agentspool worker run); see agentspool status"
+            ) from None
+
+    return wrapper  # type: ignore[return-value]

@@ -1,0 +1,6 @@
+"""Daemon: the long-running worker that schedules intake and sync.
+
+The service loop (``service``), one worker per spool (``lock``), systemd's notify
+protocol (``notify``), signals from ``agentspool drain`` (``control``), Prometheus
+metrics (``metrics``) and retention of synced sessions (``retention``).
+"""

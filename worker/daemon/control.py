@@ -1,0 +1,47 @@
+"""Tell a running worker what to do from another process (``agentspool drain``).
+
+The worker's pid is in its lock file; ``SIGUSR1`` asks it to finish the way
+``--burst`` does: drain everything, seal sessions whose producers are gone, sync,
+then exit. The caller waits (bounded) for the lock to be released.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from agentspool.worker.config import Settings
+from agentspool.worker.daemon.lock import lock_holder
+from agentspool.worker.daemon.service import FINISH_SIGNAL, Worker
+from agentspool.worker.reports.status import SpoolStatus, spool_status
+
+
+@dataclass(frozen=True)
+class DrainOutcome:
+    worker_pid: int | None  # the worker that was asked; None: no worker, ran a burst here
+    finished: bool  # the worker exited within the timeout
+    status: SpoolStatus
+
+    @property
+    def left(self) -> int:
+        s = self.status.sessions
+        ready = sum(p.ready for p in self.status.producers)
+        return s["open"] + s["pending"] + s["failed"] + ready
+
+
+def finish_worker(
+    settings: Settings, timeout: float, sleep: Callable[[float], None] = time.sleep
+) -> DrainOutcome:
+    pid = lock_holder(settings.spool_dir)
+    if pid is None or pid <= 0:
+        # No worker (it died, or never started): do its final work here.
+        Worker(settings, burst=True).run()
+        return DrainOutcome(None, True, spool_status(settings.spool_dir))
+    os.kill(pid, FINISH_SIGNAL)
+    deadline = time.monotonic() + timeout
+    while lock_holder(settings.spool_dir) is not None and time.monotonic() < deadline:
+        sleep(0.1)
+    finished = lock_holder(settings.spool_dir) is None
+    return DrainOutcome(pid, finished, spool_status(settings.spool_dir))

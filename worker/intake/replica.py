@@ -1,0 +1,308 @@
+"""One local SQLite replica per session: ``<spool>/replicas/<file>.db``.
+
+Events are applied idempotently: every applied event's ``seq`` is recorded in the
+replica-only table ``applied_events`` in the same transaction, so a replayed event
+(after a worker crash between apply and ack) changes nothing. The replica has the
+remote schema (same migrations), which makes a sync a plain copy of its rows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import sqlite3
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from agentspool.producer import events as ev
+from agentspool.worker.sync import migrations
+
+REPLICAS_DIRNAME = "replicas"
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,119}$")
+
+_LOCAL_TABLES = (
+    "CREATE TABLE IF NOT EXISTS applied_events ("
+    " seq INTEGER PRIMARY KEY, type TEXT NOT NULL, producer_id TEXT NOT NULL, pseq INTEGER NOT NULL)"
+)
+
+ABANDONED_ERROR = "the producer process ended without ending the session"
+
+
+def replica_path(spool_dir: Path, session_id: str) -> Path:
+    """A file name for any session id: the id itself when it is safe, else its hash."""
+    if _SAFE_NAME.match(session_id):
+        name = session_id
+    else:
+        name = "h-" + hashlib.sha256(session_id.encode("utf-8", "surrogatepass")).hexdigest()[:40]
+    return spool_dir / REPLICAS_DIRNAME / f"{name}.db"
+
+
+def iso(ts: float) -> str:
+    """Seconds since the epoch -> ISO-8601 UTC with milliseconds ('...T05:34:30.123Z')."""
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
+
+
+def to_text(value: Any) -> str | None:
+    """Store strings as they are and anything else as JSON; never fail on odd text.
+
+    Text over ``MAX_FIELD_BYTES`` is truncated with a marker (see events.py). A value
+    nested too deeply to encode raises ``ValueError`` (its event is dead-lettered)."""
+    if value is None:
+        return None
+    try:
+        text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    except RecursionError:
+        raise ValueError("a value is nested too deeply to store") from None
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates from "\udXXX" escapes: keep the rest
+        text = text.encode("utf-8", "replace").decode("utf-8")
+    return ev.truncate_text(text)
+
+
+class ConflictingEvent(ValueError):
+    """An event whose place in the session is taken by a different event (not a replay)."""
+
+
+@dataclass(frozen=True)
+class SessionSummary:
+    session_id: str
+    agent: str
+    status: str  # running | completed | error | abandoned
+    producer_id: str | None
+    event_count: int
+    max_seq: int
+
+
+@dataclass
+class SessionRows:
+    """Everything a sync sends for one session."""
+
+    session: dict[str, Any]
+    messages: list[tuple[Any, ...]]
+    tool_executions: list[tuple[Any, ...]]
+
+
+MESSAGE_COLUMNS = ("session_id", "seq", "role", "content", "created_at", "metadata")
+TOOL_COLUMNS = (
+    "session_id", "call_id", "name", "input", "output", "status", "error",
+    "started_at", "ended_at", "duration_ms",
+)  # fmt: skip
+SESSION_COLUMNS = (
+    "id", "agent", "status", "started_at", "ended_at", "error", "metadata", "host", "pid",
+    "producer_id", "event_count", "message_count", "tool_count",
+)  # fmt: skip
+
+
+class Replica:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self.conn.execute("PRAGMA journal_mode=WAL")
+        # NORMAL in WAL: a commit survives a crash of the worker; the queue item is
+        # acked only after this commit, and replays are harmless.
+        self.conn.execute("PRAGMA synchronous=NORMAL")
+        migrations.migrate(self.conn)
+        self.conn.execute(_LOCAL_TABLES)
+
+    def close(self) -> None:
+        self.conn.close()
+
+    # ---- applying events ---------------------------------------------------
+
+    def apply(self, events: Iterable[dict[str, Any]]) -> int:
+        """Apply validated events of this session in one transaction; return how many
+        were new (the others had been applied before)."""
+        applied = 0
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            for event in events:
+                if self._apply_one(event):
+                    applied += 1
+            self.conn.execute("COMMIT")
+        except BaseException:
+            if self.conn.in_transaction:  # SQLite may have rolled back already (disk full)
+                self.conn.execute("ROLLBACK")
+            raise
+        return applied
+
+    def _apply_one(self, e: dict[str, Any]) -> bool:
+        cur = self.conn.execute(
+            "INSERT OR IGNORE INTO applied_events (seq, type, producer_id, pseq) VALUES (?, ?, ?, ?)",
+            (e["seq"], e["type"], e["producer_id"], e["pseq"]),
+        )
+        if cur.rowcount == 0:
+            self._check_replay(e)
+            return False  # a replay
+        if e["type"] == ev.SESSION_END:
+            self._check_first_end(e)
+        at = iso(e["ts"])
+        kind = e["type"]
+        sid = e["session_id"]
+        if kind != ev.SESSION_START:
+            # Events may arrive without their session_start (dropped by a full buffer):
+            # keep them, under a placeholder row that a later session_start completes.
+            self.conn.execute(
+                "INSERT OR IGNORE INTO sessions (id, agent, status, started_at, producer_id)"
+                " VALUES (?, '', 'running', ?, ?)",
+                (sid, at, e["producer_id"]),
+            )
+        if kind == ev.SESSION_START:
+            self.conn.execute(
+                "INSERT INTO sessions (id, agent, status, started_at, metadata, host, pid, producer_id)"
+                " VALUES (?, ?, 'running', ?, ?, ?, ?, ?)"
+                " ON CONFLICT (id) DO UPDATE SET agent = excluded.agent,"
+                " started_at = excluded.started_at, metadata = excluded.metadata,"
+                " host = excluded.host, pid = excluded.pid, producer_id = excluded.producer_id",
+                (sid, to_text(e["agent"]), at, to_text(e.get("metadata")), e.get("host"),
+                 e.get("pid"), e["producer_id"]),
+            )  # fmt: skip
+        elif kind == ev.MESSAGE:
+            self.conn.execute(
+                "INSERT OR IGNORE INTO messages (session_id, seq, role, content, created_at, metadata)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (sid, e["seq"], to_text(e["role"]), to_text(e.get("content")), at,
+                 to_text(e.get("metadata"))),
+            )  # fmt: skip
+        elif kind == ev.TOOL_STARTED:
+            self.conn.execute(
+                "INSERT INTO tool_executions (session_id, call_id, name, input, status, started_at)"
+                " VALUES (?, ?, ?, ?, 'running', ?)"
+                " ON CONFLICT (session_id, call_id) DO UPDATE SET name = excluded.name,"
+                " input = excluded.input, started_at = excluded.started_at",
+                (sid, e["call_id"], to_text(e["name"]), to_text(e.get("input")), at),
+            )
+        elif kind == ev.TOOL_FINISHED:
+            error = e.get("error")
+            status = "error" if error else "completed"
+            # A finish without a start (its start was dropped) still records the outcome.
+            self.conn.execute(
+                "INSERT INTO tool_executions"
+                " (session_id, call_id, name, output, status, error, ended_at, duration_ms)"
+                " VALUES (?, ?, '', ?, ?, ?, ?, ?)"
+                " ON CONFLICT (session_id, call_id) DO UPDATE SET output = excluded.output,"
+                " status = excluded.status, error = excluded.error,"
+                " ended_at = excluded.ended_at, duration_ms = excluded.duration_ms",
+                (sid, e["call_id"], to_text(e.get("output")), status, to_text(error), at,
+                 e.get("duration_ms")),
+            )  # fmt: skip
+        elif kind == ev.SESSION_END:
+            self.conn.execute(
+                "UPDATE sessions SET status = ?, ended_at = ?, error = ? WHERE id = ?",
+                (e["status"], at, to_text(e.get("error")), sid),
+            )
+        return True
+
+    def _check_replay(self, e: dict[str, Any]) -> None:
+        """A replay has the identity of the event applied at its seq; anything else
+        claims a place that is taken, and is rejected (dead-lettered), not dropped."""
+        row = self.conn.execute(
+            "SELECT type, producer_id, pseq FROM applied_events WHERE seq = ?", (e["seq"],)
+        ).fetchone()
+        if row is not None and tuple(row) != (e["type"], e["producer_id"], e["pseq"]):
+            raise ConflictingEvent(
+                f"seq {e['seq']} of session {e['session_id']!r} already holds another event"
+                f" ({row[0]} from producer {row[1]} pseq {row[2]})"
+            )
+
+    def _check_first_end(self, e: dict[str, Any]) -> None:
+        """The first session_end decides how the session ended; a second is rejected."""
+        row = self.conn.execute(
+            "SELECT seq FROM applied_events WHERE type = ? AND seq != ? LIMIT 1",
+            (ev.SESSION_END, e["seq"]),
+        ).fetchone()
+        if row is not None:
+            raise ConflictingEvent(
+                f"session {e['session_id']!r} already ended (session_end at seq {row[0]})"
+            )
+
+    def seal_abandoned(self, session_id: str) -> None:
+        """Close a session whose producer is gone: status ``abandoned``, and tool calls
+        still running marked failed (they will never finish)."""
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            last = self.last_activity(session_id)
+            self.conn.execute(
+                "UPDATE sessions SET status = 'abandoned', ended_at = ?, error = ?"
+                " WHERE id = ? AND status = 'running'",
+                (last, ABANDONED_ERROR, session_id),
+            )
+            self.conn.execute(
+                "UPDATE tool_executions SET status = 'error', error = ?"
+                " WHERE session_id = ? AND status = 'running'",
+                ("the session was abandoned before the tool finished", session_id),
+            )
+            self.conn.execute("COMMIT")
+        except BaseException:
+            if self.conn.in_transaction:  # SQLite may have rolled back already (disk full)
+                self.conn.execute("ROLLBACK")
+            raise
+
+    # ---- reading -----------------------------------------------------------
+
+    def summary(self, session_id: str) -> SessionSummary | None:
+        row = self.conn.execute(
+            "SELECT agent, status, producer_id FROM sessions WHERE id = ?", (session_id,)
+        ).fetchone()
+        if row is None:
+            return None
+        count, max_seq = self.conn.execute(
+            "SELECT count(*), coalesce(max(seq), -1) FROM applied_events"
+        ).fetchone()
+        return SessionSummary(session_id, row[0], row[1], row[2], count, max_seq)
+
+    def last_activity(self, session_id: str) -> str | None:
+        """When the session's latest event happened (a full scan: used when sealing)."""
+        return self.conn.execute(
+            "SELECT max(at) FROM (SELECT max(created_at) AS at FROM messages"
+            " UNION ALL SELECT max(coalesce(ended_at, started_at)) FROM tool_executions"
+            " UNION ALL SELECT started_at FROM sessions WHERE id = ?)",
+            (session_id,),
+        ).fetchone()[0]
+
+    def rows_for_sync(self, session_id: str) -> SessionRows:
+        return read_session_rows(self.conn, session_id)
+
+
+def open_readonly(path: Path) -> sqlite3.Connection:
+    """Open a replica for reading only (the sync child does this)."""
+    if not path.exists():
+        raise FileNotFoundError(f"replica {path} does not exist")
+    return sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None, timeout=10)
+
+
+def read_session_rows(conn: sqlite3.Connection, session_id: str) -> SessionRows:
+    """Everything a sync sends for one session, read in one snapshot."""
+    conn.execute("BEGIN")
+    try:
+        return _read_session_rows(conn, session_id)
+    finally:
+        conn.execute("COMMIT")
+
+
+def _read_session_rows(conn: sqlite3.Connection, session_id: str) -> SessionRows:
+    session_row = conn.execute(
+        f"SELECT {', '.join(SESSION_COLUMNS)} FROM sessions WHERE id = ?",
+        (session_id,),
+    ).fetchone()
+    if session_row is None:
+        raise LookupError(f"session {session_id} has no session row in the replica")
+    session = dict(zip(SESSION_COLUMNS, session_row, strict=True))
+    messages = conn.execute(
+        f"SELECT {', '.join(MESSAGE_COLUMNS)} FROM messages WHERE session_id = ? ORDER BY seq",
+        (session_id,),
+    ).fetchall()
+    tools = conn.execute(
+        f"SELECT {', '.join(TOOL_COLUMNS)} FROM tool_executions WHERE session_id = ?"
+        " ORDER BY started_at, call_id",
+        (session_id,),
+    ).fetchall()
+    session["event_count"] = conn.execute("SELECT count(*) FROM applied_events").fetchone()[0]
+    session["message_count"] = len(messages)
+    session["tool_count"] = len(tools)
+    return SessionRows(session, messages, tools)

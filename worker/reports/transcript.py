@@ -1,0 +1,178 @@
+"""Sessions as people read them: ``agentspool sessions`` and ``agentspool show``.
+
+The list comes from the worker's index of sessions (``worker.db``); a transcript
+from the session's replica, read-only. Replicas of synced sessions are deleted by
+retention: their rows then live only in the remote database, and ``show`` says so.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from agentspool.worker import state as st
+from agentspool.worker.intake.replica import (
+    MESSAGE_COLUMNS,
+    REPLICAS_DIRNAME,
+    TOOL_COLUMNS,
+    iso,
+    open_readonly,
+    read_session_rows,
+    replica_path,
+)
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
+_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def since_to_iso(text: str, now: float | None = None) -> str:
+    """``2h``, ``30m``, ``7d`` ... ago, or an ISO-8601 time (UTC unless it says
+    otherwise), as the ISO text the spool stores times in. Raises ``ValueError``."""
+    now = time.time() if now is None else now
+    match = _DURATION.match(text)
+    if match:
+        return iso(max(0.0, now - float(match[1]) * _UNIT_S[match[2]]))
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise ValueError(
+            f"{text!r} is neither a duration (30s, 15m, 2h, 7d, 1w) nor an ISO-8601 time"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return iso(moment.timestamp())
+
+
+def list_sessions(
+    spool_dir: Path,
+    *,
+    sync_state: str | None = None,
+    agent: str | None = None,
+    since: str | None = None,
+    limit: int | None = None,
+) -> list[st.SessionState]:
+    """Sessions the worker has seen, most recently active first. ``since`` is ISO
+    text: sessions whose last event is at or after it."""
+    if not (spool_dir / st.STATE_FILENAME).exists():
+        return []
+    store = st.StateStore(spool_dir, readonly=True)
+    try:
+        sessions = store.sessions(sync_state)
+    except sqlite3.OperationalError:
+        return []  # a worker creating its state right now
+    finally:
+        store.close()
+    if agent is not None:
+        sessions = [s for s in sessions if s.agent == agent]
+    if since is not None:
+        sessions = [s for s in sessions if (s.last_event_at or "") >= since]
+    sessions.sort(key=lambda s: (s.last_event_at or "", s.seen_at), reverse=True)
+    return sessions if limit is None else sessions[:limit]
+
+
+def session_json(s: st.SessionState, spool_dir: Path) -> dict[str, Any]:
+    return {
+        "session_id": s.session_id,
+        "agent": s.agent,
+        "status": s.status,
+        "sync_state": s.sync_state,
+        "event_count": s.event_count,
+        "last_event_at": s.last_event_at,
+        "attempts": s.attempts,
+        "last_error": s.last_error,
+        "synced_at": iso(s.synced_at) if s.synced_at else None,
+        "replica": (spool_dir / REPLICAS_DIRNAME / s.replica).exists(),
+    }
+
+
+class SessionNotFound(LookupError):
+    pass
+
+
+class ReplicaGone(LookupError):
+    """The session is known, but its replica was deleted (retention, or by hand)."""
+
+
+@dataclass
+class Transcript:
+    session: dict[str, Any]  # the sessions row, as the remote schema has it
+    messages: list[dict[str, Any]]
+    tool_executions: list[dict[str, Any]]
+    sync_state: str | None  # None: the worker's index does not know the session
+    replica: Path
+
+    def timeline(self) -> list[tuple[str, dict[str, Any]]]:
+        """Messages and tool calls in the order they happened: ("message", row) and
+        ("tool", row). Tool calls have no seq in the schema: they are placed by
+        their start time, after a message of the same millisecond."""
+        entries: list[tuple[tuple[str, int, int], str, dict[str, Any]]] = []
+        for m in self.messages:
+            entries.append(((m["created_at"] or "", 0, m["seq"]), "message", m))
+        for n, t in enumerate(self.tool_executions):
+            entries.append(((t["started_at"] or t["ended_at"] or "", 1, n), "tool", t))
+        entries.sort(key=lambda e: e[0])
+        return [(kind, row) for _, kind, row in entries]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "session": self.session | {"sync_state": self.sync_state},
+            "messages": self.messages,
+            "tool_executions": self.tool_executions,
+            "replica": str(self.replica),
+        }
+
+
+def load_transcript(spool_dir: Path, session_id: str) -> Transcript:
+    known = _known_session(spool_dir, session_id)
+    path = (
+        spool_dir / REPLICAS_DIRNAME / known.replica
+        if known is not None
+        else replica_path(spool_dir, session_id)
+    )
+    if not path.exists():
+        if known is None:
+            raise SessionNotFound(session_id)
+        raise ReplicaGone(
+            f"the replica of session {session_id} is gone"
+            + (
+                f" (pruned after it synced at {iso(known.synced_at)}); its rows are in the"
+                " remote database"
+                if known.sync_state == st.SYNCED and known.synced_at
+                else f" (sync state {known.sync_state})"
+            )
+        )
+    conn = open_readonly(path)
+    try:
+        rows = read_session_rows(conn, session_id)
+    except LookupError:
+        raise SessionNotFound(session_id) from None
+    finally:
+        conn.close()
+    return Transcript(
+        session=rows.session,
+        messages=[_row(MESSAGE_COLUMNS, r) for r in rows.messages],
+        tool_executions=[_row(TOOL_COLUMNS, r) for r in rows.tool_executions],
+        sync_state=known.sync_state if known else None,
+        replica=path,
+    )
+
+
+def _row(columns: tuple[str, ...], values: tuple[Any, ...]) -> dict[str, Any]:
+    return {c: v for c, v in zip(columns, values, strict=True) if c != "session_id"}
+
+
+def _known_session(spool_dir: Path, session_id: str) -> st.SessionState | None:
+    if not (spool_dir / st.STATE_FILENAME).exists():
+        return None
+    store = st.StateStore(spool_dir, readonly=True)
+    try:
+        return store.get(session_id)
+    except sqlite3.OperationalError:
+        return None
+    finally:
+        store.close()
