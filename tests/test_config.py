@@ -30,6 +30,7 @@ ENV_VALUES: dict[str, tuple[str, str, Any]] = {
     "max_replica_bytes": ("AGENTSPOOL_MAX_REPLICA_BYTES", "1000000", 1_000_000),
     "metrics_port": ("AGENTSPOOL_METRICS_PORT", "9464", 9464),
     "metrics_addr": ("AGENTSPOOL_METRICS_ADDR", " 0.0.0.0 ", "0.0.0.0"),
+    "checkpoint_interval": ("AGENTSPOOL_CHECKPOINT_INTERVAL", "2.5", 2.5),
 }
 
 NUMERIC = [

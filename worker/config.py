@@ -44,6 +44,7 @@ class Settings:
     max_replica_bytes: int = 0  # then drop the oldest synced replicas above this total (0: no cap)
     metrics_port: int | None = None  # serve Prometheus metrics on this port
     metrics_addr: str = "127.0.0.1"  # ... on this address
+    checkpoint_interval: float = 5.0  # send open sessions' news this often (0: only at the end)
 
     @property
     def embedded(self) -> bool:
@@ -71,6 +72,7 @@ _ENV = {
     "max_replica_bytes": "AGENTSPOOL_MAX_REPLICA_BYTES",
     "metrics_port": "AGENTSPOOL_METRICS_PORT",
     "metrics_addr": "AGENTSPOOL_METRICS_ADDR",
+    "checkpoint_interval": "AGENTSPOOL_CHECKPOINT_INTERVAL",
 }
 
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*$")
@@ -139,6 +141,8 @@ def _validate(s: Settings) -> None:
         raise ConfigError(
             "AGENTSPOOL_RETAIN_SYNCED and AGENTSPOOL_MAX_REPLICA_BYTES must be 0 (off) or positive"
         )
+    if s.checkpoint_interval < 0:
+        raise ConfigError("AGENTSPOOL_CHECKPOINT_INTERVAL must be 0 (off) or a number of seconds")
     if s.abandon_after < 0:
         raise ConfigError("AGENTSPOOL_ABANDON_AFTER must be 0 (off) or a number of seconds")
     if s.retry_cap < s.retry_base:

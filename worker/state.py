@@ -41,7 +41,10 @@ CREATE TABLE IF NOT EXISTS session_state (
     attempts        INTEGER NOT NULL DEFAULT 0,
     next_attempt_at REAL NOT NULL DEFAULT 0,
     last_error      TEXT,
-    synced_at       REAL
+    synced_at       REAL,
+    synced_change   INTEGER NOT NULL DEFAULT 0, -- watermark: the replica change landed last
+    synced_log      TEXT,                       -- the replica change log it refers to
+    checkpointed_at REAL NOT NULL DEFAULT 0     -- worker clock: last checkpoint sent
 );
 CREATE INDEX IF NOT EXISTS session_state_by_sync_state ON session_state (sync_state, next_attempt_at);
 CREATE TABLE IF NOT EXISTS dead_letters (
@@ -73,6 +76,17 @@ class SessionState:
     next_attempt_at: float
     last_error: str | None
     synced_at: float | None
+    synced_change: int = 0
+    synced_log: str | None = None
+    checkpointed_at: float = 0.0
+
+
+# Columns added after the first release, for a worker.db an older worker created.
+_ADDED_COLUMNS = (
+    ("synced_change", "INTEGER NOT NULL DEFAULT 0"),
+    ("synced_log", "TEXT"),
+    ("checkpointed_at", "REAL NOT NULL DEFAULT 0"),
+)
 
 
 _COLUMNS = ", ".join(SessionState.__dataclass_fields__)
@@ -90,6 +104,10 @@ class StateStore:
             self.conn.execute("PRAGMA journal_mode=WAL")
             self.conn.execute("PRAGMA synchronous=NORMAL")
             self.conn.executescript(_SCHEMA)
+            have = {r[1] for r in self.conn.execute("PRAGMA table_info(session_state)")}
+            for name, decl in _ADDED_COLUMNS:
+                if name not in have:
+                    self.conn.execute(f"ALTER TABLE session_state ADD COLUMN {name} {decl}")
 
     def close(self) -> None:
         self.conn.close()
@@ -147,6 +165,43 @@ class StateStore:
             " WHERE session_id = ?",
             (SYNCED, now, session_id),
         )
+
+    def record_landed(
+        self,
+        session_id: str,
+        *,
+        log_id: str,
+        up_to: int,
+        final: bool,
+        built_at: float,
+        now: float,
+    ) -> bool:
+        """A batch with a part of this session committed remotely: move its watermark.
+        A final part makes it synced, unless events arrived after the batch was built
+        (then it stays pending and the next batch sends them). Returns whether it is
+        now synced."""
+        self.conn.execute(
+            "UPDATE session_state SET synced_change = ?, synced_log = ?, checkpointed_at = ?,"
+            " attempts = 0, next_attempt_at = 0, last_error = NULL,"
+            " sync_state = CASE WHEN ? AND sync_state = ? AND seen_at < ? THEN ? ELSE sync_state END,"
+            " synced_at = CASE WHEN ? AND sync_state = ? AND seen_at < ? THEN ? ELSE synced_at END"
+            " WHERE session_id = ?",
+            (up_to, log_id, built_at, final, PENDING, built_at, SYNCED,
+             final, PENDING, built_at, now, session_id),
+        )  # fmt: skip
+        row = self.conn.execute(
+            "SELECT sync_state FROM session_state WHERE session_id = ?", (session_id,)
+        ).fetchone()
+        return bool(final and row is not None and row[0] == SYNCED)
+
+    def due_for_checkpoint(self, limit: int = 100_000) -> list[SessionState]:
+        """Open sessions with events the database has not seen yet (idle ones are not)."""
+        rows = self.conn.execute(
+            f"SELECT {_COLUMNS} FROM session_state"
+            " WHERE sync_state = ? AND seen_at > checkpointed_at ORDER BY seen_at LIMIT ?",
+            (OPEN, limit),
+        )
+        return [SessionState(*r) for r in rows]
 
     def mark_retry(self, session_id: str, error: str, next_attempt_at: float) -> None:
         self.conn.execute(

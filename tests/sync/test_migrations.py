@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sqlite3
 import subprocess
 import sys
@@ -13,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from agentspool.worker.sync import migrations
+from agentspool.worker.sync.database import open_database
 from agentspool.worker.sync.migrations import Migration, SchemaError, migrate, split_statements
 from tests.helpers import wait_until
 from tests.sqld import Sqld
@@ -241,36 +241,13 @@ def test_split_statements_cases(sql: str, expected: list[str]) -> None:
     assert split_statements(sql) == expected
 
 
-# ---- the real sqld through libsql (in a child process) ---------------------------
-
-LIBSQL_MIGRATOR = textwrap.dedent(
-    """
-    import sys
-    from agentspool.worker.sync import remote
-    conn = remote.connect(sys.argv[1], None)
-    print("APPLIED", remote.ensure_schema(conn))
-    """
-)
+# ---- the real sqld over Hrana -----------------------------------------------------
 
 
-def run_libsql_migrate(url: str) -> str:
-    env = dict(os.environ, RUST_LOG="error")
-    result = subprocess.run(
-        [sys.executable, "-c", LIBSQL_MIGRATOR, url],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env,
-    )
-    assert result.returncode == 0, result.stderr
-    lines = [line for line in result.stdout.splitlines() if line.startswith("APPLIED ")]
-    assert len(lines) == 1, result.stdout
-    return lines[0].removeprefix("APPLIED ")
-
-
-def test_migrate_real_sqld_through_libsql(sqld: Sqld) -> None:
-    assert "libsql" not in sys.modules
-    assert run_libsql_migrate(sqld.url) == "[1]"
+def test_migrate_real_sqld_over_hrana(sqld: Sqld) -> None:
+    with open_database(sqld.url, None, timeout=30) as db:
+        assert db.ensure_schema() == [1]
+        assert db.schema_plan()[0] == [1] and not db.schema_plan()[1]
     tables = {
         r[0]
         for r in sqld.query(
@@ -281,7 +258,23 @@ def test_migrate_real_sqld_through_libsql(sqld: Sqld) -> None:
     indexes = {r[0] for r in sqld.query("SELECT name FROM sqlite_master WHERE type = 'index'")}
     assert INDEXES <= indexes
     assert sqld.query("SELECT version FROM schema_version") == [[1]]
-
-    assert run_libsql_migrate(sqld.url) == "[]"
+    with open_database(sqld.url, None, timeout=30) as db:
+        assert db.ensure_schema() == []
     assert sqld.scalar("SELECT count(*) FROM schema_version") == 1
     assert "libsql" not in sys.modules
+
+
+def test_two_processes_migrating_sqld_at_once_apply_it_once(sqld: Sqld) -> None:
+    code = (
+        "import sys; from agentspool.worker.sync.database import open_database\n"
+        "print('APPLIED', open_database(sys.argv[1], None, timeout=30).ensure_schema())"
+    )
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code, sqld.url], stdout=subprocess.PIPE, text=True)
+        for _ in range(4)
+    ]
+    outputs = [p.communicate(timeout=120)[0] for p in procs]
+    assert all(p.returncode == 0 for p in procs), outputs
+    applied = [line for out in outputs for line in out.splitlines() if line.startswith("APPLIED")]
+    assert sorted(applied) == sorted(["APPLIED []"] * 3 + ["APPLIED [1]"])
+    assert sqld.scalar("SELECT count(*) FROM schema_version") == 1

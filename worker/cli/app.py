@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any
 
 import click
 
@@ -281,46 +280,28 @@ def migrate(
 
     The worker migrates by itself before its first sync; this is for doing it ahead
     of time, or to see what a new version of agentspool would change."""
-    import threading
-
-    from agentspool.worker.sync.syncer import SyncRunner
+    from agentspool.worker.sync.database import DatabaseError, open_database
 
     settings = settings_from(spool_dir=spool_dir, db_url=db_url)
-    runner = SyncRunner(settings.effective_db_url, settings.auth_token, timeout, threading.Event())
     try:
-        plan = _remote_call(runner, {"op": "plan"}, timeout)
-        click.echo(
-            f"database {_redacted_url(settings.effective_db_url)}: schema versions {plan['applied'] or 'none'}"
-        )
-        if not plan["pending"]:
-            click.echo("up to date: nothing to apply")
-            return
-        for m in plan["pending"]:
-            click.echo(f"-- {m['name']}")
-            for statement in m["statements"]:
-                click.echo(statement.rstrip() + ";")
-        if dry_run:
-            return
-        if not yes and not click.confirm("apply these migrations?", default=False):
-            raise click.ClickException("nothing applied")
-        done = _remote_call(runner, {"op": "migrate"}, timeout)
-        click.echo(f"applied: {done['applied_now'] or 'nothing (another process just did it)'}")
-    finally:
-        runner.close()
-
-
-def _remote_call(runner: Any, request: dict[str, Any], timeout: float) -> dict[str, Any]:
-    try:
-        reply: dict[str, Any] = runner.call(request, timeout)
-    except (TimeoutError, ConnectionError) as exc:
-        raise click.ClickException(f"{exc}; check TURSO_DATABASE_URL and the network") from None
-    if not reply.get("ok"):
-        raise click.ClickException(str(reply.get("error", "the database call failed")))
-    return reply
-
-
-def _redacted_url(url: str) -> str:
-    return url.split("?", 1)[0]  # query strings may carry tokens
+        with open_database(settings.effective_db_url, settings.auth_token, timeout=timeout) as db:
+            applied, pending = db.schema_plan()
+            click.echo(f"database {db.url}: schema versions {applied or 'none'}")
+            if not pending:
+                click.echo("up to date: nothing to apply")
+                return
+            for m in pending:
+                click.echo(f"-- {m.name}")
+                for statement in m.statements:
+                    click.echo(statement.rstrip() + ";")
+            if dry_run:
+                return
+            if not yes and not click.confirm("apply these migrations?", default=False):
+                raise click.ClickException("nothing applied")
+            done = db.ensure_schema()
+            click.echo(f"applied: {done or 'nothing (another process just did it)'}")
+    except DatabaseError as exc:
+        raise click.ClickException(f"{exc}") from None
 
 
 @main.command()

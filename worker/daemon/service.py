@@ -36,7 +36,9 @@ from agentspool.worker.intake.producers import producer_gone
 from agentspool.worker.intake.quarantine import list_quarantined, open_state_store
 from agentspool.worker.intake.replica import REPLICAS_DIRNAME, Replica
 from agentspool.worker.security import EXIT_REFUSED, refuse_insecure_spool
-from agentspool.worker.sync.syncer import SyncOutcome, SyncRunner, backoff_delay
+from agentspool.worker.sync.batch import Batch
+from agentspool.worker.sync.database import DatabaseError
+from agentspool.worker.sync.engine import SyncEngine
 
 log = logging.getLogger("agentspool.worker")
 
@@ -83,6 +85,7 @@ class Worker:
         self._started_at = now()
         self._file_event = False  # set by the watchdog thread
         self._rechecks: list[float] = []  # follow-up passes after a file event
+        self._final_round_done = False  # --burst: open sessions checkpointed before exit
         self.notifier = SystemdNotifier(monotonic=monotonic)
         self.metrics: WorkerMetrics | None = None
 
@@ -121,12 +124,20 @@ class Worker:
             now=self.now,
             monotonic=self.monotonic,
         )
-        self.syncer = SyncRunner(
-            self.settings.effective_db_url,
-            self.settings.auth_token,
-            self.settings.sync_timeout,
-            self.wake,
-            now=self.monotonic,
+        self.syncer = SyncEngine(
+            self.spool_dir,
+            self.state,
+            db_url=self.settings.effective_db_url,
+            auth_token=self.settings.auth_token,
+            timeout=self.settings.sync_timeout,
+            retry_base=self.settings.retry_base,
+            retry_cap=self.settings.retry_cap,
+            checkpoint_interval=self.settings.checkpoint_interval,
+            wake=self.wake,
+            now=self.now,
+            monotonic=self.monotonic,
+            on_batch=self._record_batch,
+            on_broken=self.drainer.recover_if_damaged,
         )
         observer = self._watch_queues()
         self._install_signal_handlers()
@@ -166,7 +177,6 @@ class Worker:
         while True:
             if self._stop_requests >= 2:
                 log.warning("second stop signal: stopping now")
-                self.syncer.kill()
                 return EXIT_OK if not self.burst else EXIT_LEFT_PENDING
             if self._finish_requested and not self.burst:
                 log.info("finish requested: draining, sealing and syncing everything, then exiting")
@@ -219,14 +229,19 @@ class Worker:
                     or self.monotonic() >= stop_deadline
                 ):
                     self._log_leftovers("stopping")
-                    self.syncer.kill()
                     return EXIT_OK
             elif self.burst:
+                if self.syncer.misconfigured is not None and not self.syncer.busy():
+                    log.error("--burst: %s; the sessions stay pending", self.syncer.misconfigured)
+                    return self._burst_exit_code()
                 if not self._sync_work_left(include_backoff=True) and not self._undrained():
+                    if not self._final_round_done:
+                        self._final_round_done = True  # checkpoint what is still open
+                        self.syncer.checkpoint_now()
+                        continue
                     return self._burst_exit_code()
                 if self.monotonic() >= burst_deadline:
                     log.error("--burst: gave up after %gs", self.settings.burst_timeout)
-                    self.syncer.kill()
                     return self._burst_exit_code()
             if failed:
                 self._pause_after_failure(stop_deadline)
@@ -240,9 +255,8 @@ class Worker:
         -wal and -shm), and waking on those retried, and logged, in a tight loop. A
         signal, a sync deadline or the stop deadline ends the pause early."""
         until = self.monotonic() + ERROR_PAUSE_S
-        for deadline in (self.syncer.deadline(), stop_deadline):
-            if deadline is not None:
-                until = min(until, deadline)
+        if stop_deadline is not None:
+            until = min(until, stop_deadline)
         stops, finish = self._stop_requests, self._finish_requested
         while self._stop_requests == stops and self._finish_requested == finish:
             left = until - self.monotonic()
@@ -258,13 +272,9 @@ class Worker:
         if self._rechecks:
             wait = min(wait, self._rechecks[0] - now_mono)
         wait = min(wait, max(0.0, self._next_liveness_check - now_mono))
-        deadline = self.syncer.deadline()
-        if deadline is not None:
-            wait = min(wait, max(0.0, deadline - now_mono))
-        if not self.syncer.busy:
-            next_attempt = self.state.next_attempt_time()
-            if next_attempt is not None:
-                wait = min(wait, max(0.0, next_attempt - self.now()))
+        engine_wait = self.syncer.next_wakeup()
+        if engine_wait is not None:
+            wait = min(wait, engine_wait)
         if stop_deadline is not None:
             wait = min(wait, max(0.0, stop_deadline - now_mono))
         heartbeat = self.notifier.seconds_to_next_heartbeat()
@@ -306,66 +316,20 @@ class Worker:
     # ---- syncing -----------------------------------------------------------
 
     def _advance_syncs(self) -> None:
-        outcome = self.syncer.poll()
-        if outcome is not None:
-            self._record_outcome(outcome)
-        if self.syncer.busy:
-            return
-        due = self.state.due_for_sync(self.now(), limit=1)
-        if due:
-            session = due[0]
-            self.syncer.submit(
-                session.session_id, self.spool_dir / REPLICAS_DIRNAME / session.replica
-            )
+        self.syncer.poll()
 
-    def _record_outcome(self, outcome: SyncOutcome) -> None:
-        if self.metrics is not None:
-            self.metrics.sync_attempts.inc()
-            if outcome.ok:
-                self.metrics.sync_seconds.observe(outcome.seconds)
-                self.metrics.last_sync_success.set(self.now())
-            else:
-                self.metrics.sync_failures.labels(kind=outcome.kind).inc()
-        if outcome.ok:
-            self.state.mark_synced(outcome.session_id, self.now())
-            self.stats.synced += 1
-            log.info(
-                "synced session %s (%d statements, %.3fs)",
-                outcome.session_id,
-                outcome.statements,
-                outcome.seconds,
-            )
+    def _record_batch(self, batch: Batch, seconds: float, error: DatabaseError | None) -> None:
+        if self.metrics is None:
             return
-        self.stats.sync_failures += 1
-        self.drainer.recover_if_damaged(outcome.session_id, outcome.error)
-        if outcome.kind == "permanent":
-            self.state.mark_failed(outcome.session_id, outcome.error)
-            log.error(
-                "sync of session %s failed: %s; the session is kept. Fix the cause, then: "
-                "agentspool retry %s",
-                outcome.session_id,
-                outcome.error,
-                outcome.session_id,
-            )
-            return
-        known = self.state.get(outcome.session_id)
-        attempts = known.attempts if known else 0
-        delay = backoff_delay(attempts, self.settings.retry_base, self.settings.retry_cap)
-        self.state.mark_retry(outcome.session_id, outcome.error, self.now() + delay)
-        log.warning(
-            "sync of session %s failed (attempt %d): %s; retrying in %.1fs",
-            outcome.session_id,
-            attempts + 1,
-            outcome.error,
-            delay,
-        )
+        self.metrics.sync_attempts.inc()
+        if error is None:
+            self.metrics.sync_seconds.observe(seconds)
+            self.metrics.last_sync_success.set(self.now())
+        else:
+            self.metrics.sync_failures.labels(kind=error.kind).inc()
 
     def _sync_work_left(self, *, include_backoff: bool) -> bool:
-        if self.syncer.busy:
-            return True
-        if include_backoff:
-            return bool(self.state.sessions(st.PENDING))
-        return bool(self.state.due_for_sync(self.now(), limit=1))
+        return self.syncer.work_left(include_backoff=include_backoff)
 
     def _undrained(self) -> bool:
         """Items still waiting in a queue file (e.g. their replica cannot be written)."""

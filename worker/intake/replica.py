@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import secrets
 import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -24,10 +25,65 @@ from agentspool.worker.sync import migrations
 REPLICAS_DIRNAME = "replicas"
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,119}$")
 
-_LOCAL_TABLES = (
+_APPLIED_EVENTS = (
     "CREATE TABLE IF NOT EXISTS applied_events ("
     " seq INTEGER PRIMARY KEY, type TEXT NOT NULL, producer_id TEXT NOT NULL, pseq INTEGER NOT NULL)"
 )
+
+# The change log the sync reads (replica-only, like applied_events): every write to a
+# message, tool execution or session row appends its key with a new, ever-growing
+# change_no (AUTOINCREMENT never reuses one). A sync remembers the last change_no that
+# landed remotely (its watermark) and sends only rows changed after it; a tool call that
+# was running at a checkpoint moves to a later change_no when it finishes, and is sent
+# again. Triggers keep it complete for every writer (apply, sealing, closing calls);
+# they delete and insert rather than INSERT OR REPLACE, because the conflict clause of
+# the statement that fires a trigger overrides the trigger's own.
+CHANGE_MESSAGE, CHANGE_TOOL, CHANGE_SESSION = "m", "t", "s"
+_CHANGE_LOG = (
+    "CREATE TABLE changes (change_no INTEGER PRIMARY KEY AUTOINCREMENT,"
+    " kind TEXT NOT NULL, ref TEXT NOT NULL, UNIQUE (kind, ref))",
+    # Names this log: a watermark taken from another log (a replica rebuilt after
+    # damage or recreated after retention) must not be trusted.
+    "CREATE TABLE change_log (log_id TEXT NOT NULL)",
+    "CREATE TRIGGER message_changed AFTER INSERT ON messages BEGIN"
+    " DELETE FROM changes WHERE kind = 'm' AND ref = NEW.seq;"
+    " INSERT INTO changes (kind, ref) VALUES ('m', NEW.seq); END",
+    "CREATE TRIGGER tool_inserted AFTER INSERT ON tool_executions BEGIN"
+    " DELETE FROM changes WHERE kind = 't' AND ref = NEW.call_id;"
+    " INSERT INTO changes (kind, ref) VALUES ('t', NEW.call_id); END",
+    "CREATE TRIGGER tool_updated AFTER UPDATE ON tool_executions BEGIN"
+    " DELETE FROM changes WHERE kind = 't' AND ref = NEW.call_id;"
+    " INSERT INTO changes (kind, ref) VALUES ('t', NEW.call_id); END",
+    "CREATE TRIGGER session_inserted AFTER INSERT ON sessions BEGIN"
+    " DELETE FROM changes WHERE kind = 's' AND ref = NEW.id;"
+    " INSERT INTO changes (kind, ref) VALUES ('s', NEW.id); END",
+    "CREATE TRIGGER session_updated AFTER UPDATE ON sessions BEGIN"
+    " DELETE FROM changes WHERE kind = 's' AND ref = NEW.id;"
+    " INSERT INTO changes (kind, ref) VALUES ('s', NEW.id); END",
+    # Rows written before the log existed (a replica from an older agentspool).
+    "INSERT OR IGNORE INTO changes (kind, ref) SELECT 'm', seq FROM messages ORDER BY seq",
+    "INSERT OR IGNORE INTO changes (kind, ref) SELECT 't', call_id FROM tool_executions",
+    "INSERT OR IGNORE INTO changes (kind, ref) SELECT 's', id FROM sessions",
+)
+
+
+def ensure_local_tables(conn: sqlite3.Connection) -> None:
+    """The replica-only tables: applied events and the change log (created once)."""
+    conn.execute(_APPLIED_EVENTS)
+    if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'changes'").fetchone():
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        if not conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'changes'").fetchone():
+            for sql in _CHANGE_LOG:
+                conn.execute(sql)
+            conn.execute("INSERT INTO change_log (log_id) VALUES (?)", (secrets.token_hex(8),))
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
 
 ABANDONED_ERROR = "the producer process ended without ending the session"
 
@@ -108,7 +164,7 @@ class Replica:
         # acked only after this commit, and replays are harmless.
         self.conn.execute("PRAGMA synchronous=NORMAL")
         migrations.migrate(self.conn)
-        self.conn.execute(_LOCAL_TABLES)
+        ensure_local_tables(self.conn)
 
     def close(self) -> None:
         self.conn.close()
