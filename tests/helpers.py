@@ -53,8 +53,8 @@ def run_cli(
 def start_worker(
     env: dict[str, str], *args: str, new_session: bool = False
 ) -> subprocess.Popen[str]:
-    """A service worker; ``new_session`` puts it in its own process group, so that
-    killpg takes its sync child too."""
+    """A service worker; ``new_session`` puts it in its own process group (and
+    session), as a service manager would start it."""
     return subprocess.Popen(
         [AGENTSPOOL, "worker", "run", *args],
         env=env,

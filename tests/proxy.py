@@ -33,7 +33,8 @@ from dataclasses import dataclass
 _REQUEST_LINE = re.compile(rb"(?:GET|POST|PUT|DELETE|HEAD|PATCH|OPTIONS) /\S* HTTP/1\.[01]\r\n")
 _CHUNK = 1 << 16
 _LINGER_ZERO = struct.pack("ii", 1, 0)
-_COMMIT = re.compile(rb'"sql":"COMMIT;"')  # the execution, not the describe
+# A request that executes COMMIT: libsql's interactive one, or a Hrana batch's step.
+_COMMIT = re.compile(rb'"sql": ?"COMMIT;?"')
 # How long a commit cut waits (after forwarding the COMMIT) before closing the
 # connection, so that the server has received and most likely executed it.
 COMMIT_CUT_WAIT_S = 0.05
@@ -74,6 +75,9 @@ class FaultProxy:
         self._cut_points: list[int] = []
         self._commit_probability = 0.0
         self._commit_cuts = 0
+        self._commit_limit: int | None = None
+        self._canned: tuple[int, int, float | None] = (0, 0, None)
+        self._canned_sent = 0
         self._bytes_up = 0
         self._bytes_down = 0
         self._live: set[_Connection] = set()
@@ -108,8 +112,18 @@ class FaultProxy:
             self._cut = (probability, min_bytes, max_bytes) if probability > 0 else None
             self._generation += 1
 
-    def set_commit_cuts(self, probability: float) -> None:
-        self._commit_probability = probability
+    def set_commit_cuts(self, probability: float, limit: int | None = None) -> None:
+        """Cut the answer to requests that execute COMMIT, with this probability,
+        at most ``limit`` more times (None: no limit)."""
+        with self._lock:
+            self._commit_probability = probability
+            self._commit_limit = None if limit is None else self._commit_cuts + limit
+
+    def answer_next(self, n: int, status: int = 429, retry_after: float | None = None) -> None:
+        """Answer the next ``n`` HTTP requests with this status instead of forwarding
+        them (an overloaded server or gateway: 429, 503)."""
+        with self._lock:
+            self._canned = (n, status, retry_after)
 
     def stop_cuts(self) -> None:
         self.set_cuts(0.0)
@@ -242,9 +256,12 @@ class FaultProxy:
                             self._close(conn, reset=self._rng.random() < 0.5)
                             return
                         conn.forwarded_up += len(data)
+                        if _REQUEST_LINE.search(data) and self._take_canned(conn):
+                            return
                         if (
                             self._commit_probability > 0
                             and _COMMIT.search(data)
+                            and self._commit_allowed()
                             and self._rng.random() < self._commit_probability
                         ):
                             conn.mute_down = True
@@ -274,6 +291,35 @@ class FaultProxy:
         finally:
             if conn.closed:
                 delivering.cancel()
+
+    def _commit_allowed(self) -> bool:
+        with self._lock:
+            return self._commit_limit is None or self._commit_cuts < self._commit_limit
+
+    def _take_canned(self, conn: _Connection) -> bool:
+        """Answer this request ourselves if a canned answer is armed; close after."""
+        with self._lock:
+            n, status, retry_after = self._canned
+            if n <= 0:
+                return False
+            self._canned = (n - 1, status, retry_after)
+            self._canned_sent += 1
+        headers = f"HTTP/1.1 {status} Canned\r\nContent-Length: 0\r\nConnection: close\r\n"
+        if retry_after is not None:
+            headers += f"Retry-After: {retry_after:g}\r\n"
+        client = conn.writers[0]
+        conn.mute_down = True
+        try:
+            client.write((headers + "\r\n").encode())
+        except (OSError, RuntimeError):
+            pass
+        self._close(conn, reset=False)
+        return True
+
+    @property
+    def canned_answers(self) -> int:
+        with self._lock:
+            return self._canned_sent
 
     def _count(self, data: bytes, upstream: bool) -> None:
         with self._lock:

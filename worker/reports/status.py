@@ -6,6 +6,7 @@ any write lock, so it answers while the worker is busy (or not running at all).
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -42,6 +43,8 @@ class SpoolStatus:
     # Damaged files moved to <spool>/quarantine/ (never deleted): name, reason, at.
     quarantined: list[dict[str, Any]] = field(default_factory=list)
     worker_state_error: str | None = None  # worker.db cannot be read
+    # The running worker's sync: batches in flight (and since when), landed, failures.
+    sync: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -82,6 +85,9 @@ def _add_worker_state(status: SpoolStatus, spool_dir: Path) -> dict[str, int]:
         last = store.last_error()
         if last is not None:
             status.last_sync_error = {"session_id": last[0], "error": last[1]}
+        meta = store.meta()
+        if status.worker_pid is not None and "sync" in meta:
+            status.sync = json.loads(meta["sync"])
         return dict(
             store.conn.execute(
                 "SELECT producer_id, count(*) FROM dead_letters GROUP BY producer_id"

@@ -114,11 +114,20 @@ class RemoteDatabase(_Closing):
         return [dict(zip(result.columns, row, strict=True)) for row in result.rows]
 
     def ensure_schema(self) -> list[int]:
-        stream = hrana.Stream(self.client)
         try:
-            return _migrate(stream)
-        finally:
-            stream.close()
+            return migrations.migrate_atomically(self.client.run_atomic, self._applied_versions)
+        except migrations.SchemaError as exc:
+            raise DatabaseError(PERMANENT, str(exc)) from None
+
+    def _applied_versions(self) -> set[int]:
+        try:
+            return {
+                int(r[0]) for r in self.client.execute("SELECT version FROM schema_version").rows
+            }
+        except DatabaseError as exc:
+            if "no such table" in str(exc).lower():
+                return set()
+            raise
 
     def schema_plan(self) -> tuple[list[int], list[migrations.Migration]]:
         stream = hrana.Stream(self.client)

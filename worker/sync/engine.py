@@ -26,6 +26,7 @@ Failures (kinds from hrana.py):
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import threading
@@ -62,6 +63,7 @@ from agentspool.worker.sync.database import (
 log = logging.getLogger("agentspool.worker")
 
 MAX_IN_FLIGHT = 3
+MAX_RETRY_AFTER_S = 600.0
 DEADLINE_GRACE_S = 5.0  # beyond the HTTP timeouts, before a sender is given up on
 
 
@@ -146,6 +148,7 @@ class SyncEngine:
         self._next_round = monotonic()
         self._reported: str | None = None
         self._abandoned = 0  # senders given up on that have not answered yet
+        self._since: float | None = None  # worker clock: requests in flight since
 
     # ---- the loop's interface ------------------------------------------------
 
@@ -290,6 +293,31 @@ class SyncEngine:
             self._senders.append(sender)
         self._in_flight[job.job_id] = (job, self.monotonic() + self.timeout + DEADLINE_GRACE_S)
         self._jobs.put(job)
+        self._publish()
+
+    def _publish(self) -> None:
+        """What ``status`` shows of the sync: requests in flight, and since when."""
+        if not self._in_flight:
+            self._since = None
+        elif self._since is None:
+            self._since = self.now()
+        self.state.set_meta(
+            "sync",
+            json.dumps(
+                {
+                    "in_flight": len(self._in_flight),
+                    "in_flight_since": self._since,
+                    "batches_landed": self.stats.batches,
+                    "sessions_synced": self.stats.sessions_synced,
+                    "failures": self.stats.failures,
+                    "paused_until": (
+                        self.now() + (self._paused_until - self.monotonic())
+                        if self._paused_until > self.monotonic()
+                        else None
+                    ),
+                }
+            ),
+        )
 
     def _job_id(self) -> int:
         self._next_job += 1
@@ -354,6 +382,12 @@ class SyncEngine:
                 )
 
     def _handle(self, job: _Job, error: DatabaseError | None, seconds: float) -> None:
+        try:
+            self._handle_reply(job, error, seconds)
+        finally:
+            self._publish()
+
+    def _handle_reply(self, job: _Job, error: DatabaseError | None, seconds: float) -> None:
         batch = job.batch
         if self.on_batch is not None and batch is not None:
             self.on_batch(batch, seconds, error)
@@ -425,8 +459,8 @@ class SyncEngine:
 
     def _pause(self, error: DatabaseError, sessions: list[str] | None = None) -> None:
         delay = backoff_delay(self._failures, self.retry_base, self.retry_cap)
-        if error.retry_after is not None:
-            delay = min(max(delay, error.retry_after), self.retry_cap)
+        if error.retry_after is not None:  # the server said when: honour it (within reason)
+            delay = max(delay, min(error.retry_after, MAX_RETRY_AFTER_S))
         self._failures += 1
         self._paused_until = self.monotonic() + delay
         if error.kind == MISCONFIGURED:

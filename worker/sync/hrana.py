@@ -213,6 +213,7 @@ class HranaClient:
         if auth_token:
             headers["Authorization"] = f"Bearer {auth_token}"
         self._token = auth_token
+        self.timeout = timeout
         self._http = httpx.Client(
             headers=headers,
             timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
@@ -234,11 +235,15 @@ class HranaClient:
     ) -> tuple[list[dict[str, Any]], str | None]:
         """Send requests in one HTTP request; return (results, baton). A result is the
         ``response`` of an ``ok`` entry; an ``error`` entry raises."""
-        body = json.dumps({"baton": baton, "requests": requests}, ensure_ascii=False)
+        body = json.dumps(
+            {"baton": baton, "requests": requests}, ensure_ascii=False, separators=(",", ":")
+        )
         try:
             response = self._http.post(self.base_url + PIPELINE_PATH, content=body.encode())
         except httpx.HTTPError as exc:
-            raise HranaError(TRANSIENT, self._scrub(f"{self.where}: {_describe(exc)}")) from None
+            raise HranaError(
+                TRANSIENT, self._scrub(f"{self.where}: {_describe(exc, self.timeout)}")
+            ) from None
         if response.status_code != 200:
             raise HranaError(
                 classify_status(response.status_code),
@@ -335,9 +340,9 @@ class _Cursor:
         return self._rows[0] if self._rows else None
 
 
-def _describe(exc: httpx.HTTPError) -> str:
+def _describe(exc: httpx.HTTPError, timeout: float) -> str:
     if isinstance(exc, httpx.TimeoutException):
-        return f"no answer in time ({type(exc).__name__})"
+        return f"no answer from the database within {timeout:g}s ({type(exc).__name__})"
     if isinstance(exc, httpx.ConnectError):
         return f"cannot connect ({exc})"
     return f"{type(exc).__name__}: {exc}"

@@ -1,7 +1,9 @@
 """Apply the numbered migrations in ``agentspool/schema`` to a database.
 
-Works on any DB-API-like connection in autocommit mode (``isolation_level=None``):
-``sqlite3`` for replicas and ``libsql`` for the remote. Each migration and its
+``migrate`` works on any DB-API-like connection in autocommit mode
+(``isolation_level=None``): ``sqlite3`` for replicas and the embedded database, or an
+interactive Hrana stream; ``migrate_atomically`` sends each migration as one atomic
+batch (the remote database, one request each). Each migration and its
 ``schema_version`` row commit in one transaction; the version check is repeated
 inside that transaction (after ``BEGIN IMMEDIATE`` has taken the write lock), so two
 processes migrating at once apply each migration exactly once.
@@ -10,6 +12,7 @@ processes migrating at once apply each migration exactly once.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import resources
@@ -108,8 +111,45 @@ def migrate(conn: Connection) -> list[int]:
     return applied
 
 
+def migrate_atomically(
+    run_atomic: Callable[[list[tuple[str, Sequence[Any]]]], None],
+    applied_versions: Callable[[], set[int]],
+) -> list[int]:
+    """Apply every pending migration as one atomic batch each (for a remote database:
+    one request per migration, instead of a round trip per statement). A batch that
+    fails because another process applied the migration first (its schema_version row
+    conflicts) is not an error. Returns the versions this call applied."""
+    done = applied_versions()
+    newest_known = latest_version()
+    if done and max(done) > newest_known:
+        raise SchemaError(
+            f"database schema version {max(done)} is newer than this agentspool "
+            f"(knows up to {newest_known}); upgrade agentspool"
+        )
+    applied = []
+    for migration in available_migrations():
+        if migration.version in done:
+            continue
+        statements: list[tuple[str, Sequence[Any]]] = [(VERSION_TABLE, ())]
+        statements += [(s, ()) for s in migration.statements]
+        statements.append(
+            (
+                "INSERT INTO schema_version (version, applied_at) VALUES (?, ?)",
+                (migration.version, datetime.now(UTC).isoformat(timespec="milliseconds")),
+            )
+        )
+        try:
+            run_atomic(statements)
+        except Exception:
+            if migration.version in applied_versions():  # another process won the race
+                continue
+            raise
+        applied.append(migration.version)
+    return applied
+
+
+VERSION_TABLE = "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)"
+
+
 def _ensure_version_table(conn: Connection) -> None:
-    conn.execute(
-        "CREATE TABLE IF NOT EXISTS schema_version ("
-        "version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)"
-    )
+    conn.execute(VERSION_TABLE)
