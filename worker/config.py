@@ -45,6 +45,7 @@ class Settings:
     metrics_port: int | None = None  # serve Prometheus metrics on this port
     metrics_addr: str = "127.0.0.1"  # ... on this address
     checkpoint_interval: float = 5.0  # send open sessions' news this often (0: only at the end)
+    batch_bytes: int = 4 << 20  # bound on one batch request's rows (many sessions, one request)
 
     @property
     def embedded(self) -> bool:
@@ -73,6 +74,7 @@ _ENV = {
     "metrics_port": "AGENTSPOOL_METRICS_PORT",
     "metrics_addr": "AGENTSPOOL_METRICS_ADDR",
     "checkpoint_interval": "AGENTSPOOL_CHECKPOINT_INTERVAL",
+    "batch_bytes": "AGENTSPOOL_BATCH_BYTES",
 }
 
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*$")
@@ -111,7 +113,11 @@ def _convert(name: str, raw: Any) -> Any:
         return str(raw).strip() or None
     if name == "metrics_addr":
         return str(raw).strip()
-    kind = int if name in ("drain_batch", "metrics_port", "max_replica_bytes") else float
+    kind = (
+        int
+        if name in ("drain_batch", "metrics_port", "max_replica_bytes", "batch_bytes")
+        else float
+    )
     try:
         value = kind(raw)
     except (TypeError, ValueError, OverflowError):
@@ -149,5 +155,7 @@ def _validate(s: Settings) -> None:
         raise ConfigError("AGENTSPOOL_RETRY_CAP must be at least AGENTSPOOL_RETRY_BASE")
     if s.metrics_port is not None and not 0 < s.metrics_port < 65536:
         raise ConfigError("AGENTSPOOL_METRICS_PORT must be a TCP port (1-65535)")
+    if not 1024 <= s.batch_bytes <= 64 << 20:
+        raise ConfigError("AGENTSPOOL_BATCH_BYTES must be between 1024 and 67108864 (64 MiB)")
     if s.drain_batch < 1:
         raise ConfigError("AGENTSPOOL_DRAIN_BATCH must be at least 1")

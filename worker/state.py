@@ -218,12 +218,15 @@ class StateStore:
         )
 
     def retry_failed(self, session_id: str | None = None) -> int:
-        """Move failed sessions (one, or all) back to pending; return how many."""
-        sql = "UPDATE session_state SET sync_state = ?, attempts = 0, next_attempt_at = 0 WHERE sync_state = ?"
-        params: tuple[Any, ...] = (PENDING, FAILED)
-        if session_id is not None:
-            sql += " AND session_id = ?"
-            params += (session_id,)
+        """Move failed sessions (one, or all) back to pending, and give a pending one
+        (when named) a fresh backoff: due now, attempts from 0. Returns how many."""
+        sql = "UPDATE session_state SET sync_state = ?, attempts = 0, next_attempt_at = 0"
+        if session_id is None:
+            sql += " WHERE sync_state = ?"
+            params: tuple[Any, ...] = (PENDING, FAILED)
+        else:
+            sql += " WHERE sync_state IN (?, ?) AND session_id = ?"
+            params = (PENDING, FAILED, PENDING, session_id)
         return int(self.conn.execute(sql, params).rowcount)
 
     def get(self, session_id: str) -> SessionState | None:

@@ -30,6 +30,7 @@ from agentspool.worker.cli.options import (
     setup_logging,
     spool_option,
 )
+from agentspool.worker.daemon.control import retry_now
 from agentspool.worker.daemon.lock import WorkerAlreadyRunning
 from agentspool.worker.reports.health import DEFAULT_MAX_AGE_S
 
@@ -185,7 +186,9 @@ def status(spool_dir: Path | None, as_json: bool, check: bool, max_age: float) -
 @click.option("--failed", "all_failed", is_flag=True, help="Retry every failed session.")
 @json_option
 def retry(spool_dir: Path | None, session_id: str | None, all_failed: bool, as_json: bool) -> None:
-    """Move a failed session (or, with --failed, all of them) back to pending sync."""
+    """Sync a failed session again (or, with --failed, all of them), after fixing the
+    cause. A pending session that waits for its next attempt is tried at once. A
+    running worker is told to start afresh (its backoff is reset)."""
     if bool(session_id) == all_failed:
         raise click.UsageError("give either a SESSION_ID or --failed")
     settings = settings_from(spool_dir=spool_dir)
@@ -198,8 +201,9 @@ def retry(spool_dir: Path | None, session_id: str | None, all_failed: bool, as_j
         store.close()
     if session_id and moved == 0:
         raise click.ClickException(
-            f"session {session_id} is not failed; see `agentspool status` for the failed ones"
+            f"session {session_id} is neither failed nor pending; see `agentspool status`"
         )
+    retry_now(settings.spool_dir)
     if as_json:
         echo_json({"retried": moved})
         return

@@ -1,8 +1,9 @@
-"""Tell a running worker what to do from another process (``agentspool drain``).
+"""Tell a running worker what to do from another process.
 
-The worker's pid is in its lock file; ``SIGUSR1`` asks it to finish the way
-``--burst`` does: drain everything, seal sessions whose producers are gone, sync,
-then exit. The caller waits (bounded) for the lock to be released.
+The worker's pid is in its lock file. ``SIGUSR1`` (``agentspool drain``) asks it to
+finish the way ``--burst`` does: drain everything, seal sessions whose producers are
+gone, sync, then exit; the caller waits (bounded) for the lock to be released.
+``SIGUSR2`` (``agentspool retry``) asks it to drop its sync backoff and try now.
 """
 
 from __future__ import annotations
@@ -11,10 +12,11 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from agentspool.worker.config import Settings
 from agentspool.worker.daemon.lock import lock_holder
-from agentspool.worker.daemon.service import FINISH_SIGNAL, Worker
+from agentspool.worker.daemon.service import FINISH_SIGNAL, RETRY_SIGNAL, Worker
 from agentspool.worker.reports.status import SpoolStatus, spool_status
 
 
@@ -45,3 +47,15 @@ def finish_worker(
         sleep(0.1)
     finished = lock_holder(settings.spool_dir) is None
     return DrainOutcome(pid, finished, spool_status(settings.spool_dir))
+
+
+def retry_now(spool_dir: Path) -> bool:
+    """Ask the running worker (if any) to sync at once; return whether one was asked."""
+    pid = lock_holder(spool_dir)
+    if pid is None or pid <= 0:
+        return False
+    try:
+        os.kill(pid, RETRY_SIGNAL)
+    except OSError:
+        return False  # it just exited: the next one starts without a backoff
+    return True

@@ -47,6 +47,7 @@ _WAKING_EVENTS = frozenset({"created", "modified", "moved", "closed", "deleted"}
 EXIT_OK = 0
 ERROR_PAUSE_S = 1.0
 FINISH_SIGNAL = signal.SIGUSR1  # sent by `agentspool drain`
+RETRY_SIGNAL = signal.SIGUSR2  # sent by `agentspool retry`: drop the sync backoff
 PRUNE_INTERVAL_S = 3600.0
 RECHECK_DELAYS_S = (0.005, 0.025, 0.1, 0.5)  # after a file event (see _loop)
 EXIT_LEFT_PENDING = 3  # --burst finished with sessions still open, pending or failed
@@ -86,6 +87,7 @@ class Worker:
         self._file_event = False  # set by the watchdog thread
         self._rechecks: list[float] = []  # follow-up passes after a file event
         self._final_round_done = False  # --burst: open sessions checkpointed before exit
+        self._retry_requested = False  # set by the SIGUSR2 handler
         self.notifier = SystemdNotifier(monotonic=monotonic)
         self.metrics: WorkerMetrics | None = None
 
@@ -100,11 +102,17 @@ class Worker:
         self._finish_requested = True
         self.wake.set()
 
+    def request_retry(self, signum: int = signal.SIGUSR2, frame: FrameType | None = None) -> None:
+        """``agentspool retry``: the cause was fixed; sync now, not after the backoff."""
+        self._retry_requested = True
+        self.wake.set()
+
     def _install_signal_handlers(self) -> None:
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, self.request_stop)
             signal.signal(signal.SIGINT, self.request_stop)
             signal.signal(FINISH_SIGNAL, self.request_finish)
+            signal.signal(RETRY_SIGNAL, self.request_retry)
 
     # ---- the loop ----------------------------------------------------------
 
@@ -133,6 +141,7 @@ class Worker:
             retry_base=self.settings.retry_base,
             retry_cap=self.settings.retry_cap,
             checkpoint_interval=self.settings.checkpoint_interval,
+            max_batch_bytes=self.settings.batch_bytes,
             wake=self.wake,
             now=self.now,
             monotonic=self.monotonic,
@@ -316,6 +325,9 @@ class Worker:
     # ---- syncing -----------------------------------------------------------
 
     def _advance_syncs(self) -> None:
+        if self._retry_requested:
+            self._retry_requested = False
+            self.syncer.reset_backoff()
         self.syncer.poll()
 
     def _record_batch(self, batch: Batch, seconds: float, error: DatabaseError | None) -> None:

@@ -168,6 +168,12 @@ class SyncEngine:
             if not self._start_batch():
                 break
 
+    def reset_backoff(self) -> None:
+        """The cause of the failures was fixed (``agentspool retry``): try now."""
+        self._failures = 0
+        self._paused_until = 0.0
+        self.misconfigured = None
+
     def busy(self) -> bool:
         return bool(self._in_flight)
 

@@ -19,15 +19,21 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import SplitResult, parse_qs, urlsplit, urlunsplit
 
 import httpx
 
 PIPELINE_PATH = "/v2/pipeline"
+
+# httpx logs every request at INFO with its full URL; ours are counted and reported
+# by the sync engine, and a URL may carry credentials.
+logging.getLogger("httpx").setLevel(logging.WARNING)
+logging.getLogger("httpcore").setLevel(logging.WARNING)
 
 # Kinds of failure; the sync engine decides what to do with each.
 TRANSIENT = "transient"  # the network, an overloaded or restarting server: retry
@@ -58,22 +64,36 @@ class StepError(HranaError):
 
 def http_base_url(url: str) -> str:
     """``libsql://host`` means ``https://host``; ``ws(s)://`` are Hrana's WebSocket
-    spellings of the same servers."""
+    spellings of the same servers. Credentials in the URL are never sent as such
+    (the query string and ``user:password@`` are dropped; see ``token_in_url``)."""
     parts = urlsplit(url)
     scheme = {"libsql": "https", "wss": "https", "ws": "http"}.get(parts.scheme, parts.scheme)
-    if scheme not in ("http", "https"):
+    if scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"not an HTTP(S) or libsql:// URL: {redact_url(url)}")
-    return urlunsplit((scheme, parts.netloc, parts.path.rstrip("/"), "", ""))
+    return urlunsplit((scheme, _host_port(parts), parts.path.rstrip("/"), "", ""))
+
+
+def token_in_url(url: str) -> str | None:
+    """``libsql://db.turso.io?authToken=...``: the token as Turso's clients take it."""
+    values = parse_qs(urlsplit(url).query).get("authToken")
+    return values[0] if values else None
+
+
+def _host_port(parts: SplitResult) -> str:
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"  # IPv6
+    return f"{host}:{parts.port}" if parts.port is not None else host
 
 
 def redact_url(url: str) -> str:
     """The URL without ``user:password@`` and without its query string (which may
     carry ``authToken=``): safe to print."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, host, parts.path, "", ""))
+    try:
+        parts = urlsplit(url)
+        return urlunsplit((parts.scheme, _host_port(parts), parts.path, "", ""))
+    except ValueError:  # e.g. a port that is not a number
+        return url.split("?", 1)[0].rsplit("@", 1)[-1]
 
 
 # ---- values ----------------------------------------------------------------
@@ -208,6 +228,7 @@ class HranaClient:
 
     def __init__(self, url: str, auth_token: str | None, timeout: float) -> None:
         self.base_url = http_base_url(url)
+        auth_token = auth_token or token_in_url(url)
         self.where = redact_url(self.base_url) + PIPELINE_PATH
         headers = {"Content-Type": "application/json"}
         if auth_token:
