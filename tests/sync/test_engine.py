@@ -95,16 +95,19 @@ def test_a_session_larger_than_a_batch_spans_several_and_only_the_last_is_final(
 # ---- a row the database refuses ---------------------------------------------------
 
 POISON = "this row is refused by the database"
+# A trigger cannot take parameters: the refused content is spelled out in it.
+REFUSE_POISON = (
+    "CREATE TRIGGER refuse_poison BEFORE INSERT ON messages"
+    " WHEN NEW.content = 'this row is refused by the database'"
+    " BEGIN SELECT RAISE(ABORT, 'poison row refused'); END"
+)
 
 
 def test_a_poison_row_parks_only_its_session(spool: Path, sqld: Sqld) -> None:
     env = worker_env(spool, sqld.url)
     # The remote database refuses one message (a trigger, as a CHECK or a quota would).
     assert run_cli("migrate", "--yes", env=env, timeout=60).returncode == 0
-    sqld.query(
-        "CREATE TRIGGER refuse_poison BEFORE INSERT ON messages"
-        f" WHEN NEW.content = '{POISON}' BEGIN SELECT RAISE(ABORT, 'poison row refused'); END"
-    )
+    sqld.query(REFUSE_POISON)
     finish(produce(spool, "fine", 7, 20))
     finish(
         run_python(
