@@ -28,6 +28,7 @@ GROUPS: dict[str, Callable[[Config], list[Row]]] = {
     "drain": _group("drain"),
     "wake": _group("wake"),
     "sync": _group("sync"),
+    "live": _group("live"),
     "e2e": _group("e2e"),
     "memory": _group("memory"),
 }

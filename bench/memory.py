@@ -4,9 +4,8 @@
   round-robin (1,000 sessions of 20 events), then the real CLI, ``agentspool worker
   run --burst`` with the embedded database, drains, syncs and exits. It runs in a
   wrapper that calls the CLI's own ``main`` and, on the way out, reads the process's
-  peak RSS (VmHWM in /proc/self/status). The sync child's VmHWM is sampled from the
-  bench every 20 ms (``RUSAGE_CHILDREN`` would not do: a vfork'ed child inherits the
-  parent's high-water mark until it execs).
+  peak RSS (VmHWM in /proc/self/status). The worker is one process: its sender
+  threads, not a child, talk to the database. (Row 11 measures one huge session.)
 - Producer: a fresh interpreter reads its VmRSS, then imports agentspool, opens a
   Spool, logs a session of a few events, ends it (the writer thread has written and
   fsynced them) and reads VmRSS again. Nothing is imported before the first reading.
@@ -17,7 +16,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
 from typing import Any
 
 from bench.common import (
@@ -26,10 +24,8 @@ from bench.common import (
     Config,
     Ref,
     Row,
-    child_pids,
     clean_env,
     popen,
-    proc_status_kb,
 )
 
 GROUP = "memory"
@@ -110,8 +106,7 @@ def worker_row(cfg: Config) -> Row:
             stderr=log,
             text=True,
         )
-        sync_child_kb = _watch_children_peak(proc, timeout=300)
-        out, _ = proc.communicate(timeout=30)
+        out, _ = proc.communicate(timeout=300)
     r = json.loads(out.strip().splitlines()[-1])
     if r["code"] != 0:
         raise AssertionError(f"memory: worker --burst exited with {r['code']}; see {log_path}")
@@ -126,26 +121,8 @@ def worker_row(cfg: Config) -> Row:
         "MB",
         target=100.0,
         note=f"{sessions:,} sessions of {events} events, {per_producer} open at once in each "
-        f"of {producers} producers; the sync child (libsql, its own process) peaked at "
-        f"{sync_child_kb / 1024:.1f} MB",
+        f"of {producers} producers; one process (no sync child)",
     )
-
-
-def _watch_children_peak(proc: subprocess.Popen[str], timeout: float) -> int:
-    """The largest VmHWM seen among ``proc``'s children until it exits (kB)."""
-    peak = 0
-    deadline = time.monotonic() + timeout
-    while proc.poll() is None:
-        if time.monotonic() > deadline:
-            proc.kill()
-            raise TimeoutError("memory: the worker did not finish")
-        for pid in child_pids(proc.pid):
-            try:
-                peak = max(peak, proc_status_kb(pid, "VmHWM"))
-            except (OSError, KeyError):
-                pass
-        time.sleep(0.02)
-    return peak
 
 
 def producer_rows(cfg: Config) -> list[Row]:

@@ -372,7 +372,8 @@ def cpu_seconds(pid: int) -> float:
 def test_worker_on_a_full_disk_keeps_running_and_loses_nothing(disk: FullDisk, sqld: Sqld) -> None:
     spool = disk.root / "spool"
     spool.mkdir(mode=0o700)
-    env = worker_env(spool, sqld.url)
+    # End-only sync: what reaches sqld while the disk is full is then exactly nothing.
+    env = worker_env(spool, sqld.url, AGENTSPOOL_CHECKPOINT_INTERVAL="0")
     worker = subprocess.Popen(
         [AGENTSPOOL, "worker", "run"],
         env=env,

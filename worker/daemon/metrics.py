@@ -25,14 +25,19 @@ class WorkerMetrics:
             registry=r,
         )
         self.sync_attempts = Counter(
-            "agentspool_sync_attempts", "Session sync attempts.", registry=r
+            "agentspool_sync_attempts",
+            "Sync batch requests sent (each carries many sessions).",
+            registry=r,
         )
         self.sync_failures = Counter(
-            "agentspool_sync_failures", "Failed sync attempts.", ["kind"], registry=r
+            "agentspool_sync_failures",
+            "Failed batch requests, by kind of failure.",
+            ["kind"],
+            registry=r,
         )
         self.sync_seconds = Histogram(
             "agentspool_sync_seconds",
-            "Duration of successful syncs.",
+            "Duration of successful batch requests.",
             buckets=SYNC_BUCKETS,
             registry=r,
         )

@@ -126,7 +126,8 @@ def _fsync_dir(path: Path) -> None:
 
 
 def mentions_damage(message: str) -> bool:
-    """Does an error message (e.g. from the sync child) sound like a damaged file?"""
+    """Does an error message (e.g. from reading a replica to sync it) sound like a
+    damaged file?"""
     lowered = message.lower()
     return any(word in lowered for word in _DAMAGE_WORDS)
 

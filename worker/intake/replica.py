@@ -326,7 +326,7 @@ class Replica:
 
 
 def open_readonly(path: Path) -> sqlite3.Connection:
-    """Open a replica for reading only (the sync child does this)."""
+    """Open a replica for reading only (transcripts and reports do this)."""
     if not path.exists():
         raise FileNotFoundError(f"replica {path} does not exist")
     return sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None, timeout=10)
