@@ -17,6 +17,7 @@ from agentspool.worker.intake.replica import (
     REPLICAS_DIRNAME,
     Replica,
     iso,
+    read_session_rows,
     replica_path,
     to_text,
 )
@@ -254,7 +255,7 @@ def test_session_end_alone_creates_an_ended_placeholder(replica: Replica) -> Non
     s = session_row(replica)
     assert (s["agent"], s["status"], s["error"]) == ("", "error", "lost")
     assert s["started_at"] == s["ended_at"] == iso(T0 + 3.0)
-    assert replica.rows_for_sync(SID).session["event_count"] == 1
+    assert read_session_rows(replica.conn, SID).session["event_count"] == 1
 
 
 def test_session_end_error(replica: Replica) -> None:
@@ -300,7 +301,7 @@ def test_seal_does_not_touch_an_ended_session(replica: Replica) -> None:
 
 def test_rows_for_sync_counts(replica: Replica) -> None:
     replica.apply(full_session())
-    rows = replica.rows_for_sync(SID)
+    rows = read_session_rows(replica.conn, SID)
     assert rows.session["id"] == SID
     assert rows.session["status"] == "completed"
     assert rows.session["event_count"] == 6
@@ -312,9 +313,9 @@ def test_rows_for_sync_counts(replica: Replica) -> None:
     assert tool[5] == "completed"
     # Replays do not inflate the counts.
     replica.apply(full_session())
-    assert replica.rows_for_sync(SID).session["event_count"] == 6
+    assert read_session_rows(replica.conn, SID).session["event_count"] == 6
     with pytest.raises(LookupError):
-        replica.rows_for_sync("other-session")
+        read_session_rows(replica.conn, "other-session")
 
 
 def test_summary(replica: Replica) -> None:

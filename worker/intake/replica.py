@@ -321,9 +321,6 @@ class Replica:
             (session_id,),
         ).fetchone()[0]
 
-    def rows_for_sync(self, session_id: str) -> SessionRows:
-        return read_session_rows(self.conn, session_id)
-
 
 def open_readonly(path: Path) -> sqlite3.Connection:
     """Open a replica for reading only (transcripts and reports do this)."""

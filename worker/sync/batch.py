@@ -151,18 +151,16 @@ def build_batch(
         if parts and rows.size >= max_bytes:
             break
         try:
-            part = _add_session(cursor, rows, max_bytes, first=not parts)
+            part, how = _add_session(cursor, rows, max_bytes, first=not parts)
         except (sqlite3.Error, OSError, LookupError) as exc:
             if broken is None:
                 raise
             broken.append(BrokenSession(cursor.session_id, f"cannot read its replica: {exc}"))
             seen[cursor.session_id] = BROKEN
             continue
-        if part is None:
-            seen[cursor.session_id] = DEFERRED if rows.size >= max_bytes else EMPTY
-        else:
+        seen[cursor.session_id] = how
+        if part is not None:
             parts.append(part)
-            seen[cursor.session_id] = SENT_ALL if part.complete else SENT_PART
     if not parts:
         return None
     batch = Batch(parts=parts, size=rows.size, built_at=built_at)
@@ -174,7 +172,9 @@ def build_batch(
     return batch
 
 
-def _add_session(cursor: SessionCursor, rows: _Rows, max_bytes: int, *, first: bool) -> Part | None:
+def _add_session(
+    cursor: SessionCursor, rows: _Rows, max_bytes: int, *, first: bool
+) -> tuple[Part | None, str]:
     if not cursor.replica.exists():
         raise LookupError(f"{cursor.replica.name} does not exist")
     conn = sqlite3.connect(cursor.replica, isolation_level=None, timeout=10)
@@ -191,12 +191,12 @@ def _add_session(cursor: SessionCursor, rows: _Rows, max_bytes: int, *, first: b
 
 def _read_part(
     conn: sqlite3.Connection, cursor: SessionCursor, rows: _Rows, max_bytes: int, *, first: bool
-) -> Part | None:
+) -> tuple[Part | None, str]:
     log_id = conn.execute("SELECT log_id FROM change_log").fetchone()[0]
     after = cursor.after if cursor.log_id == log_id else 0
     latest = conn.execute("SELECT coalesce(max(change_no), 0) FROM changes").fetchone()[0]
     if latest <= after and not cursor.ended:
-        return None  # an open session with nothing new: a checkpoint costs nothing
+        return None, EMPTY  # an open session with nothing new: a checkpoint costs nothing
     session = conn.execute(
         f"SELECT {', '.join(SESSION_COLUMNS)} FROM sessions WHERE id = ?", (cursor.session_id,)
     ).fetchone()
@@ -237,12 +237,13 @@ def _read_part(
             if len(page) < PAGE_ROWS:
                 break
     if not complete and added == 0 and up_to == after:
-        return None  # not even one row fits next to the others: next batch
+        return None, DEFERRED  # not even one row fits next to the others: next batch
     status = session[SESSION_COLUMNS.index("status")]
     final = complete and status in _FINAL_STATUSES
     rows.sessions.append(_session_row(conn, session, up_to, final))
     rows.size += row_size(rows.sessions[-1])
-    return Part(cursor.session_id, log_id, up_to, final, added + 1, complete)
+    part = Part(cursor.session_id, log_id, up_to, final, added + 1, complete)
+    return part, SENT_ALL if complete else SENT_PART
 
 
 def _session_row(
