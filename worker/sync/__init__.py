@@ -1,5 +1,7 @@
-"""Sync: replicas out to the remote database.
+"""Sync: replicas out to the database, in atomic batches of many sessions.
 
-Applies the schema (``migrations``) and moves sessions' rows to Turso / sqld or the
-embedded local database.
+``batch`` builds batches from the replicas' change logs; ``hrana`` speaks libSQL's
+HTTP protocol; ``database`` is the one interface over sqld/Turso and the embedded
+file; ``senders`` are the threads that wait on it; ``engine`` schedules batches,
+checkpoints open sessions and handles failures; ``migrations`` applies the schema.
 """

@@ -35,7 +35,6 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from queue import Empty, SimpleQueue
 
 from agentspool.worker import state as st
 from agentspool.worker.intake.replica import REPLICAS_DIRNAME
@@ -59,6 +58,7 @@ from agentspool.worker.sync.database import (
     DatabaseError,
     open_database,
 )
+from agentspool.worker.sync.senders import Job, Senders
 
 log = logging.getLogger("agentspool.worker")
 
@@ -72,20 +72,6 @@ def backoff_delay(
 ) -> float:
     """Capped exponential backoff with full jitter: uniform in [0, min(cap, base*2^n))."""
     return rand() * min(cap, base * (2 ** min(attempt, 30)))
-
-
-@dataclass(frozen=True)
-class _Job:
-    job_id: int
-    kind: str  # "schema" | "batch"
-    batch: Batch | None = None
-
-
-@dataclass(frozen=True)
-class _Reply:
-    job_id: int
-    error: DatabaseError | None
-    seconds: float
 
 
 @dataclass
@@ -131,14 +117,13 @@ class SyncEngine:
         self.monotonic = monotonic
         self.on_batch = on_batch
         self.on_broken = on_broken  # (session, error) -> True if it repaired the replica
-        self._connect = connect or (lambda: open_database(db_url, auth_token, timeout=timeout))
         self.stats = EngineStats()
         self.schema_ready = False
         self.misconfigured: str | None = None  # the last "not a libSQL server" error
-        self._jobs: SimpleQueue[_Job | None] = SimpleQueue()
-        self._replies: SimpleQueue[_Reply] = SimpleQueue()
-        self._senders: list[threading.Thread] = []
-        self._in_flight: dict[int, tuple[_Job, float]] = {}  # job id -> (job, deadline)
+        self._senders = Senders(
+            connect or (lambda: open_database(db_url, auth_token, timeout=timeout)), wake
+        )
+        self._in_flight: dict[int, tuple[Job, float]] = {}  # job id -> (job, deadline)
         self._reserved: set[str] = set()
         self._next_job = 0
         self._failures = 0  # consecutive transient failures: the backoff exponent
@@ -147,7 +132,6 @@ class SyncEngine:
         self._round: deque[str] = deque()  # open sessions of the current checkpoint round
         self._next_round = monotonic()
         self._reported: str | None = None
-        self._abandoned = 0  # senders given up on that have not answered yet
         self._since: float | None = None  # worker clock: requests in flight since
 
     # ---- the loop's interface ------------------------------------------------
@@ -161,7 +145,7 @@ class SyncEngine:
             return
         if not self.schema_ready:
             if not self._in_flight:
-                self._submit(_Job(self._job_id(), "schema"))
+                self._submit(Job(self._job_id(), "schema"))
             return
         self._start_round_if_due()
         while len(self._in_flight) < self.max_in_flight:
@@ -212,8 +196,7 @@ class SyncEngine:
         return max(0.0, min(times) - now_mono) if times else None
 
     def close(self) -> None:
-        for _ in self._senders:
-            self._jobs.put(None)
+        self._senders.close()
 
     # ---- building and sending --------------------------------------------------
 
@@ -288,17 +271,12 @@ class SyncEngine:
             return source == "isolate" and bool(self._isolate)
         for part in batch.parts:
             self._reserved.add(part.session_id)
-        self._submit(_Job(self._job_id(), "batch", batch))
+        self._submit(Job(self._job_id(), "batch", batch))
         return True
 
-    def _submit(self, job: _Job) -> None:
-        idle = len(self._senders) - len(self._in_flight) - self._abandoned
-        if idle <= 0:
-            sender = threading.Thread(target=self._send_loop, name="agentspool-sync", daemon=True)
-            sender.start()
-            self._senders.append(sender)
+    def _submit(self, job: Job) -> None:
         self._in_flight[job.job_id] = (job, self.monotonic() + self.timeout + DEADLINE_GRACE_S)
-        self._jobs.put(job)
+        self._senders.send(job)
         self._publish()
 
     def _publish(self) -> None:
@@ -329,47 +307,13 @@ class SyncEngine:
         self._next_job += 1
         return self._next_job
 
-    def _send_loop(self) -> None:
-        """A sender thread: one connection, one job at a time."""
-        database: Database | None = None
-        while True:
-            job = self._jobs.get()
-            if job is None:
-                break
-            started = time.monotonic()
-            error: DatabaseError | None = None
-            try:
-                if database is None:
-                    database = self._connect()
-                if job.kind == "schema":
-                    database.ensure_schema()
-                else:
-                    assert job.batch is not None
-                    database.run_atomic(job.batch.statements)
-            except DatabaseError as exc:
-                error = exc
-            except Exception as exc:  # a bug or an odd answer: retry, never die
-                error = DatabaseError(TRANSIENT, f"{type(exc).__name__}: {exc}")
-            if error is not None and error.kind != STATEMENT and database is not None:
-                database.close()  # the connection may be broken: a fresh one next time
-                database = None
-            self._replies.put(_Reply(job.job_id, error, time.monotonic() - started))
-            self.wake.set()
-        if database is not None:
-            database.close()
-
     # ---- answers ---------------------------------------------------------------
 
     def _collect(self) -> None:
-        while True:
-            try:
-                reply = self._replies.get_nowait()
-            except Empty:
-                return
+        for reply in self._senders.replies():
             entry = self._in_flight.pop(reply.job_id, None)
             if entry is None:
-                self._abandoned -= 1  # given up on already (its deadline passed)
-                continue
+                continue  # given up on already (its deadline passed)
             self.stats.requests += 1
             self._handle(entry[0], reply.error, reply.seconds)
 
@@ -378,7 +322,6 @@ class SyncEngine:
         for job_id, (job, deadline) in list(self._in_flight.items()):
             if now_mono >= deadline:
                 del self._in_flight[job_id]
-                self._abandoned += 1
                 self._handle(
                     job,
                     DatabaseError(
@@ -387,13 +330,13 @@ class SyncEngine:
                     self.timeout,
                 )
 
-    def _handle(self, job: _Job, error: DatabaseError | None, seconds: float) -> None:
+    def _handle(self, job: Job, error: DatabaseError | None, seconds: float) -> None:
         try:
             self._handle_reply(job, error, seconds)
         finally:
             self._publish()
 
-    def _handle_reply(self, job: _Job, error: DatabaseError | None, seconds: float) -> None:
+    def _handle_reply(self, job: Job, error: DatabaseError | None, seconds: float) -> None:
         batch = job.batch
         if self.on_batch is not None and batch is not None:
             self.on_batch(batch, seconds, error)
