@@ -9,6 +9,8 @@ database is read directly (bypassing the proxy) with ``Sqld.query``.
 from __future__ import annotations
 
 import http.server
+import os
+import signal
 import subprocess
 import threading
 import time
@@ -292,3 +294,33 @@ def test_retry_of_a_pending_session_drops_the_backoff(spool: Path, sqld: Sqld) -
     finally:
         stop_process(worker)
     assert remote_sessions(sqld) is not None
+
+
+# ---- Ctrl-C ------------------------------------------------------------------------------
+
+
+def test_ctrl_c_while_syncing_exits_cleanly_and_loses_nothing(spool: Path, sqld: Sqld) -> None:
+    env = worker_env(spool, sqld.url)
+    # A terminal sends SIGINT to its whole foreground process group.
+    worker = start_worker(env, new_session=True)
+    try:
+        wait_worker_up(env, worker)
+        sqld.freeze()  # the batch now waits on the server when Ctrl-C comes
+        finish(produce(spool, "ctrlc", 3, 40))
+        wait_until(lambda: sync_in_flight(env), 30, "a batch in flight")
+        os.killpg(worker.pid, signal.SIGINT)
+        os.killpg(worker.pid, signal.SIGINT)  # pressed twice: the second one means now
+        out, err = worker.communicate(timeout=30)
+    finally:
+        sqld.thaw()
+        if worker.poll() is None:
+            worker.kill()
+            worker.communicate(timeout=10)
+    assert worker.returncode == 0, err
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err
+    assert "second stop signal" in err
+    # Nothing lost: the next run syncs every session, exactly once.
+    result = run_cli("worker", "run", "--burst", env=env, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert remote_counts(sqld) == expected_counts(3, 40)
+    assert_sessions_consistent(sqld)

@@ -104,6 +104,9 @@ def worker_run(
         code = Worker(settings, burst=burst).run()
     except WorkerAlreadyRunning as exc:
         raise click.ClickException(str(exc)) from None
+    except KeyboardInterrupt:  # Ctrl-C before the worker's own handlers were installed
+        click.echo("interrupted while starting: nothing was synced or lost", err=True)
+        sys.exit(130)
     sys.exit(code)
 
 
