@@ -22,6 +22,7 @@ from agentspool.worker import state as st
 from agentspool.worker.cli.dead import dead
 from agentspool.worker.cli.emit import emit, ingest
 from agentspool.worker.cli.inspect import queue, sessions, show
+from agentspool.worker.cli.ui import ui
 from agentspool.worker.cli.options import (
     echo_json,
     json_option,
@@ -386,6 +387,7 @@ main.add_command(show)
 main.add_command(dead)
 main.add_command(emit)
 main.add_command(ingest)
+main.add_command(ui)
 
 from agentspool.worker.reports.verify import verify  # noqa: E402 - appended: the spool integrity check (verify.py)
 

@@ -1,0 +1,375 @@
+"""The viewer's HTTP server: the two pages, their static files, and the JSON API.
+
+Built on the standard library's ``ThreadingHTTPServer`` on purpose: a local,
+read-only viewer serves one person's browser, a handful of requests a second, so a
+web framework would add a dependency (and its updates) for nothing. One thread per
+request; each request opens its own read-only SQLite connection.
+
+Safety: it binds 127.0.0.1 unless told otherwise, and while bound to a loopback
+address it answers only requests whose ``Host`` is that address (a web page
+elsewhere cannot read sessions through DNS rebinding). Every response carries a
+Content-Security-Policy that allows only this server's own scripts and styles, so
+even a rendering mistake could not run an agent's ``<script>`` output; the page
+itself renders all session text with ``textContent``. Nothing sent names a token:
+the remote database is shown as its URL without credentials or query.
+
+The API (documented in docs/CLI.md, ``ui``):
+  GET /api/info                                 what is being shown
+  GET /api/sessions?agent&status&since&q&limit&offset   the list, newest first
+  GET /api/sessions/<id or unique prefix>       one session, its side panel
+  GET /api/sessions/<id>/events?after&limit     transcript items after a cursor
+  GET /api/sessions/<id>/tools?limit            the tool calls, for the timeline
+  GET /api/sessions/<id>/messages/<seq>?full=1  one message (full text with full=1)
+  GET /api/sessions/<id>/tools/<call_id>?full=1 one tool call
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from importlib import resources
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from agentspool.worker.reports.transcript import since_to_iso
+from agentspool.worker.ui import queries
+from agentspool.worker.ui.sources import (
+    STATUSES,
+    AmbiguousSession,
+    ListFilter,
+    ReplicaGone,
+    SessionNotFound,
+    Source,
+    SourceError,
+    duration_ms,
+)
+
+log = logging.getLogger(__name__)
+
+POLL_MS = 2000  # how often an open page asks for news
+MAX_LIST_LIMIT = 500
+
+_CONTENT_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".svg": "image/svg+xml",
+    ".png": "image/png",
+}
+
+_SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:;"
+        " connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+}
+
+
+class HttpError(Exception):
+    def __init__(self, status: HTTPStatus, message: str, **extra: Any) -> None:
+        super().__init__(message)
+        self.status = status
+        self.extra = extra
+
+
+def load_static() -> dict[str, bytes]:
+    """The page's files, read once from the package (they ship as package data)."""
+    files: dict[str, bytes] = {}
+    root = resources.files("agentspool.worker.ui") / "static"
+    for entry in root.iterdir():
+        if entry.is_file() and any(entry.name.endswith(ext) for ext in _CONTENT_TYPES):
+            files[entry.name] = entry.read_bytes()
+    return files
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+class ViewerServer(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, host: str, port: int, source: Source, *, verbose: bool = False) -> None:
+        self.source = source
+        self.verbose = verbose
+        self.static = load_static()
+        self.loopback = is_loopback(host)
+        super().__init__((host, port), ViewerHandler)
+        bound_port = self.server_address[1]
+        self.allowed_hosts = {
+            f"{name}:{bound_port}" for name in ("127.0.0.1", "localhost", "[::1]", host)
+        }
+
+    @property
+    def url(self) -> str:
+        host, port = self.server_address[0], self.server_address[1]
+        shown = f"[{host}]" if ":" in str(host) else str(host)
+        if shown in ("0.0.0.0", "[::]"):
+            shown = "127.0.0.1"
+        return f"http://{shown}:{port}/"
+
+
+class ViewerHandler(BaseHTTPRequestHandler):
+    server: ViewerServer
+    protocol_version = "HTTP/1.1"
+    server_version = "agentspool-ui"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        if self.server.verbose:
+            log.info("%s %s", self.address_string(), format % args)
+
+    def do_HEAD(self) -> None:
+        self.do_GET()
+
+    def do_GET(self) -> None:
+        try:
+            if self.server.loopback and self.headers.get("Host") not in self.server.allowed_hosts:
+                raise HttpError(HTTPStatus.FORBIDDEN, "unexpected Host header")
+            url = urlsplit(self.path)
+            segments = [unquote(s) for s in url.path.split("/")[1:]]
+            params = {k: v[-1] for k, v in parse_qs(url.query).items()}
+            if segments and segments[0] == "api":
+                self._send_json(HTTPStatus.OK, self._api(segments[1:], params))
+            else:
+                self._page(segments)
+        except HttpError as exc:
+            self._send_json(exc.status, {"error": str(exc), **exc.extra})
+        except BrokenPipeError:
+            pass
+        except Exception:
+            log.exception("the viewer failed on %s", self.path)
+            self._send_json(
+                HTTPStatus.INTERNAL_SERVER_ERROR,
+                {"error": "the viewer failed; its log (stderr) has the details"},
+            )
+
+    # ---- pages -----------------------------------------------------------------
+
+    def _page(self, segments: list[str]) -> None:
+        if segments in ([""], []):
+            name = "index.html"
+        elif segments[0] == "s" and len(segments) == 2 and segments[1]:
+            name = "session.html"
+        elif segments[0] == "static" and len(segments) == 2:
+            name = segments[1]
+        elif segments == ["favicon.ico"]:
+            self._send(HTTPStatus.NO_CONTENT, b"", "text/plain")
+            return
+        else:
+            raise HttpError(HTTPStatus.NOT_FOUND, "no such page")
+        body = self.server.static.get(name)
+        if body is None:
+            raise HttpError(HTTPStatus.NOT_FOUND, "no such file")
+        ext = name[name.rfind(".") :]
+        self._send(HTTPStatus.OK, body, _CONTENT_TYPES[ext], cache="no-cache")
+
+    # ---- the API ---------------------------------------------------------------
+
+    def _api(self, segments: list[str], params: dict[str, str]) -> Any:
+        source = self.server.source
+        try:
+            if segments == ["info"]:
+                return self._info()
+            if segments == ["sessions"]:
+                return source.list_sessions(_list_filter(params))
+            if len(segments) >= 2 and segments[0] == "sessions":
+                session_id = source.resolve(segments[1])
+                rest = segments[2:]
+                if not rest:
+                    return self._session(session_id)
+                if rest == ["events"]:
+                    return self._events(session_id, params)
+                if rest == ["tools"]:
+                    return self._tools(session_id, params)
+                if len(rest) == 2 and rest[0] == "messages":
+                    return self._one(
+                        session_id, "message", lambda q: queries.message(
+                            q, session_id, _int(rest[1], "seq"), _flag(params, "full")
+                        )
+                    )  # fmt: skip
+                if len(rest) == 2 and rest[0] == "tools":
+                    return self._one(
+                        session_id, "tool call", lambda q: queries.tool(
+                            q, session_id, rest[1], _flag(params, "full")
+                        )
+                    )  # fmt: skip
+        except SessionNotFound as exc:
+            raise HttpError(HTTPStatus.NOT_FOUND, f"no session {exc.args[0]!r}") from None
+        except AmbiguousSession as exc:
+            raise HttpError(HTTPStatus.CONFLICT, str(exc), candidates=exc.candidates) from None
+        except ReplicaGone as exc:
+            raise HttpError(HTTPStatus.GONE, str(exc)) from None
+        except queries.BadCursor as exc:
+            raise HttpError(HTTPStatus.BAD_REQUEST, str(exc)) from None
+        except SourceError as exc:
+            raise HttpError(HTTPStatus.BAD_GATEWAY, str(exc)) from None
+        raise HttpError(HTTPStatus.NOT_FOUND, "no such API path; see docs/CLI.md")
+
+    def _info(self) -> dict[str, Any]:
+        from importlib.metadata import version
+
+        return {
+            "source": self.server.source.describe(),
+            "version": version("agentspool"),
+            "poll_ms": POLL_MS,
+            "statuses": list(STATUSES),
+        }
+
+    def _summary(self, q: queries.Query, session_id: str) -> dict[str, Any]:
+        row = queries.session_row(q, session_id)
+        if row is None:
+            raise SessionNotFound(session_id)
+        numbers = queries.counts(q, session_id)
+        if self.server.source.describe()["kind"] == "spool":
+            # A replica's own event count lives in its applied_events (the sessions
+            # row gets the count only in the remote database).
+            row["event_count"] = q("SELECT count(*) AS n FROM applied_events", ())[0]["n"]
+        times = [row["ended_at"], numbers["last_message_at"], numbers["last_tool_at"]]
+        last = max((t for t in times if t), default=row["started_at"])
+        ended = row["ended_at"] or (None if row["status"] == "running" else last)
+        return row | {
+            "message_count": numbers["message_count"],
+            "tool_count": numbers["tool_count"],
+            "last_activity_at": last,
+            "duration_ms": duration_ms(row["started_at"], ended, time.time()),
+            "open": row["status"] == "running",
+        }
+
+    def _session(self, session_id: str) -> dict[str, Any]:
+        source = self.server.source
+        with source.reader(session_id) as q:
+            session = self._summary(q, session_id)
+            details = queries.details(q, session)
+        sync = source.sync_state(session_id)
+        if sync is not None:
+            sync.pop("event_count", None)
+        session.pop("metadata", None)  # parsed, in details
+        return {
+            "session": session,
+            "sync": sync,
+            "details": details,
+            "source": source.describe(),
+        }
+
+    def _events(self, session_id: str, params: dict[str, str]) -> dict[str, Any]:
+        limit = _int(params.get("limit", str(queries.PAGE_ITEMS)), "limit")
+        with self.server.source.reader(session_id) as q:
+            page = queries.transcript_page(q, session_id, params.get("after"), limit)
+            session = self._summary(q, session_id)
+        session.pop("metadata", None)
+        return page | {"session": session}
+
+    def _tools(self, session_id: str, params: dict[str, str]) -> dict[str, Any]:
+        limit = _int(params.get("limit", str(queries.TIMELINE_TOOLS)), "limit")
+        with self.server.source.reader(session_id) as q:
+            tools = queries.timeline(q, session_id, limit)
+            session = self._summary(q, session_id)
+        session.pop("metadata", None)
+        return {"tools": tools, "total": session["tool_count"], "session": session}
+
+    def _one(
+        self, session_id: str, what: str, read: Callable[[queries.Query], dict[str, Any] | None]
+    ) -> dict[str, Any]:
+        with self.server.source.reader(session_id) as q:
+            found = read(q)
+        if found is None:
+            raise HttpError(HTTPStatus.NOT_FOUND, f"no such {what} in session {session_id}")
+        return found
+
+    # ---- sending ---------------------------------------------------------------
+
+    def _send_json(self, status: HTTPStatus, document: Any) -> None:
+        body = json.dumps(document, separators=(",", ":")).encode("utf-8")
+        self._send(status, body, "application/json; charset=utf-8", cache="no-store")
+
+    def _send(self, status: HTTPStatus, body: bytes, content_type: str, cache: str = "no-store") -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", cache)
+        for name, value in _SECURITY_HEADERS.items():
+            self.send_header(name, value)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+
+def _int(text: str, name: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise HttpError(HTTPStatus.BAD_REQUEST, f"{name} must be an integer") from None
+
+
+def _flag(params: dict[str, str], name: str) -> bool:
+    return params.get(name, "") in ("1", "true", "yes")
+
+
+def _list_filter(params: dict[str, str]) -> ListFilter:
+    status = params.get("status") or None
+    if status is not None and status not in STATUSES:
+        raise HttpError(HTTPStatus.BAD_REQUEST, f"status must be one of {', '.join(STATUSES)}")
+    since = params.get("since") or None
+    if since is not None:
+        try:
+            since = since_to_iso(since)
+        except ValueError as exc:
+            raise HttpError(HTTPStatus.BAD_REQUEST, str(exc)) from None
+    limit = _int(params.get("limit", "100"), "limit")
+    offset = _int(params.get("offset", "0"), "offset")
+    return ListFilter(
+        agent=params.get("agent") or None,
+        status=status,
+        since=since,
+        text=params.get("q") or None,
+        limit=max(1, min(limit, MAX_LIST_LIMIT)),
+        offset=max(0, offset),
+    )
+
+
+def serve(
+    server: ViewerServer,
+    *,
+    open_browser: bool = False,
+    ready: Callable[[str], None] = print,
+) -> None:
+    """Serve until SIGTERM or SIGINT. Signal handlers only set a flag; the server's
+    loop runs in a thread and is shut down from here."""
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: object) -> None:
+        stop.set()
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    thread = threading.Thread(target=server.serve_forever, name="ui-server", daemon=True)
+    thread.start()
+    try:
+        ready(server.url)
+        if open_browser:
+            import webbrowser
+
+            webbrowser.open(server.url)
+        while not stop.wait(1.0):
+            pass
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+        for s, handler in previous.items():
+            signal.signal(s, handler)

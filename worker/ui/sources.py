@@ -1,0 +1,548 @@
+"""Where the viewer's rows come from: the spool (default) or the remote database.
+
+- ``SpoolSource`` reads ``<spool>/replicas/*.db`` (one session each) and the worker's
+  index ``<spool>/worker.db`` (its sync state), every file opened read-only
+  (``mode=ro``), so open sessions are live and a running worker is never disturbed.
+  The sessions list needs a few numbers per replica (its session row, counts, the
+  latest activity); they are cached per file and read again only when the file (or
+  its WAL) changed, so a list that refreshes every few seconds costs two ``stat``
+  calls per replica.
+- ``RemoteSource`` reads the sessions database (``--remote``: Turso, sqld, or a
+  ``file:`` URL) through ``agentspool.worker.sync.database``; a teammate's sessions,
+  with open ones visible as the worker checkpoints them.
+
+Both answer the same calls; one session is read with the SQL of ``queries.py``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import quote, urlsplit, urlunsplit
+
+from agentspool.worker import state as st
+from agentspool.worker.intake.replica import REPLICAS_DIRNAME, iso
+from agentspool.worker.ui.queries import Query
+
+log = logging.getLogger(__name__)
+
+STATUSES = ("running", "completed", "error", "abandoned")
+ERROR_PREVIEW_CHARS = 300
+MAX_LIST = 500
+
+
+class SessionNotFound(LookupError):
+    pass
+
+
+class AmbiguousSession(LookupError):
+    def __init__(self, ref: str, candidates: list[str]) -> None:
+        super().__init__(f"{ref!r} is the start of {len(candidates)} or more session ids")
+        self.candidates = candidates
+
+
+class ReplicaGone(LookupError):
+    """The worker knows the session but its replica was pruned after it synced."""
+
+
+class SourceError(RuntimeError):
+    """The source cannot be read (the database is unreachable, a file is damaged);
+    the message is one line without credentials."""
+
+
+@dataclass(frozen=True)
+class ListFilter:
+    agent: str | None = None
+    status: str | None = None
+    since: str | None = None  # ISO text: sessions active at or after it
+    text: str | None = None  # a substring of some message's content
+    limit: int = 100
+    offset: int = 0
+
+
+class Source(Protocol):
+    def describe(self) -> dict[str, Any]: ...
+
+    def list_sessions(self, f: ListFilter) -> dict[str, Any]: ...
+
+    def resolve(self, ref: str) -> str: ...
+
+    def reader(self, session_id: str) -> Any:  # a context manager giving a Query
+        ...
+
+    def sync_state(self, session_id: str) -> dict[str, Any] | None: ...
+
+    def close(self) -> None: ...
+
+
+def like_pattern(text: str) -> str:
+    """A LIKE pattern matching ``text`` anywhere, its own % and _ taken literally."""
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+def duration_ms(started_at: str | None, ended_at: str | None, now: float) -> float | None:
+    """From start to end, or to now for a session still running."""
+    start = _parse_time(started_at)
+    if start is None:
+        return None
+    end = _parse_time(ended_at) if ended_at else now
+    return None if end is None else round(max(0.0, end - start) * 1000.0, 1)
+
+
+def _parse_time(text: str | None) -> float | None:
+    if not text:
+        return None
+    try:
+        return datetime.fromisoformat(text).timestamp()
+    except ValueError:
+        return None
+
+
+def _dict_rows(cursor: sqlite3.Cursor, row: tuple[Any, ...]) -> dict[str, Any]:
+    return {d[0]: v for d, v in zip(cursor.description, row, strict=True)}
+
+
+def connect_readonly(path: Path, timeout: float = 5.0) -> sqlite3.Connection:
+    """A read-only SQLite connection that returns rows as dicts."""
+    if not path.exists():
+        raise FileNotFoundError(str(path))
+    conn = sqlite3.connect(
+        f"file:{quote(str(path))}?mode=ro",
+        uri=True,
+        isolation_level=None,
+        timeout=timeout,
+        check_same_thread=False,
+    )
+    conn.row_factory = _dict_rows
+    return conn
+
+
+def _sqlite_query(conn: sqlite3.Connection) -> Query:
+    def query(sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        return list(conn.execute(sql, tuple(params)).fetchall())
+
+    return query
+
+
+def _page(
+    sessions: list[dict[str, Any]], f: ListFilter, now: float, source: dict[str, Any]
+) -> dict[str, Any]:
+    """Counts per status over everything the other filters kept, then the status
+    filter, newest first, and one page of it."""
+    counts = dict.fromkeys(STATUSES, 0)
+    for s in sessions:
+        counts[s["status"]] = counts.get(s["status"], 0) + 1
+    if f.status:
+        sessions = [s for s in sessions if s["status"] == f.status]
+    sessions.sort(key=lambda s: (s["started_at"] or s["last_activity_at"] or "", s["id"]))
+    sessions.reverse()
+    page = sessions[f.offset : f.offset + f.limit]
+    for s in page:
+        s["duration_ms"] = duration_ms(
+            s["started_at"], s["ended_at"] or (None if s["status"] == "running" else s["last_activity_at"]), now
+        )  # fmt: skip
+        s["open"] = s["status"] == "running"
+    return {
+        "sessions": page,
+        "total": len(sessions),
+        "counts": counts,
+        "offset": f.offset,
+        "limit": f.limit,
+        "now": iso(now),
+        "source": source,
+    }
+
+
+# ---- the spool --------------------------------------------------------------
+
+
+@dataclass
+class _Cached:
+    signature: tuple[int, ...]
+    summary: dict[str, Any] | None  # None: not a readable session replica (yet)
+
+
+class SpoolSource:
+    def __init__(self, spool_dir: Path) -> None:
+        self.spool_dir = spool_dir
+        self.replicas_dir = spool_dir / REPLICAS_DIRNAME
+        self._cache: dict[str, _Cached] = {}
+        self._lock = threading.Lock()
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": "spool", "where": str(self.spool_dir)}
+
+    def close(self) -> None:
+        pass
+
+    # ---- the index of replicas ---------------------------------------------
+
+    def _replica_summaries(self) -> list[dict[str, Any]]:
+        try:
+            entries = [
+                e
+                for e in os.scandir(self.replicas_dir)
+                if e.name.endswith(".db") and e.is_file(follow_symlinks=False)
+            ]
+        except FileNotFoundError:
+            return []
+        seen: set[str] = set()
+        found: list[dict[str, Any]] = []
+        with self._lock:
+            for entry in entries:
+                seen.add(entry.path)
+                signature = _file_signature(entry.path)
+                cached = self._cache.get(entry.path)
+                if cached is None or cached.signature != signature:
+                    cached = _Cached(signature, _read_summary(Path(entry.path)))
+                    self._cache[entry.path] = cached
+                if cached.summary is not None:
+                    found.append(dict(cached.summary))
+            for gone in set(self._cache) - seen:
+                del self._cache[gone]
+        return found
+
+    def _state_rows(self) -> dict[str, dict[str, Any]]:
+        path = self.spool_dir / st.STATE_FILENAME
+        if not path.exists():
+            return {}
+        try:
+            conn = connect_readonly(path)
+        except (OSError, sqlite3.Error):
+            return {}
+        try:
+            rows = conn.execute(
+                "SELECT session_id, replica, agent, status, sync_state, event_count,"
+                " last_event_at, last_error, synced_at FROM session_state"
+            ).fetchall()
+        except sqlite3.Error:
+            return {}  # a worker creating its state right now, or a damaged file
+        finally:
+            conn.close()
+        return {r["session_id"]: r for r in rows}
+
+    def _sessions(self) -> list[dict[str, Any]]:
+        states = self._state_rows()
+        sessions = self._replica_summaries()
+        have = set()
+        for s in sessions:
+            have.add(s["id"])
+            state = states.get(s["id"])
+            s["sync_state"] = state["sync_state"] if state else None
+            s["sync_error"] = _short(state["last_error"]) if state else None
+        for sid, state in states.items():
+            if sid in have:
+                continue
+            # Pruned after its sync: the worker's index still knows it.
+            sessions.append(
+                {
+                    "id": sid,
+                    "agent": state["agent"],
+                    "status": state["status"],
+                    "started_at": None,
+                    "ended_at": None,
+                    "last_activity_at": state["last_event_at"],
+                    "error": None,
+                    "host": None,
+                    "event_count": state["event_count"],
+                    "message_count": None,
+                    "tool_count": None,
+                    "replica": False,
+                    "path": None,
+                    "sync_state": state["sync_state"],
+                    "sync_error": _short(state["last_error"]),
+                }
+            )
+        return sessions
+
+    # ---- the calls ----------------------------------------------------------
+
+    def list_sessions(self, f: ListFilter) -> dict[str, Any]:
+        now = time.time()
+        sessions = self._sessions()
+        agents = sorted({s["agent"] for s in sessions})
+        if f.agent:
+            sessions = [s for s in sessions if s["agent"] == f.agent]
+        if f.since:
+            since = f.since
+            sessions = [
+                s
+                for s in sessions
+                if s["status"] == "running" or (s["last_activity_at"] or "") >= since
+            ]
+        if f.text:
+            pattern = like_pattern(f.text)
+            sessions = [s for s in sessions if s["replica"] and _replica_contains(s, pattern)]
+        result = _page(sessions, f, now, self.describe())
+        for s in result["sessions"]:
+            s.pop("path", None)
+        result["agents"] = agents
+        return result
+
+    def resolve(self, ref: str) -> str:
+        with self._lock:  # the common case: a full id the page already had
+            if any(c.summary is not None and c.summary["id"] == ref for c in self._cache.values()):
+                return ref
+        ids = {s["id"] for s in self._sessions()}
+        if ref in ids:
+            return ref
+        matches = sorted(i for i in ids if i.startswith(ref))
+        if not matches:
+            raise SessionNotFound(ref)
+        if len(matches) > 1:
+            raise AmbiguousSession(ref, matches[:10])
+        return matches[0]
+
+    def _replica_path(self, session_id: str) -> Path:
+        with self._lock:
+            for path, cached in self._cache.items():
+                if cached.summary is not None and cached.summary["id"] == session_id:
+                    return Path(path)
+        self._replica_summaries()  # a session that appeared since the last list
+        with self._lock:
+            for path, cached in self._cache.items():
+                if cached.summary is not None and cached.summary["id"] == session_id:
+                    return Path(path)
+        state = self._state_rows().get(session_id)
+        if state is not None:
+            raise ReplicaGone(
+                f"the replica of session {session_id} was pruned after it synced"
+                f" (sync state {state['sync_state']}); its rows are in the remote database:"
+                " agentspool ui --remote"
+            )
+        raise SessionNotFound(session_id)
+
+    @contextmanager
+    def reader(self, session_id: str) -> Iterator[Query]:
+        path = self._replica_path(session_id)
+        try:
+            conn = connect_readonly(path)
+        except FileNotFoundError:
+            raise SessionNotFound(session_id) from None
+        try:
+            conn.execute("BEGIN")  # one snapshot for the queries of one request
+            yield _sqlite_query(conn)
+        except sqlite3.DatabaseError as exc:
+            raise SourceError(f"cannot read the replica {path.name}: {exc}") from None
+        finally:
+            conn.close()
+
+    def sync_state(self, session_id: str) -> dict[str, Any] | None:
+        state = self._state_rows().get(session_id)
+        if state is None:
+            return None
+        return {
+            "sync_state": state["sync_state"],
+            "sync_error": _short(state["last_error"]),
+            "synced_at": iso(state["synced_at"]) if state["synced_at"] else None,
+            "event_count": state["event_count"],
+        }
+
+
+def _file_signature(path: str) -> tuple[int, ...]:
+    """Changes whenever the replica's content may have: the file or its WAL."""
+    parts: list[int] = []
+    for name in (path, path + "-wal"):
+        try:
+            stat = os.stat(name)
+            parts += [stat.st_mtime_ns, stat.st_size, stat.st_ino]
+        except FileNotFoundError:
+            parts += [0, 0, 0]
+    return tuple(parts)
+
+
+def _read_summary(path: Path) -> dict[str, Any] | None:
+    try:
+        conn = connect_readonly(path)
+    except (OSError, sqlite3.Error):
+        return None
+    try:
+        conn.execute("BEGIN")
+        rows = conn.execute(
+            "SELECT id, agent, status, started_at, ended_at, substr(error, 1, ?) AS error, host"
+            " FROM sessions LIMIT 1",
+            (ERROR_PREVIEW_CHARS,),
+        ).fetchall()
+        if not rows:
+            return None
+        s = rows[0]
+        numbers = conn.execute(
+            "SELECT (SELECT count(*) FROM messages) AS message_count,"
+            " (SELECT count(*) FROM tool_executions) AS tool_count,"
+            " (SELECT count(*) FROM applied_events) AS event_count,"
+            " (SELECT max(created_at) FROM messages) AS last_message_at,"
+            " (SELECT max(started_at) FROM tool_executions WHERE session_id = ?) AS last_tool_at",
+            (s["id"],),
+        ).fetchone()
+    except sqlite3.Error as exc:
+        log.debug("skipping replica %s: %s", path.name, exc)
+        return None  # being created, or damaged (the worker quarantines those)
+    finally:
+        conn.close()
+    times = [t for t in (s["ended_at"], numbers["last_message_at"], numbers["last_tool_at"]) if t]
+    return s | {
+        "event_count": numbers["event_count"],
+        "message_count": numbers["message_count"],
+        "tool_count": numbers["tool_count"],
+        "last_activity_at": max(times) if times else s["started_at"],
+        "replica": True,
+        "path": str(path),
+    }
+
+
+def _replica_contains(summary: dict[str, Any], pattern: str) -> bool:
+    try:
+        conn = connect_readonly(Path(summary["path"]))
+    except (OSError, sqlite3.Error):
+        return False
+    try:
+        row = conn.execute(
+            "SELECT 1 AS hit FROM messages WHERE content LIKE ? ESCAPE '\\' LIMIT 1", (pattern,)
+        ).fetchone()
+        return row is not None
+    except sqlite3.Error:
+        return False
+    finally:
+        conn.close()
+
+
+def _short(text: str | None) -> str | None:
+    return None if text is None else text[:ERROR_PREVIEW_CHARS]
+
+
+# ---- the remote database ----------------------------------------------------
+
+
+def redact_url(url: str) -> str:
+    """The database URL as shown: no user, password, query or fragment (tokens)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "(an unparsable URL)"
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
+class RemoteSource:
+    def __init__(self, url: str, auth_token: str | None, timeout: float = 10.0) -> None:
+        from agentspool.worker.sync.database import DatabaseError, open_database
+
+        self._error_type = DatabaseError
+        self.url = redact_url(url)
+        try:
+            self._db = open_database(url, auth_token, timeout=timeout)
+        except DatabaseError as exc:
+            raise SourceError(str(exc)) from None
+        self._lock = threading.Lock()  # one connection, one request at a time
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": "remote", "where": self.url}
+
+    def close(self) -> None:
+        self._db.close()
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        try:
+            with self._lock:
+                return list(self._db.query(sql, list(params)))
+        except self._error_type as exc:
+            raise SourceError(str(exc)) from None
+
+    def list_sessions(self, f: ListFilter) -> dict[str, Any]:
+        now = time.time()
+        where, params = ["1 = 1"], []
+        if f.agent:
+            where.append("agent = ?")
+            params.append(f.agent)
+        if f.since:
+            where.append("(status = 'running' OR coalesce(ended_at, started_at) >= ?)")
+            params.append(f.since)
+        if f.text:
+            where.append(
+                "id IN (SELECT session_id FROM messages WHERE content LIKE ? ESCAPE '\\')"
+            )
+            params.append(like_pattern(f.text))
+        counts = dict.fromkeys(STATUSES, 0)
+        for row in self.query(
+            f"SELECT status, count(*) AS n FROM sessions WHERE {' AND '.join(where)} GROUP BY status",
+            params,
+        ):
+            counts[row["status"]] = int(row["n"])
+        if f.status:
+            where.append("status = ?")
+            params.append(f.status)
+        rows = self.query(
+            "SELECT id, agent, status, started_at, ended_at, substr(error, 1, ?) AS error, host,"
+            " event_count,"
+            " (SELECT count(*) FROM messages m WHERE m.session_id = s.id) AS message_count,"
+            " (SELECT count(*) FROM tool_executions t WHERE t.session_id = s.id) AS tool_count,"
+            " (SELECT max(created_at) FROM messages m WHERE m.session_id = s.id) AS last_message_at"
+            f" FROM sessions s WHERE {' AND '.join(where)}"
+            " ORDER BY started_at DESC, id DESC LIMIT ? OFFSET ?",
+            [ERROR_PREVIEW_CHARS, *params, f.limit, f.offset],
+        )
+        total = (
+            counts.get(f.status, 0)
+            if f.status
+            else sum(counts.values())
+        )
+        sessions = []
+        for r in rows:
+            last = max(t for t in (r["ended_at"], r.pop("last_message_at"), r["started_at"], "") if t is not None)
+            sessions.append(
+                r
+                | {
+                    "last_activity_at": last or None,
+                    "replica": False,
+                    "sync_state": None,
+                    "sync_error": None,
+                    "open": r["status"] == "running",
+                    "duration_ms": duration_ms(r["started_at"], r["ended_at"], now),
+                }
+            )
+        agents = [r["agent"] for r in self.query(
+            "SELECT DISTINCT agent FROM sessions ORDER BY agent LIMIT ?", [MAX_LIST]
+        )]  # fmt: skip
+        return {
+            "sessions": sessions,
+            "total": total,
+            "counts": counts,
+            "offset": f.offset,
+            "limit": f.limit,
+            "now": iso(now),
+            "source": self.describe(),
+            "agents": agents,
+        }
+
+    def resolve(self, ref: str) -> str:
+        if self.query("SELECT id FROM sessions WHERE id = ?", [ref]):
+            return ref
+        # A prefix as a range on the primary key (LIKE would need escaping and a scan).
+        rows = self.query(
+            "SELECT id FROM sessions WHERE id >= ? AND id < ? ORDER BY id LIMIT 10",
+            [ref, ref + "\U0010ffff"],
+        )
+        if not rows:
+            raise SessionNotFound(ref)
+        if len(rows) > 1:
+            raise AmbiguousSession(ref, [r["id"] for r in rows])
+        return str(rows[0]["id"])
+
+    @contextmanager
+    def reader(self, session_id: str) -> Iterator[Query]:
+        yield self.query
+
+    def sync_state(self, session_id: str) -> dict[str, Any] | None:
+        return None  # in the database: synced, or checkpointed while it runs
