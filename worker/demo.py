@@ -69,17 +69,28 @@ def run_demo(spool_dir: Path | None, echo: Callable[[str], None] = print) -> int
     return code
 
 
+TOOLS = ("read_file", "search", "edit_file", "run_tests")
+
+
 def simulate_agent(spool_dir: Path, agent: str, turns: int, doomed: bool) -> None:
+    import os
+
     from agentspool import Spool
 
     spool = Spool(spool_dir)
-    with spool.session(agent=agent, metadata={"demo": True}) as session:
+    metadata = {"demo": True, "model": "demo-model-1", "cwd": os.getcwd()}
+    with spool.session(agent=agent, metadata=metadata) as session:
         session.message("user", f"Hello {agent}, please do {turns} steps.")
         for turn in range(turns):
-            call = session.tool_started("search" if turn % 2 else "read_file", input={"turn": turn})
-            time.sleep(0.005)
-            session.tool_finished(call, output={"lines": turn * 10})
-            session.message("assistant", f"step {turn} done")
+            name = TOOLS[turn % len(TOOLS)]
+            call = session.tool_started(name, input={"turn": turn})
+            time.sleep(0.005 + (turn * 7 % 5) * 0.008)  # tools take different times
+            if name == "run_tests" and turn % 8 == 3:
+                session.tool_finished(call, error="2 tests failed: test_paging, test_limits")
+            else:
+                session.tool_finished(call, output={"lines": turn * 10})
+            usage = {"input_tokens": 900 + 40 * turn, "output_tokens": 120 + 15 * turn}
+            session.message("assistant", f"step {turn} done", metadata={"usage": usage})
             if doomed and turn == 5:
                 spool.flush()
                 print(f"{session.id} logged {turn + 1} steps", flush=True)

@@ -22,7 +22,6 @@ from agentspool.worker import state as st
 from agentspool.worker.cli.dead import dead
 from agentspool.worker.cli.emit import emit, ingest
 from agentspool.worker.cli.inspect import queue, sessions, show
-from agentspool.worker.cli.ui import ui
 from agentspool.worker.cli.options import (
     echo_json,
     json_option,
@@ -31,6 +30,7 @@ from agentspool.worker.cli.options import (
     setup_logging,
     spool_option,
 )
+from agentspool.worker.cli.ui import ui
 from agentspool.worker.daemon.control import retry_now
 from agentspool.worker.daemon.lock import WorkerAlreadyRunning
 from agentspool.worker.reports.health import DEFAULT_MAX_AGE_S

@@ -131,6 +131,8 @@ def transcript_page(
     ask what arrived since), ``more`` says whether a full page was cut short."""
     limit = max(1, min(limit, MAX_PAGE_ITEMS))
     start = decode_cursor(after)
+    msg_params: tuple[Any, ...]
+    tool_params: tuple[Any, ...]
     if start is None:
         msg_where, msg_params = "", ()
         tool_where, tool_params = "", ()
@@ -235,8 +237,7 @@ def message_item(row: dict[str, Any]) -> dict[str, Any]:
 
 def tool_item(row: dict[str, Any]) -> dict[str, Any]:
     item: dict[str, Any] = {"kind": "tool"} | {
-        k: row[k]
-        for k in ("call_id", "name", "status", "started_at", "ended_at", "duration_ms")
+        k: row[k] for k in ("call_id", "name", "status", "started_at", "ended_at", "duration_ms")
     }
     truncated = False
     for field in ("input", "output", "error"):

@@ -118,8 +118,8 @@ class ViewerServer(ThreadingHTTPServer):
 
     @property
     def url(self) -> str:
-        host, port = self.server_address[0], self.server_address[1]
-        shown = f"[{host}]" if ":" in str(host) else str(host)
+        host, port = str(self.server_address[0]), int(self.server_address[1])
+        shown = f"[{host}]" if ":" in host else host
         if shown in ("0.0.0.0", "[::]"):
             shown = "127.0.0.1"
         return f"http://{shown}:{port}/"
@@ -298,7 +298,9 @@ class ViewerHandler(BaseHTTPRequestHandler):
         body = json.dumps(document, separators=(",", ":")).encode("utf-8")
         self._send(status, body, "application/json; charset=utf-8", cache="no-store")
 
-    def _send(self, status: HTTPStatus, body: bytes, content_type: str, cache: str = "no-store") -> None:
+    def _send(
+        self, status: HTTPStatus, body: bytes, content_type: str, cache: str = "no-store"
+    ) -> None:
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))

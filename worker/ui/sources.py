@@ -470,9 +470,7 @@ class RemoteSource:
             where.append("(status = 'running' OR coalesce(ended_at, started_at) >= ?)")
             params.append(f.since)
         if f.text:
-            where.append(
-                "id IN (SELECT session_id FROM messages WHERE content LIKE ? ESCAPE '\\')"
-            )
+            where.append("id IN (SELECT session_id FROM messages WHERE content LIKE ? ESCAPE '\\')")
             params.append(like_pattern(f.text))
         counts = dict.fromkeys(STATUSES, 0)
         for row in self.query(
@@ -493,14 +491,14 @@ class RemoteSource:
             " ORDER BY started_at DESC, id DESC LIMIT ? OFFSET ?",
             [ERROR_PREVIEW_CHARS, *params, f.limit, f.offset],
         )
-        total = (
-            counts.get(f.status, 0)
-            if f.status
-            else sum(counts.values())
-        )
+        total = counts.get(f.status, 0) if f.status else sum(counts.values())
         sessions = []
         for r in rows:
-            last = max(t for t in (r["ended_at"], r.pop("last_message_at"), r["started_at"], "") if t is not None)
+            last = max(
+                t
+                for t in (r["ended_at"], r.pop("last_message_at"), r["started_at"], "")
+                if t is not None
+            )
             sessions.append(
                 r
                 | {

@@ -1,0 +1,107 @@
+"""Fixtures of the browser tests: headless Chromium, a spool with known sessions,
+and `agentspool ui` serving it as a real process."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.helpers import finish, run_cli, run_python, worker_env
+from tests.ui.browser import CHROMIUM, MISSING_CHROMIUM, UiServer, chromium
+
+# Known sessions, oldest first. `alpha-0001` and `alpha-0002` share the prefix
+# `alpha-`; `evil-1` carries HTML and script in every field a page shows.
+SESSIONS_CODE = """
+import time
+from agentspool import Spool
+
+spool = Spool(SPOOL)
+s = spool.session(agent="alpha", session_id="alpha-0001",
+                  metadata={"model": "model-x", "cwd": "/src/project", "ticket": "T-1"})
+s.message("user", "find the bug in paging")
+c = s.tool_started("read_file", input={"path": "paging.py"})
+time.sleep(0.03)
+s.tool_finished(c, output="def page(items, n): ...")
+c = s.tool_started("run_tests", input={"path": "tests/"})
+time.sleep(0.05)
+s.tool_finished(c, error="1 failed: test_last_page")
+s.message("assistant", "LONG:" + "0123456789" * 1000,
+          metadata={"usage": {"input_tokens": 100, "output_tokens": 20}})
+s.message("assistant", "fixed it", metadata={"usage": {"input_tokens": 50, "output_tokens": 5}})
+assert s.end(timeout=30)
+time.sleep(0.01)
+
+s = spool.session(agent="beta", session_id="alpha-0002")
+s.message("user", "a needle in this haystack")
+assert s.end(status="error", error="it broke", timeout=30)
+time.sleep(0.01)
+
+s = spool.session(agent="<b>evil</b>", session_id="evil-1", metadata={"note": "<script>window.__pwned = 4</script>"})
+s.message("assistant", '<script>window.__pwned = 1</script><img src=x onerror="window.__pwned = 2">')
+c = s.tool_started("<i>tool</i>", input="<script>window.__pwned = 3</script>")
+s.tool_finished(c, output="</pre><b>bold</b>")
+assert s.end(status="error", error="<img src=y onerror=\\"window.__pwned = 5\\">", timeout=30)
+time.sleep(0.01)
+
+s = spool.session(agent="bulk", session_id="big-1")
+for n in range(BIG):
+    s.message("user" if n % 2 else "assistant", f"bulk message {n}")
+assert s.end(timeout=60)
+"""
+BIG_MESSAGES = 450
+
+
+def make_sessions(spool: Path) -> None:
+    finish(run_python(f"BIG = {BIG_MESSAGES}\n" + SESSIONS_CODE, spool))
+    result = run_cli("worker", "run", "--burst", env=worker_env(spool), timeout=120)
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    if not Path(CHROMIUM).exists():
+        pytest.fail(MISSING_CHROMIUM, pytrace=False)
+    with chromium() as b:
+        yield b
+
+
+class PageErrors(list[str]):
+    """Uncaught JS exceptions and console errors of one page."""
+
+
+@pytest.fixture
+def page_errors() -> PageErrors:
+    return PageErrors()
+
+
+@pytest.fixture
+def page(browser: Any, page_errors: PageErrors) -> Iterator[Any]:
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    context.set_default_timeout(20_000)
+    p = context.new_page()
+    p.on("pageerror", lambda e: page_errors.append(f"pageerror: {e}"))
+    p.on("console", lambda m: page_errors.append(m.text) if m.type == "error" else None)
+    try:
+        yield p
+    finally:
+        context.close()
+
+
+@pytest.fixture(scope="module")
+def known_spool(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    spool = tmp_path_factory.mktemp("ui") / "spool"
+    spool.mkdir(mode=0o700)
+    make_sessions(spool)
+    return spool
+
+
+@pytest.fixture(scope="module")
+def ui(known_spool: Path) -> Iterator[UiServer]:
+    server = UiServer(known_spool)
+    try:
+        yield server
+    finally:
+        server.stop()
