@@ -5,7 +5,11 @@ BIN := $(VENV)/bin
 DEPS_STAMP := $(VENV)/.deps-installed
 SOURCES := $(wildcard producer worker tests bench)
 
-.PHONY: demo test lint typecheck install bench bench-smoke clean
+# The browser tests (tests/ui/) drive Debian's chromium through Playwright; no browser
+# is downloaded. Where it is missing, `make test` installs it (CI runs as root).
+CHROMIUM ?= /usr/bin/chromium
+
+.PHONY: demo test lint typecheck install bench bench-smoke clean screenshots
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,8 +34,21 @@ lint: install
 typecheck: install
 	$(BIN)/mypy -p agentspool
 
-test: lint typecheck
-	$(BIN)/pytest
+$(CHROMIUM):
+	@if [ "$$(id -u)" != 0 ]; then \
+	  echo "error: the browser tests need $(CHROMIUM); as root: apt-get update && apt-get install -y chromium" >&2; \
+	  exit 1; \
+	fi
+	@echo "installing Debian's chromium for the browser tests (tests/ui/)"
+	DEBIAN_FRONTEND=noninteractive apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
+
+test: lint typecheck $(CHROMIUM)
+	AGENTSPOOL_TEST_CHROMIUM=$(CHROMIUM) $(BIN)/pytest
+
+# README screenshots of `agentspool ui` with the demo's data (docs/screenshots/).
+screenshots: install $(CHROMIUM)
+	AGENTSPOOL_TEST_CHROMIUM=$(CHROMIUM) $(BIN)/python -m tests.ui.screenshots
 
 clean:
 	rm -rf $(VENV) .cache build dist .mypy_cache .ruff_cache .pytest_cache
