@@ -54,9 +54,11 @@ assert s.end(timeout=60)
 BIG_MESSAGES = 450
 
 
-def make_sessions(spool: Path) -> None:
-    finish(run_python(f"BIG = {BIG_MESSAGES}\n" + SESSIONS_CODE, spool))
-    result = run_cli("worker", "run", "--burst", env=worker_env(spool), timeout=120)
+def make_sessions(spool: Path, env: dict[str, str] | None = None, big: int = BIG_MESSAGES) -> None:
+    """The known sessions, drained and synced by a real `worker run --burst` (to the
+    embedded database unless ``env`` names another)."""
+    finish(run_python(f"BIG = {big}\n" + SESSIONS_CODE, spool))
+    result = run_cli("worker", "run", "--burst", env=env or worker_env(spool), timeout=120)
     assert result.returncode == 0, result.stderr
 
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit
 
 from agentspool.worker import state as st
 from agentspool.worker.intake.replica import REPLICAS_DIRNAME, iso
@@ -423,42 +423,48 @@ def _short(text: str | None) -> str | None:
 # ---- the remote database ----------------------------------------------------
 
 
-def redact_url(url: str) -> str:
-    """The database URL as shown: no user, password, query or fragment (tokens)."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "(an unparsable URL)"
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, host, parts.path, "", ""))
-
-
 class RemoteSource:
-    def __init__(self, url: str, auth_token: str | None, timeout: float = 10.0) -> None:
-        from agentspool.worker.sync.database import DatabaseError, open_database
+    """The sessions database. A ``file:`` URL (the embedded default) is opened
+    read-only with sqlite3 like the replicas; anything else goes through the sync
+    engine's ``open_database`` (Hrana over HTTP), which sends only these SELECTs."""
 
-        self._error_type = DatabaseError
-        self.url = redact_url(url)
-        try:
-            self._db = open_database(url, auth_token, timeout=timeout)
-        except DatabaseError as exc:
-            raise SourceError(str(exc)) from None
+    def __init__(self, url: str, auth_token: str | None, timeout: float = 10.0) -> None:
+        from agentspool.worker.sync import database
+
+        self._error_types: tuple[type[Exception], ...] = (database.DatabaseError, sqlite3.Error)
+        self.url = database.redact_url(url)
         self._lock = threading.Lock()  # one connection, one request at a time
+        self._db: Any = None
+        self._conn: sqlite3.Connection | None = None
+        if urlsplit(url).scheme == "file":
+            path = database.local_path(url)
+            try:
+                self._conn = connect_readonly(path)
+            except (OSError, sqlite3.Error) as exc:
+                raise SourceError(f"cannot open {self.url} read-only: {exc}") from None
+            return
+        try:
+            self._db = database.open_database(url, auth_token, timeout=timeout)
+        except database.DatabaseError as exc:
+            raise SourceError(str(exc)) from None
 
     def describe(self) -> dict[str, Any]:
         return {"kind": "remote", "where": self.url}
 
     def close(self) -> None:
-        self._db.close()
+        if self._conn is not None:
+            self._conn.close()
+        if self._db is not None:
+            self._db.close()
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
         try:
             with self._lock:
+                if self._conn is not None:
+                    return list(self._conn.execute(sql, tuple(params)).fetchall())
                 return list(self._db.query(sql, list(params)))
-        except self._error_type as exc:
-            raise SourceError(str(exc)) from None
+        except self._error_types as exc:
+            raise SourceError(f"reading {self.url}: {exc}") from None
 
     def list_sessions(self, f: ListFilter) -> dict[str, Any]:
         now = time.time()
