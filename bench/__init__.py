@@ -31,4 +31,5 @@ GROUPS: dict[str, Callable[[Config], list[Row]]] = {
     "live": _group("live"),
     "e2e": _group("e2e"),
     "memory": _group("memory"),
+    "ui": _group("ui"),
 }

@@ -62,10 +62,12 @@ def test_one_session_by_id_or_unique_prefix(ui: UiServer) -> None:
     assert status == 200
     assert data["session"]["id"] == "alpha-0001"
     assert data["session"]["event_count"] == 9
-    assert data["details"]["model"] == "model-x"
-    assert data["details"]["tokens"] == {"input": 150, "output": 25, "total": 175}
-    assert data["details"]["cwd"] == "/src/project"
+    assert (data["session"]["message_count"], data["session"]["tool_count"]) == (3, 2)
     assert data["sync"]["sync_state"] == "synced"
+    _, details = get_json(ui, "/api/sessions/alpha-0001/details")
+    assert details["model"] == "model-x" and details["cwd"] == "/src/project"
+    assert details["tokens"] == {"input": 150, "output": 25, "total": 175}
+    assert details["metadata"] == {"model": "model-x", "cwd": "/src/project", "ticket": "T-1"}
     assert get_json(ui, "/api/sessions/big")[1]["session"]["id"] == "big-1"
     status, ambiguous = get_json(ui, "/api/sessions/alpha-")
     assert status == 409 and ambiguous["candidates"] == ["alpha-0001", "alpha-0002"]

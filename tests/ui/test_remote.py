@@ -58,8 +58,9 @@ def test_the_remote_database_through_the_viewer(
             assert get_json("/api/sessions/nope")[0] == 404
             assert get_json("/api/sessions/big")[1]["session"]["id"] == "big-1"
             _, one = get_json("/api/sessions/alpha-0001")
-            assert one["details"]["model"] == "model-x" and one["sync"] is None
-            assert one["details"]["tokens"]["total"] == 175
+            assert one["sync"] is None and one["session"]["message_count"] == 3
+            _, details = get_json("/api/sessions/alpha-0001/details")
+            assert details["model"] == "model-x" and details["tokens"]["total"] == 175
             seqs: list[int] = []
             cursor = ""
             while True:

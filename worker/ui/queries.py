@@ -6,17 +6,21 @@ pagination on a cursor), long texts come as previews with their length, and the
 full text of one message or tool call is fetched on its own when someone asks.
 
 The transcript is one stream of messages and tool calls in the order they happened,
-as ``agentspool show`` prints it: by time (a message's ``created_at``, a tool call's
-``started_at``, or ``ended_at`` when its start was never recorded), a message before
-a tool call of the same millisecond, then by ``seq`` / ``call_id``. A cursor names
-the last item a page held; the next page is everything after it, which is also how
-the page of an open session asks for what arrived since.
+as ``agentspool show`` prints it: messages in ``seq`` order (the session's own order),
+tool calls by time (``started_at``, or ``ended_at`` when the start was never
+recorded, then ``call_id``), merged by time, a message first when both have the same
+millisecond. Each kind is read along its primary key or index, so a page costs the
+same at the start and at the end of a 100,000-message session. A cursor holds where
+each kind stopped (the last message's ``seq``, the last tool call's time and id); the
+next page is everything after both, which is also how the page of an open session
+asks for what arrived since.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 # A query function: SQL with ``?`` parameters -> rows as dicts (sqlite3 or remote).
@@ -28,9 +32,6 @@ MAX_PAGE_ITEMS = 1000
 TIMELINE_TOOLS = 2000  # bars in the waterfall unless asked otherwise
 MAX_TIMELINE_TOOLS = 10000
 
-MESSAGE_KIND = 0
-TOOL_KIND = 1
-
 _TOOL_TIME = "coalesce(started_at, ended_at, '')"
 
 
@@ -38,24 +39,27 @@ class BadCursor(ValueError):
     """A cursor the client sent is not one this module made."""
 
 
-def encode_cursor(key: tuple[str, int, Any] | None) -> str | None:
-    return None if key is None else json.dumps(list(key), separators=(",", ":"))
+@dataclass(frozen=True)
+class Cursor:
+    last_seq: int = -1  # the last message shown (-1: none yet)
+    tool_at: str = ""  # the last tool call shown: its time ...
+    tool_id: str = ""  # ... and call_id ("" and "": none yet)
 
 
-def decode_cursor(text: str | None) -> tuple[str, int, Any] | None:
+def encode_cursor(cursor: Cursor) -> str:
+    return json.dumps([cursor.last_seq, cursor.tool_at, cursor.tool_id], separators=(",", ":"))
+
+
+def decode_cursor(text: str | None) -> Cursor:
     if not text:
-        return None
+        return Cursor()
     try:
-        at, kind, key = json.loads(text)
+        last_seq, tool_at, tool_id = json.loads(text)
     except (ValueError, TypeError):
         raise BadCursor("the cursor is not one the server made; start again without it") from None
-    if not isinstance(at, str) or kind not in (MESSAGE_KIND, TOOL_KIND):
+    if not (isinstance(last_seq, int) and isinstance(tool_at, str) and isinstance(tool_id, str)):
         raise BadCursor("the cursor is not one the server made; start again without it")
-    if kind == MESSAGE_KIND and not isinstance(key, int):
-        raise BadCursor("the cursor is not one the server made; start again without it")
-    if kind == TOOL_KIND and not isinstance(key, str):
-        raise BadCursor("the cursor is not one the server made; start again without it")
-    return at, kind, key
+    return Cursor(last_seq, tool_at, tool_id)
 
 
 def session_row(query: Query, session_id: str) -> dict[str, Any] | None:
@@ -73,7 +77,8 @@ def counts(query: Query, session_id: str) -> dict[str, Any]:
     row = query(
         "SELECT (SELECT count(*) FROM messages WHERE session_id = ?) AS message_count,"
         " (SELECT count(*) FROM tool_executions WHERE session_id = ?) AS tool_count,"
-        " (SELECT max(created_at) FROM messages WHERE session_id = ?) AS last_message_at,"
+        " (SELECT created_at FROM messages WHERE session_id = ? ORDER BY seq DESC LIMIT 1)"
+        " AS last_message_at,"
         " (SELECT max(started_at) FROM tool_executions WHERE session_id = ?) AS last_tool_at",
         (session_id,) * 4,
     )[0]
@@ -127,42 +132,46 @@ def transcript_page(
     query: Query, session_id: str, after: str | None, limit: int = PAGE_ITEMS
 ) -> dict[str, Any]:
     """The items after the cursor ``after`` (from the start when None), at most
-    ``limit``; ``cursor`` names the last one (pass it back for the next page, or to
-    ask what arrived since), ``more`` says whether a full page was cut short."""
+    ``limit``; ``cursor`` says where this page stopped (pass it back for the next
+    page, or to ask what arrived since), ``more`` whether a full page was cut short."""
     limit = max(1, min(limit, MAX_PAGE_ITEMS))
-    start = decode_cursor(after)
-    msg_params: tuple[Any, ...]
-    tool_params: tuple[Any, ...]
-    if start is None:
-        msg_where, msg_params = "", ()
-        tool_where, tool_params = "", ()
-    else:
-        at, kind, key = start
-        msg_where = " AND (created_at > ? OR (created_at = ? AND ? = 0 AND seq > ?))"
-        msg_params = (at, at, kind, key if kind == MESSAGE_KIND else 0)
-        tool_where = f" AND ({_TOOL_TIME} > ? OR ({_TOOL_TIME} = ? AND (? = 0 OR call_id > ?)))"
-        tool_params = (at, at, kind, key if kind == TOOL_KIND else "")
+    cursor = decode_cursor(after)
     messages = query(
         "SELECT seq, role, substr(content, 1, ?) AS content, length(content) AS content_chars,"
-        " created_at, metadata FROM messages WHERE session_id = ?" + msg_where + " ORDER BY created_at, seq LIMIT ?",
-        (PREVIEW_CHARS, session_id, *msg_params, limit),
-    )  # fmt: skip
+        " created_at, metadata FROM messages WHERE session_id = ? AND seq > ?"
+        " ORDER BY seq LIMIT ?",
+        (PREVIEW_CHARS, session_id, cursor.last_seq, limit),
+    )
     tools = query(
         f"SELECT {_tool_preview_columns()}, {_TOOL_TIME} AS at FROM tool_executions"
-        " WHERE session_id = ?" + tool_where + f" ORDER BY {_TOOL_TIME}, call_id LIMIT ?",
-        (*_tool_preview_params(), session_id, *tool_params, limit),
-    )
-    entries: list[tuple[tuple[str, int, Any], dict[str, Any]]] = []
-    for m in messages:
-        entries.append(((m["created_at"] or "", MESSAGE_KIND, m["seq"]), message_item(m)))
-    for t in tools:
-        entries.append(((t.pop("at"), TOOL_KIND, t["call_id"]), tool_item(t)))
-    entries.sort(key=lambda e: (e[0][0], e[0][1], e[0][2]))
-    page = entries[:limit]
-    more = len(entries) > limit or len(messages) == limit or len(tools) == limit
+        f" WHERE session_id = ? AND ({_TOOL_TIME} > ? OR ({_TOOL_TIME} = ? AND call_id > ?))"
+        f" ORDER BY {_TOOL_TIME}, call_id LIMIT ?",
+        (*_tool_preview_params(), session_id, cursor.tool_at, cursor.tool_at, cursor.tool_id,
+         limit),
+    )  # fmt: skip
+    # Merge the two ordered lists, each consumed from its head: the cursor is then a
+    # position in each, and no item is skipped or repeated, whatever the clocks did.
+    items: list[dict[str, Any]] = []
+    m = t = 0
+    last_seq, tool_at, tool_id = cursor.last_seq, cursor.tool_at, cursor.tool_id
+    while len(items) < limit and (m < len(messages) or t < len(tools)):
+        take_message = t >= len(tools) or (
+            m < len(messages) and (messages[m]["created_at"] or "") <= tools[t]["at"]
+        )
+        if take_message:
+            row = messages[m]
+            m += 1
+            last_seq = row["seq"]
+            items.append(message_item(row))
+        else:
+            row = tools[t]
+            t += 1
+            tool_at, tool_id = row.pop("at"), row["call_id"]
+            items.append(tool_item(row))
+    more = m < len(messages) or t < len(tools) or len(messages) == limit or len(tools) == limit
     return {
-        "items": [item for _, item in page],
-        "cursor": encode_cursor(page[-1][0]) if page else after,
+        "items": items,
+        "cursor": encode_cursor(Cursor(last_seq, tool_at, tool_id)),
         "more": more,
     }
 

@@ -16,7 +16,8 @@ the remote database is shown as its URL without credentials or query.
 The API (documented in docs/CLI.md, ``ui``):
   GET /api/info                                 what is being shown
   GET /api/sessions?agent&status&since&q&limit&offset   the list, newest first
-  GET /api/sessions/<id or unique prefix>       one session, its side panel
+  GET /api/sessions/<id or unique prefix>       one session: its row, counts, sync state
+  GET /api/sessions/<id>/details                the side panel: model, tokens, host, cwd
   GET /api/sessions/<id>/events?after&limit     transcript items after a cursor
   GET /api/sessions/<id>/tools?limit            the tool calls, for the timeline
   GET /api/sessions/<id>/messages/<seq>?full=1  one message (full text with full=1)
@@ -197,6 +198,8 @@ class ViewerHandler(BaseHTTPRequestHandler):
                     return self._events(session_id, params)
                 if rest == ["tools"]:
                     return self._tools(session_id, params)
+                if rest == ["details"]:
+                    return self._details(session_id)
                 if len(rest) == 2 and rest[0] == "messages":
                     return self._one(
                         session_id, "message", lambda q: queries.message(
@@ -235,44 +238,41 @@ class ViewerHandler(BaseHTTPRequestHandler):
         row = queries.session_row(q, session_id)
         if row is None:
             raise SessionNotFound(session_id)
-        numbers = queries.counts(q, session_id)
-        if self.server.source.describe()["kind"] == "spool":
-            # A replica's own event count lives in its applied_events (the sessions
-            # row gets the count only in the remote database).
-            row["event_count"] = q("SELECT count(*) AS n FROM applied_events", ())[0]["n"]
-        times = [row["ended_at"], numbers["last_message_at"], numbers["last_tool_at"]]
-        last = max((t for t in times if t), default=row["started_at"])
+        row.pop("metadata", None)  # parsed, in the details
+        numbers = self.server.source.numbers(session_id, q)
+        last = numbers["last_activity_at"] or row["started_at"]
         ended = row["ended_at"] or (None if row["status"] == "running" else last)
-        return row | {
-            "message_count": numbers["message_count"],
-            "tool_count": numbers["tool_count"],
-            "last_activity_at": last,
-            "duration_ms": duration_ms(row["started_at"], ended, time.time()),
-            "open": row["status"] == "running",
-        }
+        return (
+            row
+            | numbers
+            | {
+                "duration_ms": duration_ms(row["started_at"], ended, time.time()),
+                "open": row["status"] == "running",
+            }
+        )
 
     def _session(self, session_id: str) -> dict[str, Any]:
         source = self.server.source
         with source.reader(session_id) as q:
             session = self._summary(q, session_id)
-            details = queries.details(q, session)
-        sync = source.sync_state(session_id)
-        if sync is not None:
-            sync.pop("event_count", None)
-        session.pop("metadata", None)  # parsed, in details
         return {
             "session": session,
-            "sync": sync,
-            "details": details,
+            "sync": source.sync_state(session_id),
             "source": source.describe(),
         }
+
+    def _details(self, session_id: str) -> dict[str, Any]:
+        with self.server.source.reader(session_id) as q:
+            row = queries.session_row(q, session_id)
+            if row is None:
+                raise SessionNotFound(session_id)
+            return queries.details(q, row)
 
     def _events(self, session_id: str, params: dict[str, str]) -> dict[str, Any]:
         limit = _int(params.get("limit", str(queries.PAGE_ITEMS)), "limit")
         with self.server.source.reader(session_id) as q:
             page = queries.transcript_page(q, session_id, params.get("after"), limit)
             session = self._summary(q, session_id)
-        session.pop("metadata", None)
         return page | {"session": session}
 
     def _tools(self, session_id: str, params: dict[str, str]) -> dict[str, Any]:
@@ -280,7 +280,6 @@ class ViewerHandler(BaseHTTPRequestHandler):
         with self.server.source.reader(session_id) as q:
             tools = queries.timeline(q, session_id, limit)
             session = self._summary(q, session_id)
-        session.pop("metadata", None)
         return {"tools": tools, "total": session["tool_count"], "session": session}
 
     def _one(

@@ -81,6 +81,10 @@ class Source(Protocol):
 
     def sync_state(self, session_id: str) -> dict[str, Any] | None: ...
 
+    def numbers(self, session_id: str, query: Query) -> dict[str, Any]:
+        """message_count, tool_count, event_count, last_activity_at of one session."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -322,6 +326,22 @@ class SpoolSource:
             )
         raise SessionNotFound(session_id)
 
+    def numbers(self, session_id: str, query: Query) -> dict[str, Any]:
+        """From the cached summary of the replica, read again only if it changed:
+        counting a 100,000-message replica on every poll of an open page would cost
+        more than everything else the poll does."""
+        path = self._replica_path(session_id)
+        signature = _file_signature(str(path))
+        with self._lock:
+            cached = self._cache.get(str(path))
+        if cached is None or cached.signature != signature:
+            cached = _Cached(signature, _read_summary(path))
+            with self._lock:
+                self._cache[str(path)] = cached
+        if cached.summary is None:
+            raise SessionNotFound(session_id)
+        return {k: cached.summary[k] for k in _NUMBERS}
+
     @contextmanager
     def reader(self, session_id: str) -> Iterator[Query]:
         path = self._replica_path(session_id)
@@ -345,8 +365,10 @@ class SpoolSource:
             "sync_state": state["sync_state"],
             "sync_error": _short(state["last_error"]),
             "synced_at": iso(state["synced_at"]) if state["synced_at"] else None,
-            "event_count": state["event_count"],
         }
+
+
+_NUMBERS = ("message_count", "tool_count", "event_count", "last_activity_at")
 
 
 def _file_signature(path: str) -> tuple[int, ...]:
@@ -550,3 +572,20 @@ class RemoteSource:
 
     def sync_state(self, session_id: str) -> dict[str, Any] | None:
         return None  # in the database: synced, or checkpointed while it runs
+
+    def numbers(self, session_id: str, query: Query) -> dict[str, Any]:
+        from agentspool.worker.ui.queries import counts
+
+        found = counts(query, session_id)
+        row = query(
+            "SELECT event_count, ended_at, started_at FROM sessions WHERE id = ?", [session_id]
+        )
+        times = [found["last_message_at"], found["last_tool_at"]]
+        if row:
+            times += [row[0]["ended_at"], row[0]["started_at"]]
+        return {
+            "message_count": found["message_count"],
+            "tool_count": found["tool_count"],
+            "event_count": row[0]["event_count"] if row else None,
+            "last_activity_at": max((t for t in times if t), default=None),
+        }

@@ -184,9 +184,11 @@
     return [el("dt", {}, label), el("dd", { "data-field": key || null }, String(value))];
   }
 
-  function renderSide(data) {
+  // The side panel: the session's facts at once, the details (model, token usage:
+  // a pass over every message) when they arrive.
+  function renderSide(data, details) {
     const s = data.session;
-    const d = data.details;
+    const d = details || {};
     const sync = data.sync;
     const tokens = d.tokens;
     const items = [
@@ -201,8 +203,8 @@
       field("Events", AS.fmtCount(s.event_count)),
       field("Model", d.model),
       tokens ? field("Tokens", `${AS.fmtCount(tokens.input)} in, ${AS.fmtCount(tokens.output)} out (${AS.fmtCount(tokens.total)})`) : null,
-      field("Host", d.host),
-      field("PID", d.pid),
+      field("Host", s.host),
+      field("PID", s.pid),
       field("Working dir", d.cwd),
       field("Sync", sync ? sync.sync_state : data.source.kind === "remote" ? "in the database" : null),
       sync ? field("Sync error", sync.sync_error) : null,
@@ -394,8 +396,12 @@
     state.id = data.session.id;
     if (ref !== state.id) history.replaceState(null, "", "/s/" + encodeURIComponent(state.id));
     document.getElementById("page").hidden = false;
-    renderSide(data);
+    renderSide(data, null);
     updateSession(data.session);
+    sessionApi("/details").then((details) => {
+      renderSide(data, details);
+      updateSession(state.session);
+    }).catch(AS.showError);
     await refreshTools().catch(AS.showError);
     const observer = new IntersectionObserver((entries) => {
       if (entries.some((e) => e.isIntersecting) && state.more) loadNext();

@@ -1,0 +1,186 @@
+"""Row 10: the web viewer (``agentspool ui``) over a 100,000-message session.
+
+A replica of one session with 100,000 messages (400-byte contents, each with token
+usage metadata) and 1,000 tool calls is built with the worker's own
+``Replica.apply`` (the same rows the drain writes), then the real CLI,
+``agentspool ui --spool``, serves it. Time to first byte is measured from a new
+loopback connection's request to the first byte of the response, for
+
+- ``/api/sessions``: the first request (it reads the replica's summary: counts and
+  latest times) and then the median of repeated ones (a stat per replica);
+- the session page's first transcript page (``/api/sessions/ID/events``, 200 items)
+  and a page from the middle of the transcript (keyset pagination: the same cost);
+- the session's row and counts (``/api/sessions/ID``) and its side panel's details
+  (``/api/sessions/ID/details``: token usage summed over every message's metadata,
+  the one full pass over the messages the page makes, requested beside the
+  transcript so it never delays it).
+
+Then the server's RSS (VmRSS and VmHWM) after serving all of them.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import statistics
+import subprocess
+import time
+import urllib.parse
+from pathlib import Path
+from typing import Any
+
+from bench.common import (
+    AGENTSPOOL_CLI,
+    Config,
+    Row,
+    clean_env,
+    message_content,
+    popen,
+    proc_status_kb,
+    stop,
+    wait_until,
+)
+
+GROUP = "ui"
+SESSION = "ui-bench-session"
+
+
+def build_replica(spool: Path, messages: int, tools: int) -> None:
+    from agentspool.worker.intake.replica import Replica, replica_path
+
+    replica = Replica(replica_path(spool, SESSION))
+    t0 = time.time() - messages * 0.01
+    seq = 0
+
+    def event(kind: str, **fields: Any) -> dict[str, Any]:
+        nonlocal seq
+        seq += 1
+        return {"type": kind, "session_id": SESSION, "seq": seq, "producer_id": "bench",
+                "pseq": seq, "ts": t0 + seq * 0.005, **fields}  # fmt: skip
+
+    batch = [event("session_start", agent="bench", metadata={"model": "m", "cwd": "/w"})]
+    every = max(1, messages // max(1, tools))
+    for n in range(messages):
+        batch.append(
+            event("message", role="assistant" if n % 2 else "user",
+                  content=message_content(salt=f"{n} "),
+                  metadata={"usage": {"input_tokens": 100, "output_tokens": 10}})
+        )  # fmt: skip
+        if n % every == 0 and n // every < tools:
+            call = f"call-{n}"
+            batch.append(event("tool_started", call_id=call, name="search", input={"q": n}))
+            batch.append(event("tool_finished", call_id=call, output={"hits": n}, duration_ms=4.2))
+        if len(batch) >= 5000:
+            replica.apply(batch)
+            batch = []
+    batch.append(event("session_end", status="completed"))
+    replica.apply(batch)
+    replica.close()
+
+
+def ttfb_ms(port: int, path: str) -> float:
+    """Request sent on a new connection -> first byte of the response."""
+    request = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", port), timeout=60) as s:
+        started = time.perf_counter()
+        s.sendall(request.encode())
+        first = s.recv(1)
+        elapsed = time.perf_counter() - started
+        if not first:
+            raise ConnectionError(f"ui: no answer to {path}")
+        rest = first
+        while chunk := s.recv(1 << 16):
+            rest += chunk
+    if not rest.startswith(b"HTTP/1.1 200"):
+        raise AssertionError(f"ui: {path} answered {rest[:80]!r}")
+    return elapsed * 1000.0
+
+
+def body(port: int, path: str) -> Any:
+    with socket.create_connection(("127.0.0.1", port), timeout=60) as s:
+        s.sendall(
+            f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n".encode()
+        )
+        data = b""
+        while chunk := s.recv(1 << 16):
+            data += chunk
+    return json.loads(data.split(b"\r\n\r\n", 1)[1])
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def run(cfg: Config) -> list[Row]:
+    messages = cfg.size(100_000, 2_000)
+    tools = cfg.size(1_000, 20)
+    repeats = cfg.size(20, 3)
+    spool = cfg.workdir("ui-spool")
+    t = time.monotonic()
+    build_replica(spool, messages, tools)
+    build_s = time.monotonic() - t
+    port = free_port()
+    proc = popen(
+        [AGENTSPOOL_CLI, "ui", "--spool", str(spool), "--port", str(port)],
+        env=clean_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+
+        def answers() -> bool:
+            try:
+                ttfb_ms(port, "/api/info")
+                return True
+            except OSError:
+                return False
+
+        wait_until(answers, 30, "agentspool ui to answer", interval=0.05)
+        rss_idle_kb = proc_status_kb(proc.pid, "VmRSS")
+        list_cold = ttfb_ms(port, "/api/sessions")
+        list_warm = [ttfb_ms(port, "/api/sessions") for _ in range(repeats)]
+        base = f"/api/sessions/{SESSION}"
+        first_page = [ttfb_ms(port, base + "/events") for _ in range(repeats)]
+        middle_cursor = None
+        page = body(port, base + f"/events?limit={min(1000, messages // 2)}")
+        middle_cursor = page["cursor"]
+        for _ in range(max(0, messages // 2 // 1000 - 1)):
+            page = body(
+                port, base + "/events?limit=1000&after=" + urllib.parse.quote(page["cursor"])
+            )
+            middle_cursor = page["cursor"]
+        middle = [
+            ttfb_ms(port, base + "/events?after=" + urllib.parse.quote(middle_cursor))
+            for _ in range(repeats)
+        ]
+        head = [ttfb_ms(port, base) for _ in range(repeats)]
+        side = [ttfb_ms(port, base + "/details") for _ in range(repeats)]
+        html = [ttfb_ms(port, f"/s/{SESSION}") for _ in range(repeats)]
+        timeline = [ttfb_ms(port, base + "/tools") for _ in range(repeats)]
+        rss_kb = proc_status_kb(proc.pid, "VmRSS")
+        hwm_kb = proc_status_kb(proc.pid, "VmHWM")
+    finally:
+        stop(proc)
+    size_mb = sum(p.stat().st_size for p in (spool / "replicas").iterdir()) / 1e6
+    what = f"{messages:,}-message replica"
+    med = statistics.median
+    return [
+        Row(GROUP, "ui.sessions_ttfb_ms", f"10. ui: /api/sessions time to first byte, {what}",
+            med(list_warm), "ms", target=50.0,
+            note=f"median of {repeats}; the first request, which reads the replica's counts, "
+            f"took {list_cold:.1f} ms; replica {size_mb:.0f} MB built in {build_s:.1f} s with "
+            f"{tools:,} tool calls"),
+        Row(GROUP, "ui.first_page_ttfb_ms",
+            f"10. ui: a session's first transcript page (200 items), time to first byte, {what}",
+            med(first_page), "ms", target=100.0,
+            note=f"median of {repeats}; a page from the middle (after {messages // 2:,} items) "
+            f"{med(middle):.1f} ms; the page's HTML {med(html):.2f} ms; the timeline "
+            f"({tools:,} calls) {med(timeline):.1f} ms; the session's row and counts "
+            f"{med(head):.1f} ms; the side panel's details (token usage summed over every "
+            f"message, fetched beside the transcript) {med(side):.0f} ms"),
+        Row(GROUP, "ui.server_rss_mb", f"10. ui: server RSS after serving the {what}",
+            rss_kb / 1024, "MB", target=60.0,
+            note=f"VmHWM {hwm_kb / 1024:.1f} MB; {rss_idle_kb / 1024:.1f} MB before the first request"),
+    ]  # fmt: skip
