@@ -66,6 +66,7 @@ def run_demo(spool_dir: Path | None, echo: Callable[[str], None] = print) -> int
         )
     conn.close()
     echo("\nthe killed agent's session arrived 'abandoned' with every event it had committed.")
+    echo(f"to look at the sessions in a browser: agentspool ui --spool {spool}")
     return code
 
 
