@@ -152,10 +152,11 @@ def _page(
     sessions.reverse()
     page = sessions[f.offset : f.offset + f.limit]
     for s in page:
-        s["duration_ms"] = duration_ms(
-            s["started_at"], s["ended_at"] or (None if s["status"] == "running" else s["last_activity_at"]), now
-        )  # fmt: skip
         s["open"] = s["status"] == "running"
+        # A running session lasts until now; an ended one without an end time (a
+        # sealed replica of an older worker) until its last activity.
+        ended = s["ended_at"] or (None if s["open"] else s["last_activity_at"])
+        s["duration_ms"] = duration_ms(s["started_at"], ended, now)
     return {
         "sessions": page,
         "total": len(sessions),
@@ -514,7 +515,8 @@ class RemoteSource:
             " event_count,"
             " (SELECT count(*) FROM messages m WHERE m.session_id = s.id) AS message_count,"
             " (SELECT count(*) FROM tool_executions t WHERE t.session_id = s.id) AS tool_count,"
-            " (SELECT max(created_at) FROM messages m WHERE m.session_id = s.id) AS last_message_at"
+            " (SELECT created_at FROM messages m WHERE m.session_id = s.id ORDER BY seq DESC"
+            "  LIMIT 1) AS last_message_at"
             f" FROM sessions s WHERE {' AND '.join(where)}"
             " ORDER BY started_at DESC, id DESC LIMIT ? OFFSET ?",
             [ERROR_PREVIEW_CHARS, *params, f.limit, f.offset],
@@ -522,20 +524,21 @@ class RemoteSource:
         total = counts.get(f.status, 0) if f.status else sum(counts.values())
         sessions = []
         for r in rows:
-            last = max(
-                t
-                for t in (r["ended_at"], r.pop("last_message_at"), r["started_at"], "")
-                if t is not None
-            )
+            times = [t for t in (r["ended_at"], r.pop("last_message_at"), r["started_at"]) if t]
+            running = r["status"] == "running"
             sessions.append(
                 r
                 | {
-                    "last_activity_at": last or None,
+                    "last_activity_at": max(times, default=None),
                     "replica": False,
                     "sync_state": None,
                     "sync_error": None,
-                    "open": r["status"] == "running",
-                    "duration_ms": duration_ms(r["started_at"], r["ended_at"], now),
+                    "open": running,
+                    "duration_ms": duration_ms(
+                        r["started_at"],
+                        r["ended_at"] or (None if running else max(times, default=None)),
+                        now,
+                    ),
                 }
             )
         agents = [r["agent"] for r in self.query(

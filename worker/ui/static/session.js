@@ -15,6 +15,7 @@
     loading: false,
     tools: new Map(), // call_id -> { status, node } of the transcript's tool items
     timeline: [],
+    timelineSignature: null,
     pollMs: 2000,
     timer: null,
   };
@@ -241,6 +242,13 @@
   function renderTimeline(data) {
     const box = document.getElementById("timeline");
     const tools = data.tools;
+    // Draw again only when something changed (or a running call's bar grows), so a
+    // bar under the pointer stays put between polls.
+    const signature = JSON.stringify([tools, data.total, data.session.ended_at]);
+    const growing = tools.some((t) => t.status === "running");
+    if (signature === state.timelineSignature && !growing) return;
+    state.timelineSignature = signature;
+    hideTip();
     state.timeline = tools;
     const note = document.getElementById("tl-note");
     note.textContent = tools.length < data.total
@@ -379,12 +387,12 @@
 
   async function start() {
     const ref = decodeURIComponent(location.pathname.replace(/^\/s\//, ""));
-    const info = await AS.showSource();
-    state.pollMs = info.poll_ms || 2000;
+    const info = AS.showSource();
     let data;
     try {
       state.id = ref;
       data = await sessionApi("");
+      state.pollMs = (await info).poll_ms || 2000;
     } catch (e) {
       if (e.status === 409 && e.body && e.body.candidates) {
         AS.showError(new Error(`${e.message}: ${e.body.candidates.join(", ")}`));
@@ -402,12 +410,12 @@
       renderSide(data, details);
       updateSession(state.session);
     }).catch(AS.showError);
-    await refreshTools().catch(AS.showError);
+    // The transcript's first page and the timeline at once; neither waits for the other.
+    await Promise.all([loadNext(), refreshTools().catch(AS.showError)]);
     const observer = new IntersectionObserver((entries) => {
       if (entries.some((e) => e.isIntersecting) && state.more) loadNext();
     }, { rootMargin: "800px" });
     observer.observe(document.getElementById("sentinel"));
-    await loadNext();
     if (state.session.open) state.timer = setInterval(poll, state.pollMs);
   }
 
