@@ -152,3 +152,29 @@ def test_a_long_transcript_comes_in_pages_as_you_scroll(
     expect(items.last).to_contain_text(f"bulk message {BIG_MESSAGES - 1}")
     expect(page.locator("#tr-end")).to_have_text("end of the session")
     assert not page_errors
+
+
+def test_the_page_keeps_a_bounded_number_of_items(
+    ui: UiServer, page: Any, page_errors: PageErrors
+) -> None:
+    keep = 400  # the page's smallest window (two pages); the default is 3000
+    page.goto(ui.url + f"/s/big-1?keep={keep}")
+    items = page.locator("#transcript > li")
+    expect(items.first).to_contain_text("bulk message 0")
+    expect(page.locator("#tr-end")).to_have_text("scroll for more")
+    for _ in range(20):
+        if page.locator("#tr-end").text_content() == "end of the session":
+            break
+        page.locator("#sentinel").scroll_into_view_if_needed()
+        page.wait_for_timeout(200)
+    expect(page.locator("#tr-end")).to_have_text("end of the session")
+    expect(items).to_have_count(keep)
+    expect(items.last).to_contain_text(f"bulk message {BIG_MESSAGES - 1}")
+    dropped = BIG_MESSAGES - keep
+    expect(items.first).to_contain_text(f"bulk message {dropped}")
+    expect(page.locator("#tr-dropped")).to_contain_text(f"{dropped} earlier items")
+    expect(page.locator("#tr-note")).to_have_text(f"{BIG_MESSAGES} of {BIG_MESSAGES} items")
+    page.click("#tr-dropped button")
+    expect(items.first).to_contain_text("bulk message 0")
+    expect(page.locator("#tr-dropped")).to_be_hidden()
+    assert not page_errors

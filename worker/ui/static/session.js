@@ -1,5 +1,8 @@
 // One session: side panel, tool timeline (waterfall) and the transcript, paged
 // (a page of items at a time as the reader scrolls), live while the session runs.
+// The page keeps at most `keep` transcript items (3000; `?keep=N`, at least 400):
+// scrolling on past them drops the earliest, so a 100,000-message session never
+// piles up in the browser.
 "use strict";
 
 (() => {
@@ -15,6 +18,8 @@
     loading: false,
     tools: new Map(), // call_id -> { status, node } of the transcript's tool items
     timeline: [],
+    keep: Math.max(400, parseInt(new URLSearchParams(location.search).get("keep"), 10) || 3000),
+    dropped: 0, // items removed from the top of the page
     timelineSignature: null,
     pollMs: 2000,
     timer: null,
@@ -123,12 +128,45 @@
     }
   }
 
+  // Drop the earliest items beyond `keep`, keeping what the reader sees in place.
+  function trimTop() {
+    const list = document.getElementById("transcript");
+    const extra = list.children.length - state.keep;
+    if (extra <= 0) return;
+    const before = list.getBoundingClientRect().height;
+    for (let i = 0; i < extra; i++) {
+      const node = list.firstElementChild;
+      if (node.dataset.call !== undefined) state.tools.delete(node.dataset.call);
+      node.remove();
+    }
+    window.scrollBy(0, list.getBoundingClientRect().height - before);
+    state.dropped += extra;
+    const note = document.getElementById("tr-dropped");
+    note.replaceChildren(
+      `${AS.fmtCount(state.dropped)} earlier items are no longer on the page. `,
+      el("button", { type: "button", class: "link", onclick: restart }, "back to the start"),
+    );
+    note.hidden = false;
+  }
+
+  function restart() {
+    document.getElementById("transcript").replaceChildren();
+    document.getElementById("tr-dropped").hidden = true;
+    state.tools.clear();
+    state.cursor = null;
+    state.more = true;
+    state.dropped = 0;
+    document.querySelector(".transcript-box").scrollIntoView();
+    loadNext();
+  }
+
   async function loadNext() {
     if (state.loading) return;
     state.loading = true;
     try {
       const page = await sessionApi("/events", { after: state.cursor });
       appendItems(page.items);
+      trimTop();
       state.cursor = page.cursor;
       state.more = page.more;
       updateSession(page.session);
@@ -149,7 +187,7 @@
   }
 
   function updateEnd() {
-    const n = document.getElementById("transcript").children.length;
+    const n = document.getElementById("transcript").children.length + state.dropped;
     const total = (state.session.message_count || 0) + (state.session.tool_count || 0);
     document.getElementById("tr-note").textContent = `${AS.fmtCount(n)} of ${AS.fmtCount(total)} items`;
     document.getElementById("tr-end").textContent = state.more
