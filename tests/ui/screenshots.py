@@ -17,6 +17,7 @@ from tests.ui.browser import UiServer, chromium
 
 OUT = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 VIEWPORT = {"width": 1280, "height": 760}
+LIST_VIEWPORT = {"width": 1280, "height": 340}  # the demo has three sessions
 
 
 def main() -> int:
@@ -37,10 +38,11 @@ def main() -> int:
             status, body, _ = ui.get("/api/sessions?agent=coder")
             coder = json.loads(body)["sessions"][0]["id"]
             with chromium() as browser:
-                page = browser.new_page(viewport=VIEWPORT)
+                page = browser.new_page(viewport=LIST_VIEWPORT)
                 page.goto(ui.url + "/")
                 page.locator("#rows tr").nth(2).wait_for()
                 page.screenshot(path=str(OUT / "sessions.png"))
+                page.set_viewport_size(VIEWPORT)
                 page.goto(ui.url + "/s/" + coder)
                 page.locator("#transcript > li").nth(5).wait_for()
                 bar = page.locator(".tl-bar.st-error").first
