@@ -201,17 +201,9 @@ class ViewerHandler(BaseHTTPRequestHandler):
                 if rest == ["details"]:
                     return self._details(session_id)
                 if len(rest) == 2 and rest[0] == "messages":
-                    return self._one(
-                        session_id, "message", lambda q: queries.message(
-                            q, session_id, _int(rest[1], "seq"), _flag(params, "full")
-                        )
-                    )  # fmt: skip
+                    return self._message(session_id, _int(rest[1], "seq"), _flag(params, "full"))
                 if len(rest) == 2 and rest[0] == "tools":
-                    return self._one(
-                        session_id, "tool call", lambda q: queries.tool(
-                            q, session_id, rest[1], _flag(params, "full")
-                        )
-                    )  # fmt: skip
+                    return self._tool(session_id, rest[1], _flag(params, "full"))
         except SessionNotFound as exc:
             raise HttpError(HTTPStatus.NOT_FOUND, f"no session {exc.args[0]!r}") from None
         except AmbiguousSession as exc:
@@ -282,13 +274,20 @@ class ViewerHandler(BaseHTTPRequestHandler):
             session = self._summary(q, session_id)
         return {"tools": tools, "total": session["tool_count"], "session": session}
 
-    def _one(
-        self, session_id: str, what: str, read: Callable[[queries.Query], dict[str, Any] | None]
-    ) -> dict[str, Any]:
+    def _message(self, session_id: str, seq: int, full: bool) -> dict[str, Any]:
         with self.server.source.reader(session_id) as q:
-            found = read(q)
+            found = queries.message(q, session_id, seq, full)
         if found is None:
-            raise HttpError(HTTPStatus.NOT_FOUND, f"no such {what} in session {session_id}")
+            raise HttpError(HTTPStatus.NOT_FOUND, f"no message {seq} in session {session_id}")
+        return found
+
+    def _tool(self, session_id: str, call_id: str, full: bool) -> dict[str, Any]:
+        with self.server.source.reader(session_id) as q:
+            found = queries.tool(q, session_id, call_id, full)
+        if found is None:
+            raise HttpError(
+                HTTPStatus.NOT_FOUND, f"no tool call {call_id!r} in session {session_id}"
+            )
         return found
 
     # ---- sending ---------------------------------------------------------------

@@ -181,7 +181,8 @@ class SpoolSource:
     def __init__(self, spool_dir: Path) -> None:
         self.spool_dir = spool_dir
         self.replicas_dir = spool_dir / REPLICAS_DIRNAME
-        self._cache: dict[str, _Cached] = {}
+        self._cache: dict[str, _Cached] = {}  # replica path -> its summary
+        self._paths: dict[str, str] = {}  # session id -> replica path
         self._lock = threading.Lock()
 
     def describe(self) -> dict[str, Any]:
@@ -195,27 +196,38 @@ class SpoolSource:
     def _replica_summaries(self) -> list[dict[str, Any]]:
         try:
             entries = [
-                e
+                e.path
                 for e in os.scandir(self.replicas_dir)
                 if e.name.endswith(".db") and e.is_file(follow_symlinks=False)
             ]
         except FileNotFoundError:
-            return []
-        seen: set[str] = set()
+            entries = []
         found: list[dict[str, Any]] = []
+        for path in entries:
+            summary = self._summary(path)
+            if summary is not None:
+                found.append(dict(summary))
         with self._lock:
-            for entry in entries:
-                seen.add(entry.path)
-                signature = _file_signature(entry.path)
-                cached = self._cache.get(entry.path)
-                if cached is None or cached.signature != signature:
-                    cached = _Cached(signature, _read_summary(Path(entry.path)))
-                    self._cache[entry.path] = cached
-                if cached.summary is not None:
-                    found.append(dict(cached.summary))
-            for gone in set(self._cache) - seen:
+            for gone in set(self._cache) - set(entries):
                 del self._cache[gone]
+            self._paths = {
+                c.summary["id"]: p for p, c in self._cache.items() if c.summary is not None
+            }
         return found
+
+    def _summary(self, path: str) -> dict[str, Any] | None:
+        """The replica's cached summary, read again (outside the lock: other requests
+        go on meanwhile) when the file or its WAL changed."""
+        signature = _file_signature(path)
+        with self._lock:
+            cached = self._cache.get(path)
+        if cached is None or cached.signature != signature:
+            cached = _Cached(signature, _read_summary(Path(path)))
+            with self._lock:
+                self._cache[path] = cached
+                if cached.summary is not None:
+                    self._paths[cached.summary["id"]] = path
+        return cached.summary
 
     def _state_rows(self) -> dict[str, dict[str, Any]]:
         path = self.spool_dir / st.STATE_FILENAME
@@ -296,7 +308,7 @@ class SpoolSource:
 
     def resolve(self, ref: str) -> str:
         with self._lock:  # the common case: a full id the page already had
-            if any(c.summary is not None and c.summary["id"] == ref for c in self._cache.values()):
+            if ref in self._paths:
                 return ref
         ids = {s["id"] for s in self._sessions()}
         if ref in ids:
@@ -308,16 +320,15 @@ class SpoolSource:
             raise AmbiguousSession(ref, matches[:10])
         return matches[0]
 
-    def _replica_path(self, session_id: str) -> Path:
+    def _replica_path(self, session_id: str) -> str:
         with self._lock:
-            for path, cached in self._cache.items():
-                if cached.summary is not None and cached.summary["id"] == session_id:
-                    return Path(path)
-        self._replica_summaries()  # a session that appeared since the last list
-        with self._lock:
-            for path, cached in self._cache.items():
-                if cached.summary is not None and cached.summary["id"] == session_id:
-                    return Path(path)
+            path = self._paths.get(session_id)
+        if path is None:
+            self._replica_summaries()  # a session that appeared since the last list
+            with self._lock:
+                path = self._paths.get(session_id)
+        if path is not None:
+            return path
         state = self._state_rows().get(session_id)
         if state is not None:
             raise ReplicaGone(
@@ -331,21 +342,14 @@ class SpoolSource:
         """From the cached summary of the replica, read again only if it changed:
         counting a 100,000-message replica on every poll of an open page would cost
         more than everything else the poll does."""
-        path = self._replica_path(session_id)
-        signature = _file_signature(str(path))
-        with self._lock:
-            cached = self._cache.get(str(path))
-        if cached is None or cached.signature != signature:
-            cached = _Cached(signature, _read_summary(path))
-            with self._lock:
-                self._cache[str(path)] = cached
-        if cached.summary is None:
+        summary = self._summary(self._replica_path(session_id))
+        if summary is None:
             raise SessionNotFound(session_id)
-        return {k: cached.summary[k] for k in _NUMBERS}
+        return {k: summary[k] for k in _NUMBERS}
 
     @contextmanager
     def reader(self, session_id: str) -> Iterator[Query]:
-        path = self._replica_path(session_id)
+        path = Path(self._replica_path(session_id))
         try:
             conn = connect_readonly(path)
         except FileNotFoundError:
