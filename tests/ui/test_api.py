@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import agentspool.worker.ui as ui_package
-from tests.helpers import run_cli, worker_env
+from tests.helpers import finish, run_cli, run_python, worker_env
 from tests.ui.browser import UiServer
 from tests.ui.conftest import BIG_MESSAGES
 
@@ -191,5 +191,30 @@ def test_an_empty_spool_lists_nothing(spool: Path) -> None:
     try:
         status, data = get_json(ui, "/api/sessions")
         assert status == 200 and data["sessions"] == [] and data["total"] == 0
+    finally:
+        ui.stop()
+
+
+def test_a_pruned_session_is_listed_and_says_where_its_rows_are(spool: Path) -> None:
+    finish(run_python(
+        "from agentspool import Spool\n"
+        "s = Spool(SPOOL).session(agent='old', session_id='pruned-1')\n"
+        "s.message('user', 'hi')\n"
+        "assert s.end(timeout=30)\n",
+        spool,
+    ))  # fmt: skip
+    env = worker_env(spool)
+    assert run_cli("worker", "run", "--burst", env=env).returncode == 0
+    pruned = run_cli("prune", "--older-than", "0.001", env=env)
+    assert pruned.returncode == 0 and "pruned-1" in pruned.stdout, pruned.stderr
+    ui = UiServer(spool)
+    try:
+        _, data = get_json(ui, "/api/sessions")
+        [s] = data["sessions"]
+        assert (s["id"], s["replica"], s["sync_state"], s["message_count"]) == (
+            "pruned-1", False, "synced", None,
+        )  # fmt: skip
+        status, gone = get_json(ui, "/api/sessions/pruned-1")
+        assert status == 410 and "agentspool ui --remote" in gone["error"]
     finally:
         ui.stop()
