@@ -14,8 +14,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from agentspool.producer import default_spool_dir
+from agentspool.worker.durations import parse_duration
 
 EMBEDDED_DB_FILENAME = "agentspool.db"
 
@@ -77,8 +79,9 @@ _ENV = {
     "batch_bytes": "AGENTSPOOL_BATCH_BYTES",
 }
 
-_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*$")
 _DB_SCHEMES = ("libsql://", "https://", "http://", "wss://", "ws://", "file:")
+_ACCEPTED_URLS = "libsql://HOST, https://HOST[:PORT], http://HOST:PORT, wss:// or ws://, file:PATH"
+_USERINFO = re.compile(r"^[^/]*@")
 
 
 def env_var(setting: str) -> str:
@@ -118,26 +121,61 @@ def _convert(name: str, raw: Any) -> Any:
         if name in ("drain_batch", "metrics_port", "max_replica_bytes", "batch_bytes")
         else float
     )
+    value: float | None
     try:
         value = kind(raw)
     except (TypeError, ValueError, OverflowError):
         value = None
+    if value is None and kind is float and isinstance(raw, str):
+        try:  # every float setting is seconds: 90, 15m, 7d, ... (durations.py)
+            value = parse_duration(raw)
+        except ValueError:
+            value = None
     # NaN and infinity compare false with every bound: reject them here.
     if value is None or not math.isfinite(value):
         raise ConfigError(
-            f"{_ENV[name]} must be {'a whole number' if kind is int else 'a number of seconds'},"
+            f"{_ENV[name]} must be"
+            f" {'a whole number' if kind is int else 'a number of seconds or a duration (15m, 2h, 7d)'},"
             f" got {raw!r}"
         )
     return value
 
 
+def display_url(url: str) -> str:
+    """``url`` as it may be shown: without ``user:password@``, query string or fragment
+    (any of which may carry a token), with or without a ``scheme://``."""
+    shown = re.split(r"[?#]", url, maxsplit=1)[0]
+    scheme, sep, rest = shown.partition("://")
+    if not sep:
+        scheme, rest = "", shown
+    rest = _USERINFO.sub("", rest)
+    shown = f"{scheme}{sep}{rest}"
+    return shown if len(shown) <= 200 else shown[:199] + "…"
+
+
+def db_url_problem(url: str) -> str | None:
+    """Why ``url`` cannot be the database URL, or None if it can."""
+    if not url.startswith(_DB_SCHEMES):
+        if "://" in url or re.match(r"^[A-Za-z][A-Za-z0-9+.-]*:[^0-9]", url):
+            return "unknown scheme"
+        return "no scheme"
+    if url.startswith("file:"):
+        return None if url[len("file:") :].strip("/") else "no file path"
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError:
+        return "its port is not a number"
+    return None if parts.hostname else "no host"
+
+
 def _validate(s: Settings) -> None:
-    if s.db_url is not None and not s.db_url.startswith(_DB_SCHEMES):
-        # Name only the scheme: the rest of a URL may carry credentials.
-        scheme = s.db_url.split(":", 1)[0]
-        shown = repr(scheme + ":") if _SCHEME.match(scheme) and ":" in s.db_url else "no scheme"
+    problem = None if s.db_url is None else db_url_problem(s.db_url)
+    if s.db_url is not None and problem is not None:
+        # Named without credentials or query string: either may carry a token.
         raise ConfigError(
-            f"TURSO_DATABASE_URL must start with one of {', '.join(_DB_SCHEMES)} (got {shown})"
+            f"TURSO_DATABASE_URL / --db {display_url(s.db_url)!r} is not a database URL"
+            f" ({problem}); accepted: {_ACCEPTED_URLS}"
         )
     for name in ("sync_timeout", "retry_base", "retry_cap", "rescan_interval",
                  "liveness_interval", "shutdown_timeout", "burst_timeout"):  # fmt: skip

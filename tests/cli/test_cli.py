@@ -69,7 +69,8 @@ def test_a_bad_setting_is_a_clear_error(spool: Path) -> None:
     assert "AGENTSPOOL_SYNC_TIMEOUT must be a number" in result.stderr
     result = run_cli("worker", "run", "--burst", "--db", "postgres://x", env=worker_env(spool))
     assert result.returncode == 1
-    assert "TURSO_DATABASE_URL must start with one of" in result.stderr
+    assert "TURSO_DATABASE_URL / --db 'postgres://x' is not a database URL" in result.stderr
+    assert "accepted: libsql://" in result.stderr
 
 
 def test_retry_needs_a_session_or_failed(spool: Path) -> None:

@@ -23,9 +23,12 @@ from agentspool.worker.cli.dead import dead
 from agentspool.worker.cli.emit import emit, ingest
 from agentspool.worker.cli.inspect import queue, sessions, show
 from agentspool.worker.cli.options import (
+    DURATION,
     echo_json,
+    group_spool,
     json_option,
     load_env_file,
+    remember_group_spool,
     settings_from,
     setup_logging,
     spool_option,
@@ -47,8 +50,17 @@ __all__ = ["main", "settings_from", "setup_logging", "spool_option"]
     help="Load settings from this file first (KEY=VALUE lines, as in .env.example);"
     " they override the environment [env: AGENTSPOOL_ENV_FILE].",
 )
-def main(env_file: Path | None) -> None:
+@click.option(
+    "--spool",
+    "spool_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Spool directory for the command that follows (as its own --spool)"
+    " [env: AGENTSPOOL_DIR; default: $XDG_STATE_HOME/agentspool].",
+)
+@click.pass_context
+def main(ctx: click.Context, env_file: Path | None, spool_dir: Path | None) -> None:
     """agentspool: durable, agent-harmless session logging to Turso (libSQL)."""
+    remember_group_spool(ctx, spool_dir)
     if env_file is not None:
         load_env_file(env_file)
 
@@ -72,8 +84,9 @@ def worker() -> None:
 )
 @click.option(
     "--sync-timeout",
-    type=float,
-    help="Seconds one sync attempt may take [env: AGENTSPOOL_SYNC_TIMEOUT; default: 30].",
+    type=DURATION,
+    help="How long one sync attempt may take: seconds or 30s, 2m..."
+    " [env: AGENTSPOOL_SYNC_TIMEOUT; default: 30].",
 )
 @click.option(
     "--metrics-port",
@@ -122,10 +135,11 @@ def worker_run(
 )
 @click.option(
     "--max-age",
-    type=click.FloatRange(min=0),
+    type=DURATION,
     default=DEFAULT_MAX_AGE_S,
     show_default=True,
-    help="Seconds a queue item may wait to be drained, or an ended session to be synced.",
+    help="How long a queue item may wait to be drained, or an ended session to be synced:"
+    " seconds or 30s, 10m, 1h...",
 )
 def status(spool_dir: Path | None, as_json: bool, check: bool, max_age: float) -> None:
     """Show producer queues, sessions by state, dead letters and the last sync error.
@@ -221,14 +235,15 @@ def demo(spool_dir: Path | None) -> None:
     """Run a few simulated agents (one killed mid-session), drain, sync, show what landed."""
     from agentspool.worker.demo import run_demo
 
+    spool_dir = spool_dir if spool_dir is not None else group_spool(click.get_current_context())
     setup_logging(False)
     sys.exit(run_demo(spool_dir, echo=click.echo))
 
 
 @main.command()
 @spool_option
-@click.option("--timeout", type=float, default=120.0, show_default=True,
-              help="Seconds to wait for the worker to finish.")  # fmt: skip
+@click.option("--timeout", type=DURATION, default=120.0, show_default=True,
+              help="How long to wait for the worker to finish: seconds or 30s, 5m...")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print the final status as JSON.")
 def drain(spool_dir: Path | None, timeout: float, as_json: bool) -> None:
     """Tell the running worker to finish (drain, seal, sync everything, exit) and wait.
@@ -276,10 +291,10 @@ def drain(spool_dir: Path | None, timeout: float, as_json: bool) -> None:
 @click.option("--dry-run", is_flag=True, help="Only show what would be applied.")
 @click.option(
     "--timeout",
-    type=float,
+    type=DURATION,
     default=60.0,
     show_default=True,
-    help="Seconds to wait for the database.",
+    help="How long to wait for the database: seconds or 30s, 2m...",
 )
 def migrate(
     spool_dir: Path | None, db_url: str | None, yes: bool, dry_run: bool, timeout: float
@@ -316,8 +331,9 @@ def migrate(
 @spool_option
 @click.option(
     "--older-than",
-    type=float,
-    help="Seconds a synced replica is kept [env: AGENTSPOOL_RETAIN_SYNCED; default: 7 days].",
+    type=DURATION,
+    help="How long a synced replica is kept: seconds or 12h, 7d, 2w..."
+    " [env: AGENTSPOOL_RETAIN_SYNCED; default: 7d].",
 )
 @click.option(
     "--max-bytes",

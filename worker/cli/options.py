@@ -17,6 +17,7 @@ import click
 
 from agentspool.producer import default_spool_dir
 from agentspool.worker.config import ConfigError, Settings, load_settings
+from agentspool.worker.durations import parse_duration
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -29,15 +30,55 @@ EXIT_LEFT_PENDING = 3  # worker run --burst / drain: something is left open, pen
 EXIT_REJECTED = 4  # emit / ingest: an input event was rejected (the good ones were written)
 
 
+SPOOL_HELP = "Spool directory [env: AGENTSPOOL_DIR; default: $XDG_STATE_HOME/agentspool]."
+# Where the group-level ``agentspool --spool S <command>`` keeps its value.
+_GROUP_SPOOL = "agentspool.group_spool_dir"
+
+
+def remember_group_spool(ctx: click.Context, spool_dir: Path | None) -> None:
+    """Called by the ``agentspool`` group: its ``--spool`` is every command's default."""
+    if spool_dir is not None:
+        ctx.meta[_GROUP_SPOOL] = spool_dir
+
+
+def group_spool(ctx: click.Context | None) -> Path | None:
+    """The spool given before the command (``agentspool --spool S status``), if any."""
+    return None if ctx is None else ctx.meta.get(_GROUP_SPOOL)
+
+
+def _spool_or_group_default(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    # A command's own --spool wins; else the one given before the command name.
+    return value if value is not None else group_spool(ctx)
+
+
 def spool_option(func: F) -> F:
-    """The shared ``--spool`` option (else AGENTSPOOL_DIR, else the XDG state dir)."""
+    """The shared ``--spool`` option (else ``agentspool --spool``, else AGENTSPOOL_DIR,
+    else the XDG state dir)."""
     decorator = click.option(
         "--spool",
         "spool_dir",
         type=click.Path(file_okay=False, path_type=Path),
-        help="Spool directory [env: AGENTSPOOL_DIR; default: $XDG_STATE_HOME/agentspool].",
+        callback=_spool_or_group_default,
+        help=SPOOL_HELP,
     )
     return decorator(func)
+
+
+class DurationType(click.ParamType):
+    """Seconds, or a duration with units: 90, 30s, 15m, 2h, 7d, 1w, 1h30m (durations.py)."""
+
+    name = "duration"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, int | float):
+            return float(value)
+        try:
+            return parse_duration(value)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+DURATION = DurationType()
 
 
 def json_option(func: F) -> F:

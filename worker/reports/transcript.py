@@ -7,7 +7,6 @@ retention: their rows then live only in the remote database, and ``show`` says s
 
 from __future__ import annotations
 
-import re
 import sqlite3
 import time
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from agentspool.worker import state as st
+from agentspool.worker.durations import parse_duration
 from agentspool.worker.intake.replica import (
     MESSAGE_COLUMNS,
     REPLICAS_DIRNAME,
@@ -26,17 +26,16 @@ from agentspool.worker.intake.replica import (
     replica_path,
 )
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
-_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 
 def since_to_iso(text: str, now: float | None = None) -> str:
     """``2h``, ``30m``, ``7d`` ... ago, or an ISO-8601 time (UTC unless it says
     otherwise), as the ISO text the spool stores times in. Raises ``ValueError``."""
     now = time.time() if now is None else now
-    match = _DURATION.match(text)
-    if match:
-        return iso(max(0.0, now - float(match[1]) * _UNIT_S[match[2]]))
+    try:
+        return iso(max(0.0, now - parse_duration(text)))
+    except ValueError:
+        pass
     try:
         moment = datetime.fromisoformat(text.strip())
     except ValueError:
