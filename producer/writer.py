@@ -158,8 +158,14 @@ class Writer:
                 self._record_drops(conn)
         except Exception as exc:  # disk full, permissions, a damaged file, ...
             self.write_errors += 1
-            if self.last_error is None or self.write_errors in (1, 10, 100, 1000):
-                log.warning("agentspool: cannot write to %s: %s (will retry)", self.queue_dir, exc)
+            if self.write_errors == 1:  # once: an agent's log must not fill with these
+                log.warning(
+                    "agentspool: cannot write to the spool %s: %s; events wait in memory and"
+                    " are retried, end() and flush() return False until they are on disk"
+                    " (Spool.stats() counts the errors)",
+                    self.queue_dir.parent.parent,
+                    exc,
+                )
             self.last_error = str(exc)
             self._close(mark_closed=False)
             return False

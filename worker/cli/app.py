@@ -24,14 +24,16 @@ from agentspool.worker.cli.emit import emit, ingest
 from agentspool.worker.cli.inspect import queue, sessions, show
 from agentspool.worker.cli.options import (
     DURATION,
+    database_errors_explained,
     echo_json,
-    group_spool,
     json_option,
     load_env_file,
+    refuse_unusable_spool,
     remember_group_spool,
     settings_from,
     setup_logging,
     spool_option,
+    spool_or_group_default,
 )
 from agentspool.worker.cli.ui import ui
 from agentspool.worker.daemon.control import retry_now
@@ -114,6 +116,7 @@ def worker_run(
     settings = settings_from(
         spool_dir=spool_dir, db_url=db_url, sync_timeout=sync_timeout, metrics_port=metrics_port
     )
+    refuse_unusable_spool(settings.spool_dir, writable=True)
     try:
         code = Worker(settings, burst=burst).run()
     except WorkerAlreadyRunning as exc:
@@ -127,6 +130,7 @@ def worker_run(
 @main.command()
 @spool_option
 @json_option
+@database_errors_explained
 @click.option(
     "--check",
     is_flag=True,
@@ -148,10 +152,15 @@ def status(spool_dir: Path | None, as_json: bool, check: bool, max_age: float) -
     problems are listed, each with the next step)."""
     from agentspool.worker.reports.health import check_health
     from agentspool.worker.reports.status import spool_status
+    from agentspool.worker.spool_access import unwritable_reason
 
     settings = settings_from(spool_dir=spool_dir)
+    refuse_unusable_spool(settings.spool_dir, writable=False)
     report = spool_status(settings.spool_dir)
     health = check_health(settings.spool_dir, report, max_age)
+    unwritable = unwritable_reason(settings.spool_dir)
+    if unwritable is not None:  # readable, so there is a report: but nothing can log into it
+        health.problems.insert(0, f"producers cannot write to the spool: {unwritable}")
     if as_json:
         echo_json(
             report.to_json()
@@ -230,12 +239,12 @@ def retry(spool_dir: Path | None, session_id: str | None, all_failed: bool, as_j
 
 @main.command()
 @click.option("--spool", "spool_dir", type=click.Path(file_okay=False, path_type=Path),
+              callback=spool_or_group_default,
               help="Where to put the demo spool (default: a new temporary directory).")  # fmt: skip
 def demo(spool_dir: Path | None) -> None:
     """Run a few simulated agents (one killed mid-session), drain, sync, show what landed."""
     from agentspool.worker.demo import run_demo
 
-    spool_dir = spool_dir if spool_dir is not None else group_spool(click.get_current_context())
     setup_logging(False)
     sys.exit(run_demo(spool_dir, echo=click.echo))
 

@@ -46,7 +46,7 @@ def group_spool(ctx: click.Context | None) -> Path | None:
     return None if ctx is None else ctx.meta.get(_GROUP_SPOOL)
 
 
-def _spool_or_group_default(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+def spool_or_group_default(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
     # A command's own --spool wins; else the one given before the command name.
     return value if value is not None else group_spool(ctx)
 
@@ -58,7 +58,7 @@ def spool_option(func: F) -> F:
         "--spool",
         "spool_dir",
         type=click.Path(file_okay=False, path_type=Path),
-        callback=_spool_or_group_default,
+        callback=spool_or_group_default,
         help=SPOOL_HELP,
     )
     return decorator(func)
@@ -156,9 +156,22 @@ def load_env_file(path: Path) -> None:
 _OTHER_ENV_VARS = ("AGENTSPOOL_ENV_FILE", "AGENTSPOOL_OWNER_PID")
 
 
+def refuse_unusable_spool(spool_dir: Path, *, writable: bool) -> None:
+    """Exit 1 with one line if the spool cannot be read (or, with ``writable``,
+    written or created): a parent that is a file, no permission, a read-only mount."""
+    from agentspool.worker.spool_access import unreadable_reason, unwritable_reason
+
+    reason = unwritable_reason(spool_dir) if writable else unreadable_reason(spool_dir)
+    if reason is not None:
+        raise click.ClickException(
+            f"cannot use the spool {spool_dir}: {reason}; choose another with --spool or"
+            " AGENTSPOOL_DIR"
+        )
+
+
 def database_errors_explained(func: F) -> F:
-    """A spool file SQLite cannot read (busy past the timeout, damaged) becomes an
-    error that says so, not a traceback."""
+    """A spool file SQLite cannot read (busy past the timeout, damaged), or one the
+    operating system will not open, becomes an error that says so, not a traceback."""
     import functools
     import sqlite3
 
@@ -170,6 +183,11 @@ def database_errors_explained(func: F) -> F:
             raise click.ClickException(
                 f"cannot read the spool's files: {exc}; a damaged worker.db or replica is"
                 " quarantined and rebuilt by the worker (agentspool worker run); see agentspool status"
+            ) from None
+        except OSError as exc:  # permission denied, not a directory, ...
+            where = f" {exc.filename}" if exc.filename else ""
+            raise click.ClickException(
+                f"cannot read the spool's files:{where}: {exc.strerror or exc}"
             ) from None
 
     return wrapper  # type: ignore[return-value]
