@@ -6,5 +6,6 @@ imports libsql, click or watchdog.
 
 from .events import InvalidEvent
 from .spool import Session, Spool, SpoolStats, default_spool_dir
+from .toolcall import ToolCall
 
-__all__ = ["InvalidEvent", "Session", "Spool", "SpoolStats", "default_spool_dir"]
+__all__ = ["InvalidEvent", "Session", "Spool", "SpoolStats", "ToolCall", "default_spool_dir"]

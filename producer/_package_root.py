@@ -4,6 +4,6 @@ The top-level package only re-exports the producer API; the worker lives in
 ``agentspool.worker`` and is never imported from here.
 """
 
-from agentspool.producer import Session, Spool, SpoolStats
+from agentspool.producer import Session, Spool, SpoolStats, ToolCall
 
-__all__ = ["Session", "Spool", "SpoolStats"]
+__all__ = ["Session", "Spool", "SpoolStats", "ToolCall"]

@@ -26,6 +26,7 @@ from types import TracebackType
 from typing import Any
 
 from . import events, queuefile
+from .toolcall import ToolCall
 from .writer import Barrier, Writer
 
 log = logging.getLogger("agentspool.producer")
@@ -273,11 +274,24 @@ class Session:
         except Exception:
             self.spool._count_drop()
 
-    def message(self, role: str, content: Any, metadata: dict[str, Any] | None = None) -> None:
-        """Record a message (``content`` is any JSON value: text or structured parts)."""
-        self._emit(
-            events.MESSAGE, role=str(role), content=content, metadata=_dict_or_none(metadata)
-        )
+    def message(
+        self,
+        role: str,
+        content: Any,
+        metadata: dict[str, Any] | None = None,
+        *,
+        model: str | None = None,
+        usage: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Record a message (``content`` is any JSON value: text or structured parts).
+
+        ``model`` and ``usage`` (token counts such as ``{"input_tokens": 812,
+        "output_tokens": 64}``) go into the message's metadata; the worker sums every
+        message's usage into the session's metadata when the session ends."""
+        meta = _dict_or_none(metadata)
+        if model is not None or usage is not None:
+            meta = _with_model_and_usage(meta, model, usage)
+        self._emit(events.MESSAGE, role=str(role), content=content, metadata=meta)
 
     def tool_started(self, name: str, input: Any = None, call_id: str | None = None) -> str:
         """Record the start of a tool call; returns its ``call_id`` for ``tool_finished``."""
@@ -288,6 +302,13 @@ class Session:
             call_id = str(id(input))
         self._emit(events.TOOL_STARTED, call_id=call_id, name=str(name), input=input)
         return call_id
+
+    def tool(self, name: str, input: Any = None, call_id: str | None = None) -> ToolCall:
+        """A tool call as a block: ``with session.tool("grep", {"q": q}) as call:
+        call.output = run(q)``. A clean exit records it completed with the output and
+        its duration; an exception records it failed with the exception's text (and
+        propagates). ``tool_started`` / ``tool_finished`` do the same by hand."""
+        return ToolCall(self, name, input, call_id)
 
     def tool_finished(self, call_id: str, output: Any = None, error: str | None = None) -> None:
         """Record the end of a tool call; a non-empty ``error`` marks it failed."""
@@ -313,6 +334,23 @@ class Session:
         Returns ``True`` once every event of this session (and every earlier event of
         this process) is fsynced to the spool: from then on a crash of this process
         loses nothing of it. A second call only flushes."""
+        self._emit_end(status, error)
+        return self.spool.flush(timeout)
+
+    async def aend(
+        self,
+        status: str = "completed",
+        error: str | None = None,
+        timeout: float = DEFAULT_FLUSH_TIMEOUT_S,
+    ) -> bool:
+        """``end()`` for asyncio code: the bounded wait for the disk runs in a worker
+        thread, so the event loop keeps running while it waits."""
+        import asyncio  # only agents that use asyncio pay for importing it
+
+        self._emit_end(status, error)
+        return await asyncio.to_thread(self.spool.flush, timeout)
+
+    def _emit_end(self, status: str, error: str | None) -> None:
         if not self._ended:
             self._ended = True
             if status not in events.END_STATUSES:
@@ -321,7 +359,6 @@ class Session:
             self._emit(
                 events.SESSION_END, status=status, error=None if error is None else str(error)
             )
-        return self.spool.flush(timeout)
 
     def __enter__(self) -> Session:
         return self
@@ -335,7 +372,39 @@ class Session:
         if exc is None:
             self.end("completed")
         else:
-            self.end("error", error=f"{exc_type.__name__ if exc_type else 'Error'}: {exc}")
+            self.end("error", error=_error_text(exc_type, exc))
+
+    async def __aenter__(self) -> Session:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc is None:
+            await self.aend("completed")
+        else:
+            await self.aend("error", error=_error_text(exc_type, exc))
+
+
+def _error_text(exc_type: type[BaseException] | None, exc: BaseException) -> str:
+    return f"{exc_type.__name__ if exc_type else 'Error'}: {exc}"
+
+
+def _with_model_and_usage(
+    metadata: dict[str, Any] | None, model: Any, usage: Any
+) -> dict[str, Any]:
+    meta = dict(metadata or {})
+    try:
+        if model is not None:
+            meta["model"] = str(model)
+        if usage is not None:
+            meta["usage"] = dict(usage) if isinstance(usage, Mapping) else usage
+    except Exception:
+        pass  # never into the agent: the message is kept without them
+    return meta
 
 
 def _dict_or_none(value: Any) -> dict[str, Any] | None:

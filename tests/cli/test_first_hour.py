@@ -283,8 +283,9 @@ def test_spool_before_the_command_real_process(tmp_path: Path) -> None:
     assert status["spool"] == str(spool) and status["sessions"]["synced"] == 1
     # the command's own --spool wins over the one before it
     other = json.loads(
-        run_cli("--spool", str(spool), "status", "--json", "--spool", str(tmp_path / "o"),
-                env=env).stdout  # fmt: skip
+        run_cli(
+            "--spool", str(spool), "status", "--json", "--spool", str(tmp_path / "o"), env=env
+        ).stdout  # fmt: skip
     )
     assert other["spool"] == str(tmp_path / "o")
     assert not (tmp_path / "not-this-one").exists()

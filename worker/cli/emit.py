@@ -42,6 +42,9 @@ _FIELD_OPTIONS: dict[str, tuple[str, frozenset[str]]] = {
     "error": ("error", frozenset({ev.TOOL_FINISHED, ev.SESSION_END})),
     "duration_ms": ("duration_ms", frozenset({ev.TOOL_FINISHED})),
     "status": ("status", frozenset({ev.SESSION_END})),
+    # Folded into the message's metadata (ingest.fold_model_and_usage).
+    "model": ("model", frozenset({ev.MESSAGE})),
+    "usage": ("usage", frozenset({ev.MESSAGE})),
 }
 _OPTION_FLAG = {"tool_input": "--input"}
 
@@ -73,6 +76,12 @@ def _flag(option: str) -> str:
 @click.option("--metadata", help="session_start, message: a JSON object.")
 @click.option("--role", help="message: user, assistant, system, tool... (required).")
 @click.option("--content", help="message: the text; - reads it from stdin.")
+@click.option("--model", help="message: the model that wrote it (kept in its metadata).")
+@click.option(
+    "--usage",
+    help='message: token counts as a JSON object, e.g. \'{"input_tokens": 812,'
+    " \"output_tokens\": 64}' (summed into the session's metadata at its end).",
+)
 @click.option(
     "--call-id",
     help="tool_started, tool_finished: the call's id, unique in the session (required).",
@@ -171,7 +180,7 @@ def _option_for(field: str) -> str:
 def _option_value(option: str, value: Any) -> Any:
     if option == "content" and value == "-":
         return sys.stdin.read()
-    if option in ("metadata", "tool_input"):
+    if option in ("metadata", "tool_input", "usage"):
         try:
             parsed = json.loads(value)
         except ValueError as exc:
@@ -179,8 +188,8 @@ def _option_value(option: str, value: Any) -> Any:
                 f"not JSON ({exc}); quote text as a JSON string, e.g. '\"ls -la\"'",
                 param_hint=_flag(option),
             ) from None
-        if option == "metadata" and not isinstance(parsed, dict):
-            raise click.BadParameter("must be a JSON object", param_hint="--metadata")
+        if option in ("metadata", "usage") and not isinstance(parsed, dict):
+            raise click.BadParameter("must be a JSON object", param_hint=_flag(option))
         return parsed
     return value
 

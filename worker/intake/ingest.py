@@ -99,6 +99,8 @@ def prepare_event(
         raise EventRejected(f"an event is a JSON object, not {_json_kind(obj)}")
     event = dict(obj)
     kind = event.get("type")
+    if kind == ev.MESSAGE:
+        fold_model_and_usage(event)
     if isinstance(kind, str) and kind in _ALLOWED_FIELDS:
         unknown = sorted(set(event) - _ALLOWED_FIELDS[kind])
         if unknown:
@@ -122,6 +124,42 @@ def prepare_event(
     if fill_identity:
         event["pseq"] = next_pseq()
     return event
+
+
+def fold_model_and_usage(event: dict[str, Any]) -> None:
+    """A message's ``model`` and ``usage`` fields move into its metadata, where the
+    Python producer puts them and the worker sums them (docs/EVENTS.md)."""
+    given = {name: event.pop(name) for name in (MODEL_FIELD, USAGE_FIELD) if name in event}
+    given = {name: value for name, value in given.items() if value is not None}
+    if not given:
+        return
+    model = given.get(MODEL_FIELD)
+    if model is not None and not isinstance(model, str):
+        raise EventRejected(f"model must be text, not {_json_kind(model)}")
+    usage = given.get(USAGE_FIELD)
+    if usage is not None:
+        if not isinstance(usage, dict):
+            raise EventRejected(
+                'usage must be a JSON object of token counts, e.g. {"input_tokens": 812,'
+                f' "output_tokens": 64}}, not {_json_kind(usage)}'
+            )
+        for key, count in usage.items():
+            if (
+                isinstance(count, bool)
+                or not isinstance(count, int | float | dict)
+                or (not isinstance(count, dict) and count < 0)
+            ):
+                raise EventRejected(f"usage.{key} must be a count (a number of 0 or more)")
+    metadata = event.get("metadata")
+    if metadata is None:
+        metadata = {}
+    elif not isinstance(metadata, dict):
+        raise EventRejected("metadata must be a JSON object when model or usage is given")
+    event["metadata"] = {**metadata, **given}
+
+
+MODEL_FIELD = "model"
+USAGE_FIELD = "usage"
 
 
 def encode_event(event: dict[str, Any]) -> bytes:

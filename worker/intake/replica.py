@@ -115,6 +115,15 @@ def _create_from_template(path: Path) -> None:
 
 
 ABANDONED_ERROR = "the producer process ended without ending the session"
+# Tool calls still running when their session ends never finish: they are closed.
+TOOL_OPEN_AT_END_ERROR = "the session ended before the tool call finished"
+TOOL_OPEN_AT_ABANDON_ERROR = "the session was abandoned before the tool finished"
+
+# A message's token counts and model, in its metadata (docs/EVENTS.md); summed into
+# the session's metadata under the same names when the session ends.
+USAGE_KEY = "usage"
+MODEL_KEY = "model"
+MODELS_KEY = "models"
 
 
 def replica_path(spool_dir: Path, session_id: str) -> Path:
@@ -249,6 +258,8 @@ class Replica:
                 (sid, to_text(e["agent"]), at, to_text(e.get("metadata")), e.get("host"),
                  e.get("pid"), e["producer_id"]),
             )  # fmt: skip
+            if self._ended(sid):  # arrived after the end: its metadata replaced the totals
+                self._sum_usage_into_session(sid)
         elif kind == ev.MESSAGE:
             self.conn.execute(
                 "INSERT OR IGNORE INTO messages (session_id, seq, role, content, created_at, metadata)"
@@ -256,6 +267,10 @@ class Replica:
                 (sid, e["seq"], to_text(e["role"]), to_text(e.get("content")), at,
                  to_text(e.get("metadata"))),
             )  # fmt: skip
+            metadata = e.get("metadata")
+            if isinstance(metadata, dict) and (USAGE_KEY in metadata or MODEL_KEY in metadata):
+                if self._ended(sid):  # arrived after the end (another producer): recount
+                    self._sum_usage_into_session(sid)
         elif kind == ev.TOOL_STARTED:
             self.conn.execute(
                 "INSERT INTO tool_executions (session_id, call_id, name, input, status, started_at)"
@@ -264,6 +279,8 @@ class Replica:
                 " input = excluded.input, started_at = excluded.started_at",
                 (sid, e["call_id"], to_text(e["name"]), to_text(e.get("input")), at),
             )
+            if self._ended(sid):  # its start arrived after the session's end
+                self._close_running_tools(sid, at, TOOL_OPEN_AT_END_ERROR)
         elif kind == ev.TOOL_FINISHED:
             error = e.get("error")
             status = "error" if error else "completed"
@@ -283,7 +300,72 @@ class Replica:
                 "UPDATE sessions SET status = ?, ended_at = ?, error = ? WHERE id = ?",
                 (e["status"], at, to_text(e.get("error")), sid),
             )
+            self._close_running_tools(sid, at, TOOL_OPEN_AT_END_ERROR)
+            self._sum_usage_into_session(sid)
         return True
+
+    def _ended(self, session_id: str) -> bool:
+        row = self.conn.execute(
+            "SELECT status FROM sessions WHERE id = ?", (session_id,)
+        ).fetchone()
+        return row is not None and row[0] != "running"
+
+    def _close_running_tools(self, session_id: str, ended_at: str | None, error: str) -> None:
+        """Tool calls still running are closed: status error, an end time (the
+        session's), a duration where the start is known, and why."""
+        self.conn.execute(
+            "UPDATE tool_executions SET status = 'error', error = ?,"
+            " ended_at = coalesce(?, started_at),"
+            " duration_ms = CASE WHEN started_at IS NULL OR ? IS NULL THEN NULL"
+            "  ELSE max(0.0, (julianday(?) - julianday(started_at)) * 86400000.0) END"
+            " WHERE session_id = ? AND status = 'running'",
+            (error, ended_at, ended_at, ended_at, session_id),
+        )
+
+    def _sum_usage_into_session(self, session_id: str) -> None:
+        """The session's metadata gets ``usage`` (each token count summed over its
+        messages) and ``models`` (the models named, sorted). Metadata that is not a
+        JSON object (truncated text) is left as it is."""
+        # json_valid first: a message's metadata may be truncated text, not JSON.
+        usage = {
+            key: total
+            for key, total in self.conn.execute(
+                "SELECT u.key, sum(u.value) FROM messages, json_each("
+                " CASE WHEN json_valid(messages.metadata)"
+                "  AND json_type(messages.metadata, '$.usage') = 'object'"
+                "  THEN messages.metadata ELSE '{}' END, '$.usage') AS u"
+                " WHERE messages.session_id = ? AND u.type IN ('integer', 'real')"
+                " GROUP BY u.key ORDER BY u.key",
+                (session_id,),
+            )
+        }
+        models = [
+            row[0]
+            for row in self.conn.execute(
+                "SELECT DISTINCT json_extract(metadata, '$.model') AS m FROM messages"
+                " WHERE session_id = ? AND json_valid(metadata)"
+                " AND json_type(metadata, '$.model') = 'text' ORDER BY m",
+                (session_id,),
+            )
+        ]
+        if not usage and not models:
+            return
+        row = self.conn.execute(
+            "SELECT metadata FROM sessions WHERE id = ?", (session_id,)
+        ).fetchone()
+        try:
+            metadata = {} if row is None or row[0] is None else json.loads(row[0])
+        except ValueError:
+            return
+        if not isinstance(metadata, dict):
+            return
+        if usage:
+            metadata[USAGE_KEY] = usage
+        if models:
+            metadata[MODELS_KEY] = models
+        self.conn.execute(
+            "UPDATE sessions SET metadata = ? WHERE id = ?", (to_text(metadata), session_id)
+        )
 
     def _check_replay(self, e: dict[str, Any]) -> None:
         """A replay has the identity of the event applied at its seq; anything else
@@ -319,11 +401,8 @@ class Replica:
                 " WHERE id = ? AND status = 'running'",
                 (last, ABANDONED_ERROR, session_id),
             )
-            self.conn.execute(
-                "UPDATE tool_executions SET status = 'error', error = ?"
-                " WHERE session_id = ? AND status = 'running'",
-                ("the session was abandoned before the tool finished", session_id),
-            )
+            self._close_running_tools(session_id, last, TOOL_OPEN_AT_ABANDON_ERROR)
+            self._sum_usage_into_session(session_id)
             self.conn.execute("COMMIT")
         except BaseException:
             if self.conn.in_transaction:  # SQLite may have rolled back already (disk full)

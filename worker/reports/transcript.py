@@ -27,7 +27,6 @@ from agentspool.worker.intake.replica import (
 )
 
 
-
 def since_to_iso(text: str, now: float | None = None) -> str:
     """``2h``, ``30m``, ``7d`` ... ago, or an ISO-8601 time (UTC unless it says
     otherwise), as the ISO text the spool stores times in. Raises ``ValueError``."""
