@@ -28,6 +28,7 @@ from agentspool.worker.cli.options import (
     echo_json,
     json_option,
     load_env_file,
+    local_session_id,
     refuse_unusable_spool,
     remember_group_spool,
     settings_from,
@@ -215,12 +216,16 @@ def status(spool_dir: Path | None, as_json: bool, check: bool, max_age: float) -
 def retry(spool_dir: Path | None, session_id: str | None, all_failed: bool, as_json: bool) -> None:
     """Sync a failed session again (or, with --failed, all of them), after fixing the
     cause. A pending session that waits for its next attempt is tried at once. A
-    running worker is told to start afresh (its backoff is reset)."""
+    running worker is told to start afresh (its backoff is reset).
+
+    SESSION_ID may be a unique prefix of the id."""
     if bool(session_id) == all_failed:
         raise click.UsageError("give either a SESSION_ID or --failed")
     settings = settings_from(spool_dir=spool_dir)
     if not (settings.spool_dir / st.STATE_FILENAME).exists():
         raise click.ClickException(f"no worker state in {settings.spool_dir}: nothing to retry")
+    if session_id:
+        session_id = local_session_id(settings.spool_dir, session_id)
     store = st.StateStore(settings.spool_dir)
     try:
         moved = store.retry_failed(None if all_failed else session_id)

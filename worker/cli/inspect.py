@@ -6,8 +6,10 @@ All of them only read: they answer while a worker runs, and change nothing.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -16,9 +18,16 @@ from agentspool.worker.cli.options import (
     database_errors_explained,
     echo_json,
     json_option,
+    local_session_id,
+    remote_options,
     settings_from,
     spool_option,
 )
+from agentspool.worker.config import EMBEDDED_DB_FILENAME, Settings
+
+if TYPE_CHECKING:
+    from agentspool.worker.reports.transcript import Transcript
+    from agentspool.worker.sync.database import Database
 
 TOOL_FIELD_CHARS = 500  # tool input/output shown per call unless --full
 
@@ -116,12 +125,18 @@ def _event_gist(e: dict[str, Any]) -> str:
     return ""
 
 
+SESSION_STATUSES = ("running", "completed", "error", "abandoned")
+
+
 @click.command()
 @spool_option
 @click.option(
     "--state", "sync_state", type=click.Choice(st.SYNC_STATES),
-    help="Only sessions in this sync state.",
+    help="Only sessions in this sync state (local only).",
 )  # fmt: skip
+@click.option(
+    "--status", type=click.Choice(SESSION_STATUSES), help="Only sessions with this status."
+)
 @click.option("--agent", help="Only this agent's sessions.")
 @click.option(
     "--since", metavar="WHEN",
@@ -131,27 +146,45 @@ def _event_gist(e: dict[str, Any]) -> str:
     "--limit", type=click.IntRange(min=1), default=100, show_default=True,
     help="Show at most this many (the most recently active first).",
 )  # fmt: skip
+@remote_options
 @json_option
 @database_errors_explained
 def sessions(
     spool_dir: Path | None,
     sync_state: str | None,
+    status: str | None,
     agent: str | None,
     since: str | None,
     limit: int,
+    remote: bool,
+    db_url: str | None,
+    remote_timeout: float,
     as_json: bool,
 ) -> None:
-    """List the sessions the worker has seen, most recently active first."""
+    """List sessions, most recently active first: the ones the worker has seen, or
+    with --remote the ones in the database (agent, status, start, duration,
+    message and tool counts)."""
     from agentspool.worker.reports.transcript import list_sessions, session_json, since_to_iso
 
-    settings = settings_from(spool_dir=spool_dir)
+    settings = settings_from(spool_dir=spool_dir, db_url=db_url)
     try:
         since_iso = None if since is None else since_to_iso(since)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--since") from None
+    if remote:
+        if sync_state is not None:
+            raise click.UsageError(
+                "--state is the local sync state; the database holds synced sessions"
+                " (filter them with --status)"
+            )
+        _remote_sessions(settings, status, agent, since_iso, limit, remote_timeout, as_json)
+        return
     found = list_sessions(
-        settings.spool_dir, sync_state=sync_state, agent=agent, since=since_iso, limit=limit
+        settings.spool_dir, sync_state=sync_state, agent=agent, since=since_iso, limit=None
     )
+    if status is not None:
+        found = [s for s in found if s.status == status]
+    found = found[:limit]
     if as_json:
         echo_json(
             {
@@ -161,7 +194,8 @@ def sessions(
         )
         return
     if not found:
-        click.echo("no sessions match" if (sync_state or agent or since) else "no sessions yet")
+        filtered = sync_state or status or agent or since
+        click.echo("no sessions match" if filtered else "no sessions yet")
         return
     sid_width = max(len("SESSION"), *(len(s.session_id) for s in found))
     agent_width = max(len("AGENT"), *(len(s.agent) for s in found))
@@ -170,38 +204,127 @@ def sessions(
         f"  {'STATUS':<9}  {'SYNC':<7}  EVENTS"
     )
     for s in found:
-        status = click.style(f"{s.status:<9}", fg=_status_colour(s.status))
+        status_text = click.style(f"{s.status:<9}", fg=_status_colour(s.status))
         sync = click.style(f"{s.sync_state:<7}", fg="red" if s.sync_state == st.FAILED else None)
         click.echo(
             f"{s.last_event_at or '-':<24}  {s.session_id:<{sid_width}}  {s.agent:<{agent_width}}"
-            f"  {status}  {sync}  {s.event_count}"
+            f"  {status_text}  {sync}  {s.event_count}"
         )
         if s.last_error and s.sync_state in (st.PENDING, st.FAILED):
             click.echo(click.style(f"  sync error: {_one_line(s.last_error, 200)}", fg="red"))
+
+
+def _remote_sessions(
+    settings: Settings,
+    status: str | None,
+    agent: str | None,
+    since: str | None,
+    limit: int,
+    timeout: float,
+    as_json: bool,
+) -> None:
+    from agentspool.worker.reports.remote_sessions import list_remote_sessions
+
+    with _remote_database(settings, timeout) as db:
+        found = list_remote_sessions(db, status=status, agent=agent, since=since, limit=limit)
+        url = db.url
+    if as_json:
+        echo_json({"database": url, "sessions": [s.to_json() for s in found]})
+        return
+    if not found:
+        filtered = status or agent or since
+        click.echo(f"no sessions match in {url}" if filtered else f"no sessions in {url} yet")
+        return
+    sid_width = max(len("SESSION"), *(len(s.session_id) for s in found))
+    agent_width = max(len("AGENT"), *(len(s.agent) for s in found))
+    click.echo(
+        f"{'STARTED':<24}  {'SESSION':<{sid_width}}  {'AGENT':<{agent_width}}"
+        f"  {'STATUS':<9}  {'DURATION':>8}  {'MESSAGES':>8}  {'TOOLS':>5}"
+    )
+    for s in found:
+        status_text = click.style(f"{s.status:<9}", fg=_status_colour(s.status))
+        click.echo(
+            f"{s.started_at:<24}  {s.session_id:<{sid_width}}  {s.agent:<{agent_width}}"
+            f"  {status_text}  {_duration(s.duration_s):>8}  {s.message_count:>8}"
+            f"  {s.tool_count:>5}"
+        )
+
+
+@contextmanager
+def _remote_database(settings: Settings, timeout: float) -> Iterator[Database]:
+    """The database, or exit 1 with one line that names it and what went wrong."""
+    from agentspool.worker.config import display_url
+    from agentspool.worker.sync.database import DatabaseError, open_database
+
+    if settings.embedded and not (settings.spool_dir / EMBEDDED_DB_FILENAME).exists():
+        raise click.ClickException(
+            f"no database to read: TURSO_DATABASE_URL is not set and the spool"
+            f" {settings.spool_dir} has no embedded database; give --db URL"
+        )
+    shown = display_url(settings.effective_db_url)
+    try:
+        with open_database(settings.effective_db_url, settings.auth_token, timeout=timeout) as db:
+            yield db
+    except DatabaseError as exc:
+        if "no such table" in str(exc):
+            raise click.ClickException(
+                f"the database {shown} has no agentspool tables: nothing was synced to it"
+                " (agentspool migrate creates them)"
+            ) from None
+        raise click.ClickException(f"cannot read the database {shown}: {exc}") from None
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"
 
 
 @click.command()
 @spool_option
 @click.argument("session_id")
 @click.option("--full", is_flag=True, help="Do not shorten long tool inputs and outputs.")
+@remote_options
 @json_option
 @database_errors_explained
-def show(spool_dir: Path | None, session_id: str, full: bool, as_json: bool) -> None:
+def show(
+    spool_dir: Path | None,
+    session_id: str,
+    full: bool,
+    remote: bool,
+    db_url: str | None,
+    remote_timeout: float,
+    as_json: bool,
+) -> None:
     """Print a session's transcript: messages, tool calls with durations, errors.
 
-    Read from the session's local replica; a synced session whose replica was
-    pruned is only in the remote database, and this says so."""
+    SESSION_ID may be a unique prefix of the id. Read from the session's local
+    replica, or with --remote from the database (a synced session whose replica
+    was pruned is only there)."""
     from agentspool.worker.reports.transcript import ReplicaGone, SessionNotFound, load_transcript
 
-    settings = settings_from(spool_dir=spool_dir)
-    try:
-        transcript = load_transcript(settings.spool_dir, session_id)
-    except SessionNotFound:
-        raise click.ClickException(
-            f"no session {session_id!r} in {settings.spool_dir}; list them with: agentspool sessions"
-        ) from None
-    except ReplicaGone as exc:
-        raise click.ClickException(str(exc)) from None
+    settings = settings_from(spool_dir=spool_dir, db_url=db_url)
+    if remote:
+        transcript = _remote_transcript(settings, session_id, remote_timeout)
+    else:
+        full_id = local_session_id(settings.spool_dir, session_id)
+        try:
+            transcript = load_transcript(settings.spool_dir, full_id)
+        except SessionNotFound:
+            raise click.ClickException(
+                f"no session {session_id!r} in {settings.spool_dir}; list them with:"
+                " agentspool sessions (or read the database: agentspool show ID --remote)"
+            ) from None
+        except ReplicaGone as exc:
+            raise click.ClickException(
+                f"{exc}; read it there with: agentspool show {full_id} --remote"
+            ) from None
     if as_json:
         echo_json(transcript.to_json())
         return
@@ -210,6 +333,8 @@ def show(spool_dir: Path | None, session_id: str, full: bool, as_json: bool) -> 
     status = click.style(str(s["status"]), fg=_status_colour(s["status"]))
     sync = f"   sync {transcript.sync_state}" if transcript.sync_state else ""
     click.echo(f"agent    {s['agent'] or '?'}   status {status}{sync}")
+    if transcript.database:
+        click.echo(f"from     {transcript.database}")
     click.echo(f"started  {s['started_at']}   ended {s['ended_at'] or '-'}")
     if s.get("host") or s.get("pid"):
         click.echo(f"host     {s.get('host') or '?'} (pid {s.get('pid') or '?'})")
@@ -230,6 +355,26 @@ def show(spool_dir: Path | None, session_id: str, full: bool, as_json: bool) -> 
             click.echo(_indent(row["content"] if row["content"] is not None else ""))
         else:
             _echo_tool(row, limit)
+
+
+def _remote_transcript(settings: Settings, given: str, timeout: float) -> Transcript:
+    from agentspool.worker.reports.remote_sessions import load_remote_transcript, resolve_remote
+    from agentspool.worker.reports.session_ids import AmbiguousSessionId
+    from agentspool.worker.reports.transcript import SessionNotFound
+
+    with _remote_database(settings, timeout) as db:
+        try:
+            session_id = resolve_remote(db, given)
+        except AmbiguousSessionId as exc:
+            raise click.ClickException(str(exc)) from None
+        try:
+            if session_id is None:
+                raise SessionNotFound(given)
+            return load_remote_transcript(db, session_id)
+        except SessionNotFound:
+            raise click.ClickException(
+                f"no session {given!r} in {db.url}; list them with: agentspool sessions --remote"
+            ) from None
 
 
 def _echo_tool(t: dict[str, Any], limit: int | None) -> None:

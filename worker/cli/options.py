@@ -81,6 +81,34 @@ class DurationType(click.ParamType):
 DURATION = DurationType()
 
 
+def remote_options(func: F) -> F:
+    """``--remote`` with ``--db`` and ``--timeout``: read the database instead of the spool."""
+    for decorator in reversed([
+        click.option("--remote", is_flag=True,
+                     help="Read the remote database (--db / TURSO_DATABASE_URL, with"
+                     " TURSO_AUTH_TOKEN) instead of the local spool."),
+        click.option("--db", "db_url",
+                     help="With --remote: the database URL [env: TURSO_DATABASE_URL;"
+                     " default: the embedded file in the spool]."),
+        click.option("--timeout", "remote_timeout", type=DURATION, default=10.0,
+                     show_default=True,
+                     help="With --remote: how long to wait for the database (10s, 1m...)."),
+    ]):  # fmt: skip
+        func = decorator(func)
+    return func
+
+
+def local_session_id(spool_dir: Path, given: str) -> str:
+    """``given`` or the one local session id it is a prefix of; ambiguous: exit 1
+    listing the candidates."""
+    from agentspool.worker.reports.session_ids import AmbiguousSessionId, resolve_local
+
+    try:
+        return resolve_local(spool_dir, given) or given
+    except AmbiguousSessionId as exc:
+        raise click.ClickException(str(exc)) from None
+
+
 def json_option(func: F) -> F:
     """The shared ``--json`` flag: one JSON document on stdout (schemas in docs/CLI.md)."""
     decorator = click.option(

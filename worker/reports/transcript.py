@@ -102,7 +102,8 @@ class Transcript:
     messages: list[dict[str, Any]]
     tool_executions: list[dict[str, Any]]
     sync_state: str | None  # None: the worker's index does not know the session
-    replica: Path
+    replica: Path | None  # None: read from the remote database
+    database: str | None = None  # the database it was read from (redacted URL)
 
     def timeline(self) -> list[tuple[str, dict[str, Any]]]:
         """Messages and tool calls in the order they happened: ("message", row) and
@@ -121,7 +122,8 @@ class Transcript:
             "session": self.session | {"sync_state": self.sync_state},
             "messages": self.messages,
             "tool_executions": self.tool_executions,
-            "replica": str(self.replica),
+            "replica": None if self.replica is None else str(self.replica),
+            "database": self.database,
         }
 
 
