@@ -213,6 +213,7 @@ def status(spool_dir: Path | None, as_json: bool, check: bool, max_age: float) -
 @click.argument("session_id", required=False)
 @click.option("--failed", "all_failed", is_flag=True, help="Retry every failed session.")
 @json_option
+@database_errors_explained
 def retry(spool_dir: Path | None, session_id: str | None, all_failed: bool, as_json: bool) -> None:
     """Sync a failed session again (or, with --failed, all of them), after fixing the
     cause. A pending session that waits for its next attempt is tried at once. A
@@ -259,6 +260,7 @@ def demo(spool_dir: Path | None) -> None:
 @click.option("--timeout", type=DURATION, default=120.0, show_default=True,
               help="How long to wait for the worker to finish: seconds or 30s, 5m...")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print the final status as JSON.")
+@database_errors_explained
 def drain(spool_dir: Path | None, timeout: float, as_json: bool) -> None:
     """Tell the running worker to finish (drain, seal, sync everything, exit) and wait.
 
@@ -271,6 +273,7 @@ def drain(spool_dir: Path | None, timeout: float, as_json: bool) -> None:
 
     setup_logging(False)
     settings = settings_from(spool_dir=spool_dir)
+    refuse_unusable_spool(settings.spool_dir, writable=True)  # it may do the work itself
     settings = replace(settings, burst_timeout=max(1.0, timeout))
     outcome = finish_worker(settings, timeout)
     s = outcome.status.sessions
@@ -356,6 +359,7 @@ def migrate(
 )
 @click.option("--dry-run", is_flag=True, help="Only list what would be deleted.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON object instead of text.")
+@database_errors_explained
 def prune(
     spool_dir: Path | None,
     older_than: float | None,

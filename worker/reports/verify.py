@@ -16,7 +16,7 @@ from pathlib import Path
 import click
 
 from agentspool.producer import queuefile
-from agentspool.worker.cli.options import settings_from, spool_option
+from agentspool.worker.cli.options import database_errors_explained, settings_from, spool_option
 from agentspool.worker.config import EMBEDDED_DB_FILENAME
 from agentspool.worker.intake.quarantine import check_database, list_quarantined
 from agentspool.worker.intake.replica import REPLICAS_DIRNAME
@@ -59,6 +59,7 @@ def verify_spool(spool_dir: Path, *, full: bool = False) -> list[FileCheck]:
     "--full", is_flag=True, help="Run PRAGMA integrity_check (slower) instead of quick_check."
 )
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON object instead of text.")
+@database_errors_explained
 def verify(spool_dir: Path | None, full: bool, as_json: bool) -> None:
     """Check every queue file, replica and worker.db with SQLite's quick_check.
 
