@@ -134,6 +134,15 @@ def test_status_check_and_burst_on_an_unusable_spool(tmp_path: Path) -> None:
             result = run_as(prefix, *args, "--spool", str(path), env=env)
             reason = "regular file" if name == "parent is a file" else "permission denied"
             assert_one_line_reason(result, f"cannot use the spool {path}", reason)
+        for args in (["drain", "--timeout", "5s"], ["status"]):
+            result = run_as(prefix, *args, "--spool", str(path), env=env)
+            assert_one_line_reason(result, f"cannot use the spool {path}")
+        # the reading commands answer in one line too (an empty answer, or the reason)
+        for args in (["sessions"], ["show", "x"], ["queue", "ls"], ["dead", "ls"], ["verify"],
+                     ["retry", "--failed"], ["prune"]):  # fmt: skip
+            result = run_as(prefix, *args, "--spool", str(path), env=env)
+            assert "Traceback" not in result.stderr, (name, args, result.stderr)
+            assert len(result.stderr.strip().splitlines()) <= 1, (name, args, result.stderr)
 
 
 def test_status_check_and_burst_on_a_read_only_mount(tmp_path: Path) -> None:

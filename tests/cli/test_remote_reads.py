@@ -128,3 +128,37 @@ def test_local_prefixes_work_everywhere_an_id_is_taken(tmp_path: Path) -> None:
     not_failed = run_cli("retry", "ffe0", env=env)
     assert not_failed.returncode == 1
     assert "session ffe00001-three is neither failed nor pending" in not_failed.stderr
+
+
+BIG_SESSION = """
+from agentspool import Spool
+spool = Spool(SPOOL)
+with spool.session(agent="big", session_id="big-1") as s:
+    for i in range(14):
+        s.message("assistant", f"{i:02d}" + "x" * 900_000)
+    with s.tool("dump", {"n": 1}) as call:
+        call.output = "y" * 900_000
+assert spool.flush(60)
+"""
+
+
+def test_a_transcript_bigger_than_one_response_is_read_in_pages(tmp_path: Path, sqld: Sqld) -> None:
+    """sqld caps a response at 10 MB: 13 MB of messages must come back whole."""
+    spool = tmp_path / "spool"
+    finish(run_python(BIG_SESSION, spool))
+    env = worker_env(spool, sqld.url)
+    run_cli("worker", "run", "--burst", env=env, check=True, timeout=300)
+    shutil.rmtree(spool)
+    shown = cli_json(worker_env(tmp_path / "elsewhere", sqld.url), "show", "big", "--remote")
+    contents = [m["content"] for m in shown["messages"]]
+    assert [c[:2] for c in contents] == [f"{i:02d}" for i in range(14)]
+    assert all(len(c) == 900_002 for c in contents)
+    assert len(shown["tool_executions"][0]["output"]) == 900_000
+
+
+def test_pages_hold_at_most_page_bytes() -> None:
+    from agentspool.worker.reports.remote_sessions import PAGE_BYTES, _pages
+
+    sizes = [(n, PAGE_BYTES // 3) for n in range(7)] + [(7, PAGE_BYTES * 2), (8, 1)]
+    assert list(_pages(sizes)) == [(0, 2), (3, 5), (6, 6), (7, 7), (8, 8)]
+    assert list(_pages([])) == []
