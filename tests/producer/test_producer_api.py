@@ -9,6 +9,7 @@ import asyncio
 import json
 import os
 import signal
+import subprocess
 import threading
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,8 @@ import pytest
 
 from agentspool import Spool
 from agentspool.worker.intake.replica import TOOL_OPEN_AT_ABANDON_ERROR, TOOL_OPEN_AT_END_ERROR
-from tests.helpers import run_cli, run_python, wait_until, worker_env
+from tests.helpers import run_cli, run_python, start_worker, stop_process, wait_until, worker_env
+from tests.sqld import Sqld
 
 
 def burst_and_show(spool: Path, session_id: str) -> dict[str, Any]:
@@ -273,3 +275,52 @@ def test_emit_and_ingest_take_model_and_usage(spool: Path, tmp_path: Path) -> No
         "model": "gpt-y",
         "usage": {"input_tokens": 30, "output_tokens": 7},
     }
+
+
+def test_a_checkpointed_running_tool_is_closed_in_the_database(spool: Path, sqld: Sqld) -> None:
+    """The database saw the call running (a checkpoint of the open session); once the
+    session ends, the database holds it closed, never running forever."""
+    env = worker_env(spool, sqld.url, AGENTSPOOL_CHECKPOINT_INTERVAL="0.2")
+    worker = start_worker(env)
+    agent = run_python(
+        """
+        import sys
+        from agentspool import Spool
+        spool = Spool(SPOOL)
+        s = spool.session(agent="cp", session_id="cp-1")
+        s.tool_started("slow", {"n": 1}, call_id="c1")
+        assert spool.flush(30)
+        print("started", flush=True)
+        sys.stdin.readline()
+        assert s.end(timeout=30)
+        """,
+        spool,
+        stdin=subprocess.PIPE,
+    )
+    try:
+        assert agent.stdout is not None and agent.stdout.readline().strip() == "started"
+
+        def tool_status() -> Any:
+            try:
+                return sqld.scalar("SELECT status FROM tool_executions WHERE call_id = 'c1'")
+            except Exception:
+                return None  # no tables yet
+
+        assert wait_until(tool_status, 60, "the checkpoint of the running call") == "running"
+        finish_with_input(agent, "end\n")
+        wait_until(lambda: tool_status() == "error", 60, "the closed call in the database")
+        row = sqld.query(
+            "SELECT error, ended_at, duration_ms FROM tool_executions WHERE call_id = 'c1'"
+        )[0]
+        assert row[0] == TOOL_OPEN_AT_END_ERROR and row[1] is not None and row[2] is not None
+        assert sqld.scalar("SELECT status FROM sessions WHERE id = 'cp-1'") == "completed"
+    finally:
+        if agent.poll() is None:
+            agent.kill()
+            agent.communicate(timeout=10)
+        stop_process(worker)
+
+
+def finish_with_input(proc: subprocess.Popen[str], text: str) -> None:
+    out, err = proc.communicate(text, timeout=60)
+    assert proc.returncode == 0, err
