@@ -67,7 +67,13 @@ def test_one_session_by_id_or_unique_prefix(ui: UiServer) -> None:
     _, details = get_json(ui, "/api/sessions/alpha-0001/details")
     assert details["model"] == "model-x" and details["cwd"] == "/src/project"
     assert details["tokens"] == {"input": 150, "output": 25, "total": 175}
-    assert details["metadata"] == {"model": "model-x", "cwd": "/src/project", "ticket": "T-1"}
+    # The worker sums the messages' token usage into the session's metadata at its end.
+    assert details["metadata"] == {
+        "model": "model-x",
+        "cwd": "/src/project",
+        "ticket": "T-1",
+        "usage": {"input_tokens": 150, "output_tokens": 25},
+    }
     assert get_json(ui, "/api/sessions/big")[1]["session"]["id"] == "big-1"
     status, ambiguous = get_json(ui, "/api/sessions/alpha-")
     assert status == 409 and ambiguous["candidates"] == ["alpha-0001", "alpha-0002"]
