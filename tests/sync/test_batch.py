@@ -167,3 +167,30 @@ def test_sealing_an_abandoned_session_is_sent(spool: Path, tmp_path: Path) -> No
     assert db.query("SELECT status FROM sessions") == [{"status": "abandoned"}]
     assert db.query("SELECT status FROM tool_executions") == [{"status": "error"}]
     replica.close()
+
+
+def test_late_events_after_a_pruned_replica_keep_what_the_database_knows(
+    spool: Path, tmp_path: Path
+) -> None:
+    events = Events()
+    replica = Replica(replica_path(spool, SID))
+    replica.apply([events.start(metadata={"task": "t-1"}), events.message(1, "user", "a")])
+    replica.apply([events.end(2)])
+    replica.close()
+    db = _db(tmp_path)
+    batch = build_batch([_cursor(spool, SID, ended=True)])
+    assert batch is not None
+    db.run_atomic(batch.statements)
+    # Retention deletes the replica; a late event arrives and starts a new one.
+    replica_path(spool, SID).unlink()
+    late = Replica(replica_path(spool, SID))
+    late.apply([events.message(50, "assistant", "late")])
+    late.close()
+    batch = build_batch([_cursor(spool, SID)])
+    assert batch is not None
+    db.run_atomic(batch.statements)
+    assert db.query("SELECT agent, status, metadata, started_at FROM sessions") == [
+        {"agent": "coder", "status": "completed", "metadata": '{"task": "t-1"}',
+         "started_at": "2025-11-26T05:34:30.000Z"}
+    ]  # fmt: skip
+    assert db.query("SELECT count(*) AS n FROM messages") == [{"n": 2}]

@@ -41,10 +41,16 @@ _FINAL_STATUSES = ("completed", "error", "abandoned")
 
 # Statuses and end fields only move forward: a part that says `running` never
 # overwrites a final status (a resend after a lost watermark, say); counts only grow.
+# A replica recreated for late events after retention pruned the first one starts
+# from a placeholder row (no agent, no metadata, the late event's time): it never
+# overwrites what the database knows.
 _SESSION_UPSERT_TAIL = (
-    " ON CONFLICT (id) DO UPDATE SET agent = excluded.agent, started_at = excluded.started_at,"
-    " metadata = excluded.metadata, host = excluded.host, pid = excluded.pid,"
-    " producer_id = excluded.producer_id,"
+    " ON CONFLICT (id) DO UPDATE SET"
+    " agent = CASE WHEN excluded.agent = '' THEN sessions.agent ELSE excluded.agent END,"
+    " started_at = min(sessions.started_at, excluded.started_at),"
+    " metadata = coalesce(excluded.metadata, sessions.metadata),"
+    " host = coalesce(excluded.host, sessions.host), pid = coalesce(excluded.pid, sessions.pid),"
+    " producer_id = coalesce(excluded.producer_id, sessions.producer_id),"
     " status = CASE WHEN excluded.status = 'running' THEN sessions.status ELSE excluded.status END,"
     " ended_at = CASE WHEN excluded.status = 'running' THEN sessions.ended_at ELSE excluded.ended_at END,"
     " error = CASE WHEN excluded.status = 'running' THEN sessions.error ELSE excluded.error END,"
