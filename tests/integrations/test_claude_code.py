@@ -148,6 +148,11 @@ def test_a_claude_code_session_lands_in_sqld_once_and_in_order(
     assert between.returncode == 3, between.stderr  # 3: a session is left open
     assert cli_json(env, "status")["sessions"]["open"] == 1
     assert cli_json(env, "status")["sessions"]["abandoned"] == 0
+    assert sqld.query("SELECT status FROM sessions") == [["running"]]  # a checkpoint
+    assert sqld.query("SELECT content FROM messages WHERE role != 'hook' ORDER BY seq") == [
+        ["prompt 1"],
+        ["reply 1"],
+    ]
     # The worker deletes delivered rows (clear_acked): the sequence must not depend on them.
     conn = queuefile.connect(spool / queuefile.QUEUES_DIRNAME / QUEUE)
     try:
@@ -282,6 +287,11 @@ def test_an_open_hook_session_is_not_abandoned_by_a_burst(spool: Path, sqld: Sql
         assert shown["session"]["sync_state"] == "open"
         assert [t["status"] for t in shown["tool_executions"]] == ["running"]
         assert cli_json(env, "status")["sessions"]["abandoned"] == 0
+        # ...and visible in the database while open (the burst's checkpoint).
+        assert sqld.query("SELECT id, agent, status FROM sessions") == [
+            [SID, "claude-code", "running"]
+        ]
+        assert sqld.query("SELECT status FROM tool_executions") == [["running"]]
     # The shared queue file stays (its producer is never "gone").
     assert [p.name for p in queuefile.list_queue_dirs(spool)] == [QUEUE]
 
