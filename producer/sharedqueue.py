@@ -67,6 +67,8 @@ class SharedQueue:
 
     def _create(self) -> None:
         queues = os.path.dirname(self.queue_dir)
+        # Only this user may read the logs or forge events (as create_queue_file does).
+        os.makedirs(self.spool_dir, mode=0o700, exist_ok=True)
         os.makedirs(queues, mode=0o700, exist_ok=True)
         lock_path = os.path.join(queues, f".{self.producer_id}.lock")  # dot: not a queue
         fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)

@@ -304,6 +304,31 @@ def test_an_open_hook_session_is_not_abandoned_by_a_burst(spool: Path, sqld: Sql
     ]
 
 
+def test_a_session_resumed_after_its_end_goes_on_in_the_same_session(
+    spool: Path, sqld: Sqld
+) -> None:
+    env = worker_env(spool, sqld.url)
+    quiet_hook(env, payload("SessionStart", source="startup", model="m"))
+    quiet_hook(env, payload("UserPromptSubmit", prompt="first"))
+    quiet_hook(env, payload("Stop", last_assistant_message="first reply"))
+    quiet_hook(env, payload("SessionEnd", reason="prompt_input_exit"))
+    assert run_cli("worker", "run", "--burst", "--db", sqld.url, env=env).returncode == 0
+
+    # Days later: `claude --resume`, one more turn, exit again.
+    quiet_hook(env, payload("SessionStart", source="resume", model="m"))
+    quiet_hook(env, payload("UserPromptSubmit", prompt="again"))
+    quiet_hook(env, payload("Stop", last_assistant_message="second reply"))
+    quiet_hook(env, payload("SessionEnd", reason="prompt_input_exit"))
+    burst = run_cli("worker", "run", "--burst", "--db", sqld.url, env=env)
+    assert burst.returncode == 0, burst.stderr
+
+    assert sqld.query("SELECT agent, status FROM sessions") == [["claude-code", "completed"]]
+    rows = sqld.query("SELECT role, content FROM messages ORDER BY seq")
+    assert [c for r, c in rows if r != "hook"] == ["first", "first reply", "again", "second reply"]
+    assert [c for r, c in rows if r == "hook"] == ["SessionEnd", "SessionStart", "SessionEnd"]
+    assert cli_json(env, "dead", "ls")["dead_letters"] == []  # one session_end, not two
+
+
 def test_bad_input_and_an_unusable_spool_print_nothing_and_exit_0(
     spool: Path, tmp_path: Path
 ) -> None:
@@ -323,15 +348,18 @@ def test_bad_input_and_an_unusable_spool_print_nothing_and_exit_0(
     assert str(blocked) in err
 
 
-def test_parallel_first_calls_share_one_file_and_one_sequence(spool: Path) -> None:
+def test_parallel_first_calls_share_one_file_and_one_sequence(tmp_path: Path) -> None:
     """Hooks may run in parallel from the very first event of a spool: one process
     builds the queue file (under a lock), every event gets its own seq."""
+    spool = tmp_path / "not-yet" / "spool"  # the hook creates it, private
     env = worker_env(spool)
     first = [tool_pre(f"toolu_{n}", "Bash", {"n": n}) for n in range(6)]
     other = [dict(p, session_id=f"other-{n}") for n, p in enumerate(first[:3])]
     parallel_hooks(env, first + other)
 
     assert [p.name for p in queuefile.list_queue_dirs(spool)] == [QUEUE]
+    for path in (spool, spool / queuefile.QUEUES_DIRNAME, spool / queuefile.QUEUES_DIRNAME / QUEUE):
+        assert path.stat().st_mode & 0o777 == 0o700, path
     conn = queuefile.connect(spool / queuefile.QUEUES_DIRNAME / QUEUE, readonly=True)
     try:
         items = [json.loads(i.data) for i in queuefile.read_pending(conn, 0, 1000)]
