@@ -172,7 +172,16 @@ def test_a_claude_code_session_lands_in_sqld_once_and_in_order(
     # A second Stop on the same transcript (a Stop hook made Claude go on, and the
     # transcript had not moved yet) logs no reply twice.
     quiet_hook(env, payload("Stop", stop_hook_active=True, transcript_path=str(transcript)))
-    quiet_hook(env, payload("Notification", message="Claude needs your permission"))
+    # Through a shell, as a settings command may be run: nothing depends on the parent.
+    shell = subprocess.run(
+        ["sh", "-c", f"{AGENTSPOOL} hook claude-code"],
+        input=json.dumps(payload("Notification", message="Claude needs your permission")),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert (shell.returncode, shell.stdout, shell.stderr) == (0, "", "")
 
     # `claude --resume`: a new Claude Code process, SessionStart again, same session.
     quiet_hook(env, payload("SessionStart", source="resume", model="claude-sonnet-4-5"))
