@@ -303,6 +303,9 @@ def test_an_open_hook_session_is_not_abandoned_by_a_burst(spool: Path, sqld: Sql
         assert sqld.query("SELECT status FROM tool_executions") == [["running"]]
     # The shared queue file stays (its producer is never "gone").
     assert [p.name for p in queuefile.list_queue_dirs(spool)] == [QUEUE]
+    (listed,) = cli_json(env, "queue", "ls")["queues"]
+    assert (listed["producer_id"], listed["shared"], listed["alive"]) == (QUEUE, True, True)
+    assert f"{QUEUE}        -  shared" in run_cli("queue", "ls", env=env, check=True).stdout
 
     quiet_hook(env, payload("SessionEnd", reason="other"))
     assert run_cli("worker", "run", "--burst", "--db", sqld.url, env=env).returncode == 0
