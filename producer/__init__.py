@@ -1,9 +1,11 @@
 """agentspool's producer: the small library agents import.
 
-Depends on the standard library only; importing it never imports libsql, click
-or watchdog. The public names are loaded on first use (PEP 562): the Claude Code hook
-imports ``agentspool.producer.sharedqueue`` in a fresh process on every call and
-must not pay for ``spool.py``.
+Depends on the standard library only; importing it never imports libsql, click,
+watchdog, prometheus_client or httpx.
+
+The public names are loaded on first use (PEP 562): the Claude Code hook imports
+``agentspool.producer.sharedqueue`` in a fresh process on every call and must not
+pay for ``spool.py``.
 """
 
 from __future__ import annotations

@@ -32,10 +32,8 @@ from pathlib import Path
 from .layout import (  # noqa: F401  (re-exported: the format's one public home is here)
     BUSY_TIMEOUT_S,
     DB_FILENAME,
-    META_SQL,
     META_TABLE,
     QUEUE_NAME,
-    QUEUE_SQL,
     QUEUES_DIRNAME,
     SESSIONS_SQL,
     SESSIONS_TABLE,
@@ -46,6 +44,8 @@ from .layout import (  # noqa: F401  (re-exported: the format's one public home 
     STATUS_UNACK,
     TABLE,
 )
+from .layout import META_SQL as _META_SQL
+from .layout import QUEUE_SQL as _QUEUE_SQL
 
 
 @dataclass(frozen=True)
@@ -106,10 +106,8 @@ def create_queue_file(queue_dir: Path, info: ProducerInfo) -> None:
     conn = sqlite3.connect(queue_db_path(building), isolation_level=None)
     try:
         conn.execute("PRAGMA journal_mode=WAL")  # persistent: stays WAL for every opener
-        conn.execute(QUEUE_SQL)
-        conn.execute(META_SQL)
-        if info.shared:
-            conn.execute(SESSIONS_SQL)
+        conn.execute(_QUEUE_SQL)
+        conn.execute(_META_SQL)
         conn.execute("BEGIN IMMEDIATE")
         conn.executemany(
             f"INSERT OR REPLACE INTO {META_TABLE} (key, value) VALUES (?, ?)",
@@ -120,15 +118,28 @@ def create_queue_file(queue_dir: Path, info: ProducerInfo) -> None:
                 ("process_start", info.process_start),
                 ("started_at", repr(info.started_at)),
                 ("dropped", "0"),
-                *([("shared", "1")] if info.shared else []),
             ],
         )
         conn.execute("COMMIT")
     finally:
         conn.close()  # the last connection: checkpoints, so the file is complete alone
+    if info.shared:
+        _make_shared(queue_db_path(building))
     _fsync_path(queue_db_path(building))
     os.rename(building, queue_dir)
     _fsync_path(queues)
+
+
+def _make_shared(path: Path) -> None:
+    """Mark a queue file being built as shared (sharedqueue.py) and add its sessions
+    table; done before the file is renamed into place, so no reader sees it unmarked
+    (the worker would take the creating process's exit for the producer's)."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        conn.execute(SESSIONS_SQL)
+        conn.execute(f"INSERT OR REPLACE INTO {META_TABLE} (key, value) VALUES ('shared', '1')")
+    finally:
+        conn.close()
 
 
 def _fsync_path(path: Path) -> None:
