@@ -511,3 +511,22 @@ def test_settings_merge_keeps_other_hooks_and_refuses_odd_shapes() -> None:
         except ValueError:
             continue
         raise AssertionError(f"{odd} was accepted")
+
+
+def test_unknown_fields_of_a_tool_event_are_kept_beside_it(spool: Path) -> None:
+    claude_code.record(
+        dict(tool_pre("toolu_x", "Task", {"prompt": "go"}), agent_id="sub-1"), str(spool)
+    )
+    conn = queuefile.connect(spool / queuefile.QUEUES_DIRNAME / QUEUE, readonly=True)
+    try:
+        items = [json.loads(i.data) for i in queuefile.read_pending(conn, 0, 100)]
+    finally:
+        conn.close()
+    assert [(e["type"], e["seq"]) for e in items] == [
+        ("session_start", 0),
+        ("tool_started", 1),
+        ("message", 2),
+    ]
+    assert items[1]["call_id"] == "toolu_x" and items[1]["input"] == {"prompt": "go"}
+    assert items[2]["role"] == "hook" and items[2]["content"] == "PreToolUse"
+    assert items[2]["metadata"] == {"tool_use_id": "toolu_x", "agent_id": "sub-1"}
