@@ -1,4 +1,4 @@
-"""Row 10: the Claude Code hook, as Claude Code runs it.
+"""Row 13: the Claude Code hook, as Claude Code runs it.
 
 Each sample is the wall-clock time of one real ``agentspool hook claude-code``
 process, from spawn to exit, fed one ``UserPromptSubmit`` event (a 400-byte prompt)
@@ -73,7 +73,7 @@ def run(cfg: Config) -> list[Row]:
         Row(
             GROUP,
             "hook.claude_code.p50",
-            f"10. Claude Code hook, one event per process, median ({calls} calls)",
+            f"13. Claude Code hook, one event per process, median ({calls} calls)",
             percentile(h, 50),
             "ms",
             floor=Ref(percentile(b, 50), floor_label),
@@ -84,7 +84,7 @@ def run(cfg: Config) -> list[Row]:
         Row(
             GROUP,
             "hook.claude_code.p90",
-            f"10. Claude Code hook, p90 ({calls} calls)",
+            f"13. Claude Code hook, p90 ({calls} calls)",
             percentile(h, 90),
             "ms",
             floor=Ref(percentile(b, 90), floor_label),
@@ -93,7 +93,7 @@ def run(cfg: Config) -> list[Row]:
         Row(
             GROUP,
             "hook.import_agentspool.p50",
-            f"10. `import agentspool` in a fresh interpreter, median ({calls})",
+            f"13. `import agentspool` in a fresh interpreter, median ({calls})",
             percentile(i, 50),
             "ms",
             floor=Ref(percentile(b2, 50), floor_label),
