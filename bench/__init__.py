@@ -32,4 +32,5 @@ GROUPS: dict[str, Callable[[Config], list[Row]]] = {
     "e2e": _group("e2e"),
     "memory": _group("memory"),
     "ui": _group("ui"),
+    "hook": _group("hook"),
 }

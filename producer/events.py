@@ -19,7 +19,9 @@ the producer never raises into the agent: it coerces instead (see spool.py).
 
 from __future__ import annotations
 
-from typing import Any, Final
+TYPE_CHECKING = False  # typing costs milliseconds to import (the hook path reads this
+if TYPE_CHECKING:  # module in a fresh process per call); the annotations are strings
+    from typing import Any, Final
 
 FORMAT_VERSION: Final = 1
 

@@ -12,7 +12,9 @@ Layout: ``<spool>/queues/<producer_id>/data.db`` holding
 - ``ack_queue_default``: persist-queue's table (``_id``, ``data`` = JSON bytes,
   ``timestamp``, ``status``), and
 - ``agentspool_producer``: who wrote the file (pid, host, process start time) and
-  the producer's counters (events dropped), for liveness and reporting.
+  the producer's counters (events dropped), for liveness and reporting;
+- in a shared queue file (``sharedqueue.py``) also ``agentspool_sessions``.
+The names and SQL are constants in ``layout.py``, re-exported here.
 """
 
 from __future__ import annotations
@@ -26,28 +28,24 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-QUEUES_DIRNAME = "queues"
-DB_FILENAME = "data.db"  # persist-queue's default file name inside the queue dir
-QUEUE_NAME = "default"
-TABLE = "ack_queue_default"  # persist-queue: f"{_TABLE_NAME}_{name}"
-META_TABLE = "agentspool_producer"
-
-# persist-queue's AckStatus codes.
-STATUS_INITED = 0
-STATUS_READY = 1
-STATUS_UNACK = 2
-STATUS_ACKED = 5
-STATUS_ACK_FAILED = 9
-
-BUSY_TIMEOUT_S = 5.0
-
-# persist-queue 1.1.0's SQLiteAckQueue._SQL_CREATE for the queue named "default", verbatim.
-_QUEUE_SQL = (
-    f"CREATE TABLE IF NOT EXISTS {TABLE} ("
-    "_id INTEGER PRIMARY KEY AUTOINCREMENT, "
-    "data BLOB, timestamp FLOAT, status INTEGER)"
+# The names and table formats live in layout.py (the hook path imports only that).
+from .layout import (  # noqa: F401  (re-exported: the format's one public home is here)
+    BUSY_TIMEOUT_S,
+    DB_FILENAME,
+    META_TABLE,
+    QUEUE_NAME,
+    QUEUES_DIRNAME,
+    SESSIONS_SQL,
+    SESSIONS_TABLE,
+    STATUS_ACK_FAILED,
+    STATUS_ACKED,
+    STATUS_INITED,
+    STATUS_READY,
+    STATUS_UNACK,
+    TABLE,
 )
-_META_SQL = f"CREATE TABLE IF NOT EXISTS {META_TABLE} (key TEXT PRIMARY KEY, value TEXT)"
+from .layout import META_SQL as _META_SQL
+from .layout import QUEUE_SQL as _QUEUE_SQL
 
 
 @dataclass(frozen=True)
@@ -59,6 +57,10 @@ class ProducerInfo:
     started_at: float
     closed_at: float | None = None
     dropped: int = 0
+    # A shared queue file (sharedqueue.py) outlives every process that writes to it:
+    # its producer is never "gone", and its sessions end only by their end marker
+    # or the silence timeout.
+    shared: bool = False
 
 
 @dataclass(frozen=True)
@@ -121,9 +123,23 @@ def create_queue_file(queue_dir: Path, info: ProducerInfo) -> None:
         conn.execute("COMMIT")
     finally:
         conn.close()  # the last connection: checkpoints, so the file is complete alone
+    if info.shared:
+        _make_shared(queue_db_path(building))
     _fsync_path(queue_db_path(building))
     os.rename(building, queue_dir)
     _fsync_path(queues)
+
+
+def _make_shared(path: Path) -> None:
+    """Mark a queue file being built as shared (sharedqueue.py) and add its sessions
+    table; done before the file is renamed into place, so no reader sees it unmarked
+    (the worker would take the creating process's exit for the producer's)."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        conn.execute(SESSIONS_SQL)
+        conn.execute(f"INSERT OR REPLACE INTO {META_TABLE} (key, value) VALUES ('shared', '1')")
+    finally:
+        conn.close()
 
 
 def _fsync_path(path: Path) -> None:
@@ -319,6 +335,7 @@ def read_producer_info(conn: sqlite3.Connection) -> ProducerInfo | None:
         started_at=float(meta.get("started_at", "0")),
         closed_at=float(meta["closed_at"]) if meta.get("closed_at") else None,
         dropped=int(float(meta.get("dropped", "0"))),
+        shared=meta.get("shared") == "1",
     )
 
 

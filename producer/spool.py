@@ -25,7 +25,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from . import events, queuefile
+from . import events, layout, queuefile
 from .toolcall import ToolCall
 from .writer import Barrier, Writer
 
@@ -39,13 +39,7 @@ EXIT_FLUSH_TIMEOUT_S = 5.0
 
 def default_spool_dir(environ: Mapping[str, str] | None = None) -> Path:
     """``AGENTSPOOL_DIR``, else ``$XDG_STATE_HOME/agentspool`` (``~/.local/state/agentspool``)."""
-    environ = os.environ if environ is None else environ
-    if environ.get("AGENTSPOOL_DIR"):
-        return Path(environ["AGENTSPOOL_DIR"]).expanduser()
-    state_home = environ.get("XDG_STATE_HOME") or os.path.join(
-        os.path.expanduser("~"), ".local", "state"
-    )
-    return Path(state_home) / "agentspool"
+    return Path(layout.spool_path(environ))
 
 
 def _encode_fallback(value: Any) -> Any:

@@ -21,6 +21,7 @@ import click
 from agentspool.worker import state as st
 from agentspool.worker.cli.dead import dead
 from agentspool.worker.cli.emit import emit, ingest
+from agentspool.worker.cli.hook import hook
 from agentspool.worker.cli.inspect import queue, sessions, show
 from agentspool.worker.cli.options import (
     DURATION,
@@ -422,6 +423,7 @@ main.add_command(dead)
 main.add_command(emit)
 main.add_command(ingest)
 main.add_command(ui)
+main.add_command(hook)
 
 from agentspool.worker.reports.verify import verify  # noqa: E402 - appended: the spool integrity check (verify.py)
 

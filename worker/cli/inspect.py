@@ -29,6 +29,9 @@ if TYPE_CHECKING:
     from agentspool.worker.reports.transcript import Transcript
     from agentspool.worker.sync.database import Database
 
+if TYPE_CHECKING:
+    from agentspool.worker.reports.queues import QueueSummary
+
 TOOL_FIELD_CHARS = 500  # tool input/output shown per call unless --full
 
 
@@ -62,13 +65,21 @@ def queue_ls(spool_dir: Path | None, as_json: bool) -> None:
         state = {True: "alive", False: "gone", None: "?"}[q.alive]
         if q.closed_at:
             state = "closed"
+        elif q.shared:
+            state = "shared"
         oldest = "-" if q.oldest_pending_age_s is None else f"{q.oldest_pending_age_s:.1f}s"
         click.echo(
-            f"{q.producer_id:<{width}}  {q.pid if q.pid is not None else '?':>7}  {state:<6}"
+            f"{q.producer_id:<{width}}  {_pid(q):>7}  {state:<6}"
             f"  {q.ready:>6}  {q.unacked:>7}  {q.acked:>6}  {q.dead:>5}  {q.dropped:>7}  {oldest}"
         )
         if q.error:
             click.echo(click.style(f"  cannot read: {q.error}", fg="red"))
+
+
+def _pid(q: QueueSummary) -> str:
+    if q.shared:
+        return "-"  # its writers are short-lived processes, none of them its owner
+    return "?" if q.pid is None else str(q.pid)
 
 
 @queue.command("peek")

@@ -34,6 +34,9 @@ class QueueSummary:
     dropped: int  # events the producer lost before they reached the file
     oldest_pending_age_s: float | None  # how long the oldest waiting item has waited
     error: str | None  # the file could not be read
+    # Written by many short-lived processes (the Claude Code hook): pid is the one that
+    # created it, and the queue is never "gone".
+    shared: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -61,6 +64,7 @@ def list_queues(spool_dir: Path, now: float | None = None) -> list[QueueSummary]
                 dropped=p.dropped,
                 oldest_pending_age_s=None if oldest is None else round(max(0.0, now - oldest), 3),
                 error=p.error or error,
+                shared=bool(info and info.shared),
             )
         )
     return summaries

@@ -1,0 +1,127 @@
+"""``agentspool hook ...``: agent frameworks' hooks that log to the spool.
+
+``agentspool hook claude-code`` with no option is the hook itself; the console
+script runs it without loading this module (see ``cli/__init__.py``), and this
+command does the same thing when it is reached through click (``--env-file``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import click
+
+from agentspool.integrations import claude_code
+
+DEFAULT_SETTINGS = Path("~/.claude/settings.json")
+PLAIN_COMMAND = "agentspool hook claude-code"
+
+
+@click.group()
+def hook() -> None:
+    """Hooks for agent tools that log their sessions to the spool (docs/INTEGRATIONS.md)."""
+
+
+@hook.command("claude-code")
+@click.option(
+    "--print-settings",
+    is_flag=True,
+    help="Print the settings.json block that runs this hook on every Claude Code event.",
+)
+@click.option(
+    "--install",
+    "install_path",
+    is_flag=False,
+    flag_value=str(DEFAULT_SETTINGS),
+    default=None,
+    metavar="[PATH]",
+    help="Merge that block into a Claude Code settings file, keeping what is there"
+    f" [default PATH: {DEFAULT_SETTINGS}; a project's is .claude/settings.json].",
+)
+@click.option(
+    "--command",
+    "hook_command",
+    default=None,
+    metavar="CMD",
+    help="The command the settings run [default: agentspool hook claude-code, or this"
+    " program's full path when `agentspool` on PATH is another one].",
+)
+def claude_code_hook(
+    print_settings: bool, install_path: str | None, hook_command: str | None
+) -> None:
+    """Log a Claude Code session: run as the command of every Claude Code hook, it reads
+    the event (JSON) on stdin, appends it to the session durably and prints nothing.
+    It always exits 0; a problem is one line on stderr."""
+    if not print_settings and install_path is None:
+        sys.exit(claude_code.run_hook())
+    command = hook_command or default_command()
+    if print_settings:
+        click.echo(json.dumps(claude_code.settings_block(command), indent=2))
+    if install_path is not None:
+        path = Path(install_path).expanduser()
+        added = install(path, command)
+        if added:
+            click.echo(f"{path}: added `{command}` to {len(added)} events ({', '.join(added)})")
+        else:
+            click.echo(f"{path}: every event already runs agentspool hook claude-code")
+
+
+def default_command() -> str:
+    """``agentspool hook claude-code`` when that finds this program on PATH, else this
+    program's full path (a virtualenv that Claude Code's PATH does not include)."""
+    me = Path(sys.argv[0]).resolve() if sys.argv and sys.argv[0] else None
+    found = shutil.which("agentspool")
+    if me is None or me.name != "agentspool" or (found and Path(found).resolve() == me):
+        return PLAIN_COMMAND
+    return f"{shlex.quote(str(me))} hook claude-code"
+
+
+def install(path: Path, command: str) -> list[str]:
+    """Merge the hook into the settings file at ``path`` (created if missing); return
+    the events it was added to. The file is replaced whole (written aside, fsynced,
+    renamed), so Claude Code never reads half of it."""
+    existing: dict[str, Any] = {}
+    if path.exists():
+        try:
+            existing = json.loads(path.read_text(encoding="utf-8") or "{}")
+        except (OSError, ValueError) as exc:
+            raise click.ClickException(
+                f"cannot read {path}: {exc}; fix it or pass another file to --install"
+            ) from None
+        if not isinstance(existing, dict):
+            raise click.ClickException(f"{path} is not a JSON object; fix it first")
+    try:
+        merged, added = claude_code.merge_settings(existing, command)
+    except ValueError as exc:
+        raise click.ClickException(f"cannot merge into {path}: {exc}") from None
+    if added:
+        _replace_file(path, json.dumps(merged, indent=2) + "\n")
+    return added
+
+
+def _replace_file(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    mode = path.stat().st_mode & 0o777 if path.exists() else 0o644
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
