@@ -59,10 +59,19 @@ REQUIRED_FIELDS: Final[dict[str, dict[str, Any]]] = {
 OPTIONAL_FIELDS: Final[dict[str, dict[str, Any]]] = {
     SESSION_START: {"metadata": dict, "host": str, "pid": int},
     MESSAGE: {"content": object, "metadata": dict},
-    TOOL_STARTED: {"input": object},
-    TOOL_FINISHED: {"output": object, "error": str, "duration_ms": (int, float)},
-    SESSION_END: {"error": str},
+    TOOL_STARTED: {"input": object, "started_at": (int, float)},
+    TOOL_FINISHED: {
+        "output": object,
+        "error": str,
+        "duration_ms": (int, float),
+        "ended_at": (int, float),
+    },
+    SESSION_END: {"error": str, "metadata": dict},
 }
+
+# Optional times a producer may give instead of the emit's ``ts`` (a tool call that an
+# integration learns about only when it ended): seconds since the epoch, like ``ts``.
+TIME_FIELDS: Final = ("started_at", "ended_at")
 
 MAX_SESSION_ID_LENGTH: Final = 200
 MAX_SEQ: Final = 2**62  # fits SQLite's 64-bit integers with room to spare
@@ -119,6 +128,10 @@ def validate(event: object) -> dict[str, Any]:
         _check_field(event, name, types, required=True)
     for name, types in OPTIONAL_FIELDS[kind].items():
         _check_field(event, name, types, required=False)
+    for name in TIME_FIELDS:
+        value = event.get(name)
+        if value is not None and name in OPTIONAL_FIELDS[kind] and not 0 <= value < MAX_TS:
+            raise InvalidEvent(f"{name} must be seconds since 1970 before the year 10000")
     if kind == SESSION_START and event.get("pid") is not None and not 0 <= event["pid"] < MAX_SEQ:
         raise InvalidEvent("pid must be between 0 and 2**62")
     if kind == SESSION_END and event["status"] not in END_STATUSES:

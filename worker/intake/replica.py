@@ -140,6 +140,12 @@ def iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
 
 
+def _when(e: dict[str, Any], field: str) -> str:
+    """The time a tool event gives for itself (``started_at``/``ended_at``), else its emit."""
+    value = e.get(field)
+    return iso(e["ts"] if value is None else value)
+
+
 def to_text(value: Any) -> str | None:
     """Store strings as they are and anything else as JSON; never fail on odd text.
 
@@ -277,8 +283,9 @@ class Replica:
                 " VALUES (?, ?, ?, ?, 'running', ?)"
                 " ON CONFLICT (session_id, call_id) DO UPDATE SET name = excluded.name,"
                 " input = excluded.input, started_at = excluded.started_at",
-                (sid, e["call_id"], to_text(e["name"]), to_text(e.get("input")), at),
-            )
+                (sid, e["call_id"], to_text(e["name"]), to_text(e.get("input")),
+                 _when(e, "started_at")),
+            )  # fmt: skip
             if self._ended(sid):  # its start arrived after the session's end
                 self._close_running_tools(sid, at, TOOL_OPEN_AT_END_ERROR)
         elif kind == ev.TOOL_FINISHED:
@@ -291,9 +298,13 @@ class Replica:
                 " VALUES (?, ?, '', ?, ?, ?, ?, ?)"
                 " ON CONFLICT (session_id, call_id) DO UPDATE SET output = excluded.output,"
                 " status = excluded.status, error = excluded.error,"
-                " ended_at = excluded.ended_at, duration_ms = excluded.duration_ms",
-                (sid, e["call_id"], to_text(e.get("output")), status, to_text(error), at,
-                 e.get("duration_ms")),
+                " ended_at = excluded.ended_at,"
+                # A call started by another process has no duration from its producer:
+                # take it from the two recorded times.
+                " duration_ms = coalesce(excluded.duration_ms, round((julianday(excluded.ended_at)"
+                " - julianday(tool_executions.started_at)) * 86400000.0, 3))",
+                (sid, e["call_id"], to_text(e.get("output")), status, to_text(error),
+                 _when(e, "ended_at"), e.get("duration_ms")),
             )  # fmt: skip
         elif kind == ev.SESSION_END:
             self.conn.execute(
@@ -301,6 +312,15 @@ class Replica:
                 (e["status"], at, to_text(e.get("error")), sid),
             )
             self._close_running_tools(sid, at, TOOL_OPEN_AT_END_ERROR)
+            if e.get("metadata"):
+                # What a producer learns only at the end is merged into the start's
+                # metadata (before the messages' usage is summed into it, which wins);
+                # metadata cut to size is no JSON: kept as is.
+                self.conn.execute(
+                    "UPDATE sessions SET metadata = json_patch(coalesce(metadata, '{}'), ?1)"
+                    " WHERE id = ?2 AND json_valid(coalesce(metadata, '{}')) AND json_valid(?1)",
+                    (to_text(e["metadata"]), sid),
+                )
             self._sum_usage_into_session(sid)
         return True
 

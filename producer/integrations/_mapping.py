@@ -1,0 +1,271 @@
+"""What every integration needs between a framework's callbacks and a ``Session``.
+
+Frameworks hand a model call the whole conversation every time (an OpenAI Agents
+model span, a LangChain ``on_chat_model_start``, an OTel ``chat`` span all repeat the
+history), so an integration that logged what it was given would log the question
+once per turn. ``Transcript`` logs each message once, in order. ``role_of`` maps the
+frameworks' message types onto the roles agentspool stores, ``Usage`` sums token
+counts, and ``SessionLog`` ties them to one session.
+
+Standard library only; the integrations import their framework, this never does.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from agentspool.producer import Session
+
+# Framework message types and roles -> the roles agentspool stores.
+_ROLES = {
+    "human": "user",
+    "user": "user",
+    "ai": "assistant",
+    "assistant": "assistant",
+    "model": "assistant",
+    "system": "system",
+    "developer": "system",
+    "tool": "tool",
+    "function": "tool",
+}
+
+# Content-part types whose text is the message's text (OpenAI chat and Responses,
+# LangChain blocks, OTel GenAI parts).
+_TEXT_PARTS = frozenset({"text", "input_text", "output_text", "refusal"})
+
+
+def role_of(kind: Any) -> str:
+    """``human``/``ai``/``developer``/... -> ``user``/``assistant``/``system``/...;
+    a role it does not know is kept as it is (lower case)."""
+    text = str(kind or "").strip().lower()
+    return _ROLES.get(text, text or "unknown")
+
+
+def text_of(content: Any) -> Any:
+    """A message's content as plain text when it is text (a string, or a list of text
+    parts); other content (images, audio) is kept as the JSON value it is."""
+    if content is None:
+        return None
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list | tuple):
+        texts = []
+        for part in content:
+            if isinstance(part, str):
+                texts.append(part)
+            elif isinstance(part, Mapping) and part.get("type", "text") in _TEXT_PARTS:
+                value = part.get("text", part.get("content", part.get("refusal")))
+                if not isinstance(value, str):
+                    return list(content)
+                texts.append(value)
+            else:
+                return list(content)
+        return "".join(texts)
+    return content
+
+
+def arguments_of(arguments: Any) -> Any:
+    """Tool-call arguments as the JSON value they encode (frameworks pass a JSON
+    string); text that is not JSON is kept as text."""
+    if isinstance(arguments, str):
+        try:
+            return json.loads(arguments)
+        except ValueError:
+            return arguments
+    return arguments
+
+
+@dataclass
+class ToolCall:
+    """A tool call the model asked for (kept in its message's metadata)."""
+
+    id: str | None
+    name: str
+    arguments: Any = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "name": self.name, "arguments": self.arguments}
+
+
+@dataclass
+class Message:
+    """One message of a conversation, framework-neutral."""
+
+    role: str
+    content: Any = None
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    tool_call_id: str | None = None  # a tool result's call
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def fingerprint(self) -> str:
+        """What makes two messages the same message: a model's output and its copy in
+        the next call's history must agree, whatever extra fields either carries."""
+        calls = [c.id or [c.name, _canonical(c.arguments)] for c in self.tool_calls]
+        return _canonical([self.role, _canonical(self.content or ""), calls, self.tool_call_id])
+
+    def event_metadata(self) -> dict[str, Any] | None:
+        meta = dict(self.metadata)
+        if self.tool_calls:
+            meta["tool_calls"] = [c.as_dict() for c in self.tool_calls]
+        if self.tool_call_id is not None:
+            meta["tool_call_id"] = self.tool_call_id
+        return meta or None
+
+
+def _canonical(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    try:
+        return json.dumps(value, sort_keys=True, default=str, separators=(",", ":"))
+    except (TypeError, ValueError):
+        return repr(value)
+
+
+class Transcript:
+    """Logs each message of a repeated history once, in order.
+
+    A message is new when the history holds more copies of it than were logged
+    (counted by fingerprint): a history that grows by a turn yields that turn, a
+    question asked twice is logged twice, and a trimmed history logs nothing again."""
+
+    def __init__(self) -> None:
+        self._logged: Counter[str] = Counter()
+
+    def new_in(self, history: Iterable[Message]) -> list[Message]:
+        seen: Counter[str] = Counter()
+        new = []
+        for message in history:
+            fingerprint = message.fingerprint()
+            seen[fingerprint] += 1
+            if seen[fingerprint] > self._logged[fingerprint]:
+                self._logged[fingerprint] += 1
+                new.append(message)
+        return new
+
+    def record(self, messages: Iterable[Message]) -> None:
+        """Count messages that are new by definition (a model's outputs)."""
+        for message in messages:
+            self._logged[message.fingerprint()] += 1
+
+
+@dataclass
+class Usage:
+    """Token counts, summed over model calls."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    total_tokens: int = 0
+    calls: int = 0
+
+    @classmethod
+    def from_mapping(cls, usage: Any) -> Usage | None:
+        """Read the names the frameworks use (``input_tokens``/``prompt_tokens``, ...)
+        from a dict or an object; ``None`` when it holds no counts."""
+        if usage is None:
+            return None
+
+        def get(*names: str) -> int | None:
+            for name in names:
+                value = (
+                    usage.get(name) if isinstance(usage, Mapping) else getattr(usage, name, None)
+                )
+                if isinstance(value, int | float) and not isinstance(value, bool):
+                    return int(value)
+            return None
+
+        inputs = get("input_tokens", "prompt_tokens")
+        outputs = get("output_tokens", "completion_tokens")
+        total = get("total_tokens")
+        if inputs is None and outputs is None and total is None:
+            return None
+        inputs, outputs = inputs or 0, outputs or 0
+        return cls(inputs, outputs, total if total is not None else inputs + outputs, 1)
+
+    def add(self, other: Usage) -> None:
+        self.input_tokens += other.input_tokens
+        self.output_tokens += other.output_tokens
+        self.total_tokens += other.total_tokens
+        self.calls += other.calls
+
+    def as_dict(self) -> dict[str, int]:
+        return {
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "total_tokens": self.total_tokens,
+        }
+
+
+class SessionLog:
+    """One session as an integration writes it: messages once each, usage summed,
+    and at the end the models used and the total usage merged into its metadata."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self.transcript = Transcript()
+        self.usage = Usage()
+        self.models: list[str] = []
+        self.ended = False
+
+    def history(self, messages: Iterable[Message]) -> None:
+        """A model call's input: log the messages not logged before."""
+        for message in self.transcript.new_in(messages):
+            self._log(message)
+
+    def outputs(
+        self, messages: list[Message], *, model: str | None = None, usage: Usage | None = None
+    ) -> None:
+        """A model call's output: always new. The model goes on each message, the
+        call's usage on the last one (so summing the messages' usage is right)."""
+        self.transcript.record(messages)
+        self.count(model, usage)
+        for n, message in enumerate(messages):
+            if model:
+                message.metadata.setdefault("model", model)
+            if usage is not None and n == len(messages) - 1:
+                message.metadata.setdefault("usage", usage.as_dict())
+            self._log(message)
+
+    def count(self, model: str | None, usage: Usage | None) -> None:
+        if model and model not in self.models:
+            self.models.append(model)
+        if usage is not None:
+            self.usage.add(usage)
+
+    def _log(self, message: Message) -> None:
+        # An assistant turn that only calls tools has "" or None as content: one form.
+        content = None if message.content == "" else message.content
+        self.session.message(message.role, content, message.event_metadata())
+
+    def end(
+        self,
+        status: str = "completed",
+        error: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        timeout: float = 0.0,
+    ) -> None:
+        """End the session once. ``timeout`` 0: the framework's thread never waits for
+        the disk (``flush`` is the integration's ``force_flush``)."""
+        if self.ended:
+            return
+        self.ended = True
+        summary = dict(metadata or {})
+        if self.models:
+            summary["models"] = self.models
+        if self.usage.calls:
+            summary["usage"] = self.usage.as_dict()
+        self.session.end(status, error, timeout=timeout, metadata=summary or None)
+
+
+def epoch_of_iso(text: Any) -> float | None:
+    """An ISO-8601 time ('2026-01-02T03:04:05.678+00:00') as seconds since the epoch."""
+    if not isinstance(text, str) or not text:
+        return None
+    try:
+        return datetime.fromisoformat(text).timestamp()
+    except ValueError:
+        return None

@@ -1,0 +1,433 @@
+"""LangChain -> agentspool: a callback handler.
+
+    from agentspool import Spool
+    from agentspool.integrations.langchain import SpoolCallbackHandler
+
+    handler = SpoolCallbackHandler(Spool(), agent="support-bot")
+    agent.invoke(inputs, config={"callbacks": [handler]})
+
+One top-level run (a run without a parent) is one session (id = its run id); nested
+chains, agents, models and tools stay in it. ``on_chat_model_start`` gets the whole
+history on every call: each message is logged once, in order. ``on_llm_end`` gives
+the model's reply (its requested tool calls, model and token usage in the metadata).
+Tools are tool executions keyed by the ``tool_call_id`` when there is one, else the
+tool's run id. The top-level run's end or error ends the session.
+
+Written for langchain-core 1.x (``pip install agentspool[langchain]``).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+from uuid import UUID
+
+from langchain_core.callbacks import BaseCallbackHandler
+from langchain_core.messages import BaseMessage
+from langchain_core.outputs import LLMResult
+
+from agentspool.producer import Spool
+
+from ._guard import CallbackGuard
+from ._mapping import Message, SessionLog, ToolCall, Usage, role_of, text_of
+
+__all__ = ["SpoolCallbackHandler"]
+
+SOURCE = "langchain"
+
+
+class SpoolCallbackHandler(BaseCallbackHandler):
+    """Logs each top-level LangChain run as an agentspool session.
+
+    ``agent`` names the agent (default: the top-level run's name). Callbacks never
+    raise into LangChain; ``errors`` counts the ones that failed."""
+
+    # Called on the run's own thread, in order, also under async (LangChain would
+    # otherwise hand a sync handler to an executor, and the order could change).
+    run_inline = True
+    raise_error = False
+
+    def __init__(self, spool: Spool, agent: str | None = None) -> None:
+        super().__init__()
+        self.spool = spool
+        self.agent = agent
+        self._guard = CallbackGuard(SOURCE)
+        self._lock = threading.Lock()
+        self._root_of: dict[UUID, UUID] = {}  # every open run -> its top-level run
+        self._logs: dict[UUID, SessionLog] = {}  # top-level run -> its session
+        self._tool_calls: dict[UUID, str] = {}  # open tool run -> call id
+        self._models: dict[UUID, str] = {}  # open model run -> model name
+
+    @property
+    def errors(self) -> int:
+        return self._guard.errors
+
+    # ---- runs ---------------------------------------------------------------
+
+    def _enter(
+        self,
+        run_id: UUID,
+        parent_run_id: UUID | None,
+        name: str,
+        tags: list[str] | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> SessionLog:
+        """Register a run; a run whose parent this handler never saw is top-level
+        (the handler may be attached below the real root)."""
+        root = self._root_of.get(parent_run_id, run_id) if parent_run_id else run_id
+        self._root_of[run_id] = root
+        log = self._logs.get(root)
+        if log is None:
+            session_metadata: dict[str, Any] = {"source": SOURCE, "run_name": name}
+            if tags:
+                session_metadata["tags"] = list(tags)
+            if metadata:
+                session_metadata["run_metadata"] = dict(metadata)
+            session = self.spool.session(
+                self.agent or name, session_id=str(root), metadata=session_metadata
+            )
+            log = self._logs[root] = SessionLog(session)
+        return log
+
+    def _log_of(self, run_id: UUID) -> SessionLog | None:
+        root = self._root_of.get(run_id)
+        return None if root is None else self._logs.get(root)
+
+    def _exit(self, run_id: UUID, error: BaseException | None = None) -> None:
+        """A run ended; the top-level one ends its session."""
+        root = self._root_of.pop(run_id, None)
+        if root is None or root != run_id:
+            return
+        log = self._logs.pop(root, None)
+        if log is not None:
+            if error is None:
+                log.end("completed")
+            else:
+                log.end("error", f"{type(error).__name__}: {error}")
+
+    # ---- chains, retrievers ---------------------------------------------------
+
+    def on_chain_start(
+        self,
+        serialized: dict[str, Any],
+        inputs: dict[str, Any],
+        *,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
+        tags: list[str] | None = None,
+        metadata: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        self._guard.call(
+            self._locked(self._enter),
+            run_id,
+            parent_run_id,
+            _name(serialized, kwargs, "chain"),
+            tags,
+            metadata,
+        )
+
+    def on_chain_end(
+        self,
+        outputs: dict[str, Any],
+        *,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
+        **kwargs: Any,
+    ) -> None:
+        self._guard.call(self._locked(self._exit), run_id)
+
+    def on_chain_error(
+        self,
+        error: BaseException,
+        *,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
+        **kwargs: Any,
+    ) -> None:
+        self._guard.call(self._locked(self._exit), run_id, error)
+
+    def on_retriever_start(
+        self,
+        serialized: dict[str, Any],
+        query: str,
+        *,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
+        tags: list[str] | None = None,
+        metadata: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        self._guard.call(
+            self._locked(self._enter),
+            run_id,
+            parent_run_id,
+            _name(serialized, kwargs, "retriever"),
+            tags,
+            metadata,
+        )
+
+    def on_retriever_end(
+        self, documents: Any, *, run_id: UUID, parent_run_id: UUID | None = None, **kwargs: Any
+    ) -> None:
+        self._guard.call(self._locked(self._exit), run_id)
+
+    def on_retriever_error(
+        self,
+        error: BaseException,
+        *,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
+        **kwargs: Any,
+    ) -> None:
+        self._guard.call(self._locked(self._exit), run_id, error)
+
+    # ---- models -------------------------------------------------------------
+
+    def on_chat_model_start(
+        self,
+        serialized: dict[str, Any],
+        messages: list[list[BaseMessage]],
+        *,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
+        tags: list[str] | None = None,
+        metadata: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        self._guard.call(
+            self._locked(self._model_started),
+            run_id,
+            parent_run_id,
+            _name(serialized, kwargs, "chat_model"),
+            tags,
+            metadata,
+            kwargs.get("invocation_params"),
+            lambda: [[_message(m) for m in batch] for batch in messages],
+        )
+
+    def on_llm_start(
+        self,
+        serialized: dict[str, Any],
+        prompts: list[str],
+        *,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
+        tags: list[str] | None = None,
+        metadata: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        self._guard.call(
+            self._locked(self._model_started),
+            run_id,
+            parent_run_id,
+            _name(serialized, kwargs, "llm"),
+            tags,
+            metadata,
+            kwargs.get("invocation_params"),
+            lambda: [[Message("user", str(prompt))] for prompt in prompts],
+        )
+
+    def _model_started(
+        self,
+        run_id: UUID,
+        parent_run_id: UUID | None,
+        name: str,
+        tags: list[str] | None,
+        metadata: dict[str, Any] | None,
+        params: Any,
+        histories: Callable[[], list[list[Message]]],
+    ) -> None:
+        log = self._enter(run_id, parent_run_id, name, tags, metadata)
+        model = _model_name(params, metadata)
+        if model:
+            self._models[run_id] = model
+        for history in histories():  # converted here, inside the guard
+            log.history(history)
+
+    def on_llm_end(
+        self,
+        response: LLMResult,
+        *,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
+        tags: list[str] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        self._guard.call(self._locked(self._model_ended), run_id, response)
+
+    def _model_ended(self, run_id: UUID, response: LLMResult) -> None:
+        model = self._models.pop(run_id, None)
+        log = self._log_of(run_id)
+        if log is not None:
+            outputs: list[Message] = []
+            usage: Usage | None = None
+            for generations in response.generations:  # one list per prompt of a batch
+                if not generations:
+                    continue
+                generation = generations[0]  # alternatives (n > 1) are not the transcript
+                reply = getattr(generation, "message", None)
+                if isinstance(reply, BaseMessage):
+                    outputs.append(_message(reply))
+                    usage = _add(usage, Usage.from_mapping(getattr(reply, "usage_metadata", None)))
+                    meta = getattr(reply, "response_metadata", None) or {}
+                    model = meta.get("model_name") or meta.get("model") or model
+                    finish = meta.get("finish_reason") or meta.get("stop_reason")
+                    if finish:
+                        outputs[-1].metadata["finish_reason"] = finish
+                else:
+                    outputs.append(Message("assistant", generation.text))
+            if usage is None and response.llm_output:
+                llm_output = response.llm_output
+                usage = Usage.from_mapping(llm_output.get("token_usage") or llm_output.get("usage"))
+                model = model or llm_output.get("model_name")
+            log.outputs(outputs, model=None if model is None else str(model), usage=usage)
+        self._exit(run_id)
+
+    def on_llm_error(
+        self,
+        error: BaseException,
+        *,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
+        tags: list[str] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        def model_failed() -> None:
+            self._models.pop(run_id, None)
+            self._exit(run_id, error)
+
+        self._guard.call(self._locked(model_failed))
+
+    # ---- tools --------------------------------------------------------------
+
+    def on_tool_start(
+        self,
+        serialized: dict[str, Any],
+        input_str: str,
+        *,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
+        tags: list[str] | None = None,
+        metadata: dict[str, Any] | None = None,
+        inputs: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        def tool_started() -> None:
+            name = _name(serialized, kwargs, "tool")
+            log = self._enter(run_id, parent_run_id, name, tags, metadata)
+            # input_str is a Python repr; the dict is in `inputs`.
+            arguments = inputs if inputs is not None else input_str
+            call_id = str(kwargs.get("tool_call_id") or run_id)
+            self._tool_calls[run_id] = log.session.tool_started(name, arguments, call_id)
+
+        self._guard.call(self._locked(tool_started))
+
+    def on_tool_end(
+        self,
+        output: Any,
+        *,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
+        **kwargs: Any,
+    ) -> None:
+        def tool_ended() -> None:
+            call_id = self._tool_calls.pop(run_id, None)
+            log = self._log_of(run_id)
+            if call_id is not None and log is not None:
+                # Invoked with a tool call, a tool returns a ToolMessage (status "error"
+                # when the tool handled its own failure); else the raw value.
+                if isinstance(output, BaseMessage):
+                    content = text_of(output.content)
+                    failed = getattr(output, "status", None) == "error"
+                    error = (
+                        (content if isinstance(content, str) else "tool error") if failed else None
+                    )
+                    log.session.tool_finished(call_id, content, error)
+                else:
+                    log.session.tool_finished(call_id, output)
+            self._exit(run_id)
+
+        self._guard.call(self._locked(tool_ended))
+
+    def on_tool_error(
+        self,
+        error: BaseException,
+        *,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
+        **kwargs: Any,
+    ) -> None:
+        def tool_failed() -> None:
+            call_id = self._tool_calls.pop(run_id, None)
+            log = self._log_of(run_id)
+            if call_id is not None and log is not None:
+                log.session.tool_finished(call_id, error=f"{type(error).__name__}: {error}")
+            self._exit(run_id, error)
+
+        self._guard.call(self._locked(tool_failed))
+
+    # ---- helpers ------------------------------------------------------------
+
+    def _locked(self, function: Any) -> Any:
+        def locked(*args: Any) -> Any:
+            with self._lock:
+                return function(*args)
+
+        locked.__name__ = getattr(function, "__name__", "callback")
+        return locked
+
+
+def _name(serialized: dict[str, Any] | None, kwargs: dict[str, Any], default: str) -> str:
+    """A run's name: ``serialized`` is ``None`` for a RunnableLambda, whose name is in
+    ``kwargs["name"]``."""
+    name = kwargs.get("name")
+    if not name and isinstance(serialized, dict):
+        name = serialized.get("name")
+        if not name and isinstance(serialized.get("id"), list) and serialized["id"]:
+            name = serialized["id"][-1]
+    return str(name or default)
+
+
+def _model_name(params: Any, metadata: dict[str, Any] | None) -> str | None:
+    for source in (params, metadata):
+        if isinstance(source, dict):
+            for key in ("model", "model_name", "ls_model_name"):
+                if source.get(key):
+                    return str(source[key])
+    return None
+
+
+def _message(message: BaseMessage) -> Message:
+    """A LangChain message: types ``human``/``ai``/``system``/``tool`` (``...Chunk``
+    when streamed; a ``ChatMessage`` names its own role)."""
+    kind = str(getattr(message, "type", "") or "")
+    if kind.endswith("MessageChunk"):
+        kind = kind[: -len("MessageChunk")]
+    if kind.lower() == "chat":
+        kind = str(getattr(message, "role", "") or "chat")
+    calls = [
+        ToolCall(
+            None if call.get("id") is None else str(call["id"]),
+            str(call.get("name", "")),
+            call.get("args"),
+        )
+        for call in getattr(message, "tool_calls", None) or []
+    ]
+    tool_call_id = getattr(message, "tool_call_id", None)
+    return Message(
+        role_of(kind),
+        text_of(message.content),
+        calls,
+        tool_call_id=None if tool_call_id is None else str(tool_call_id),
+    )
+
+
+def _add(total: Usage | None, more: Usage | None) -> Usage | None:
+    if more is None:
+        return total
+    if total is None:
+        return more
+    total.add(more)
+    return total

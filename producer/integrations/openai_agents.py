@@ -1,0 +1,314 @@
+"""OpenAI Agents SDK -> agentspool: a tracing processor.
+
+    from agents import set_trace_processors
+    from agentspool import Spool
+    from agentspool.integrations.openai_agents import SpoolTracingProcessor
+
+    set_trace_processors([SpoolTracingProcessor(Spool())])
+
+One trace is one session (id = the trace id, agent = the first agent's name). Model
+spans give messages: ``ResponseSpanData`` (the Responses model, the SDK's default)
+and ``GenerationSpanData`` (chat completions) both carry the whole history, of which
+each message is logged once; the model and token usage go in the metadata of the
+model's last output message. Function spans give tool executions with their real
+start and end, keyed by the model's call id when the model asked for the call. The
+trace's end ends the session, ``error`` when an agent or the workflow span failed.
+
+Written for openai-agents 0.24 (``pip install agentspool[openai-agents]``).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from agents.tracing import Span, Trace, TracingProcessor
+from agents.tracing.span_data import (
+    AgentSpanData,
+    FunctionSpanData,
+    GenerationSpanData,
+    ResponseSpanData,
+    TaskSpanData,
+)
+
+from agentspool.producer import Spool
+
+from ._guard import CallbackGuard
+from ._mapping import (
+    Message,
+    SessionLog,
+    ToolCall,
+    Usage,
+    arguments_of,
+    epoch_of_iso,
+    role_of,
+    text_of,
+)
+
+__all__ = ["SpoolTracingProcessor"]
+
+SOURCE = "openai-agents"
+
+
+@dataclass
+class _TraceState:
+    trace_id: str
+    workflow: str
+    metadata: dict[str, Any]
+    log: SessionLog | None = None
+    error: str | None = None
+    # Calls the model asked for, by (name, arguments): a function span has no call id.
+    requested: dict[tuple[str, str], deque[str]] = field(default_factory=dict)
+
+
+class SpoolTracingProcessor(TracingProcessor):
+    """Logs every trace of the OpenAI Agents SDK as an agentspool session.
+
+    ``agent`` overrides the agent name (default: the first agent span's name, else
+    the trace's workflow name). Callbacks never raise into the SDK; ``errors``
+    counts the ones that failed."""
+
+    def __init__(
+        self, spool: Spool, *, agent: str | None = None, flush_timeout: float = 5.0
+    ) -> None:
+        self.spool = spool
+        self.agent = agent
+        self.flush_timeout = flush_timeout
+        self._guard = CallbackGuard(SOURCE)
+        self._lock = threading.Lock()
+        self._traces: dict[str, _TraceState] = {}
+
+    @property
+    def errors(self) -> int:
+        return self._guard.errors
+
+    # ---- the SDK's interface (each call guarded) --------------------------
+
+    def on_trace_start(self, trace: Trace) -> None:
+        self._guard.call(self._trace_started, trace)
+
+    def on_trace_end(self, trace: Trace) -> None:
+        self._guard.call(self._trace_ended, trace)
+
+    def on_span_start(self, span: Span[Any]) -> None:
+        self._guard.call(self._span_started, span)
+
+    def on_span_end(self, span: Span[Any]) -> None:
+        self._guard.call(self._span_ended, span)
+
+    def shutdown(self) -> None:
+        # Called at interpreter exit, maybe after the agent closed its spool: flush
+        # returns False then, and nothing raises.
+        self._guard.call(self.spool.flush, self.flush_timeout)
+
+    def force_flush(self) -> None:
+        self._guard.call(self.spool.flush, self.flush_timeout)
+
+    # ---- traces -------------------------------------------------------------
+
+    def _trace_started(self, trace: Trace) -> None:
+        with self._lock:
+            self._state(trace.trace_id, trace)
+
+    def _state(self, trace_id: str, trace: Trace | None = None) -> _TraceState:
+        state = self._traces.get(trace_id)
+        if state is None:
+            metadata: dict[str, Any] = {"source": SOURCE, "trace_id": trace_id}
+            workflow = "Agent workflow"
+            if trace is not None:
+                workflow = str(trace.name)
+                metadata["workflow"] = workflow
+                group_id = getattr(trace, "group_id", None)
+                if group_id:
+                    metadata["group_id"] = group_id
+                extra = getattr(trace, "metadata", None)
+                if extra:
+                    metadata["trace_metadata"] = dict(extra)
+            state = self._traces[trace_id] = _TraceState(trace_id, workflow, metadata)
+        return state
+
+    def _log(self, state: _TraceState, agent: str | None = None) -> SessionLog:
+        """The trace's session, opened on first use: at the first agent span, whose
+        name is the agent's (or by whatever span comes first)."""
+        if state.log is None:
+            name = self.agent or agent or state.workflow
+            session = self.spool.session(name, session_id=state.trace_id, metadata=state.metadata)
+            state.log = SessionLog(session)
+        return state.log
+
+    def _trace_ended(self, trace: Trace) -> None:
+        with self._lock:
+            state = self._traces.pop(trace.trace_id, None)
+            if state is None:
+                return
+            log = self._log(state)
+            status = "error" if state.error else "completed"
+            log.end(status, state.error)
+
+    # ---- spans --------------------------------------------------------------
+
+    def _span_started(self, span: Span[Any]) -> None:
+        data = span.span_data
+        if isinstance(data, AgentSpanData):
+            with self._lock:
+                self._log(self._state(span.trace_id), agent=data.name)
+
+    def _span_ended(self, span: Span[Any]) -> None:
+        data = span.span_data
+        with self._lock:
+            state = self._state(span.trace_id)
+            if isinstance(data, ResponseSpanData):
+                self._response_ended(state, data)
+            elif isinstance(data, GenerationSpanData):
+                self._generation_ended(state, data)
+            elif isinstance(data, FunctionSpanData):
+                self._function_ended(state, span, data)
+            elif isinstance(data, AgentSpanData | TaskSpanData):
+                if span.error and state.error is None:
+                    state.error = _error_text(span.error)
+
+    def _response_ended(self, state: _TraceState, data: ResponseSpanData) -> None:
+        """The Responses model: ``input`` is the history without the instructions,
+        ``response.output`` the new items (pydantic objects)."""
+        log = self._log(state)
+        history = data.input
+        if isinstance(history, str):
+            log.history([Message("user", history)])
+        elif history:
+            log.history(_messages_from_items(history))
+        response = data.response
+        if response is None:
+            return
+        outputs = _messages_from_items(getattr(response, "output", None) or [])
+        self._remember_requests(state, outputs)
+        usage = Usage.from_mapping(data.usage) or Usage.from_mapping(
+            getattr(response, "usage", None)
+        )
+        log.outputs(outputs, model=_text_or_none(getattr(response, "model", None)), usage=usage)
+
+    def _generation_ended(self, state: _TraceState, data: GenerationSpanData) -> None:
+        """Chat completions: ``input`` is the whole chat (system and tool messages
+        included), ``output`` the assistant's message(s)."""
+        log = self._log(state)
+        if data.input:
+            log.history(_messages_from_chat(data.input))
+        outputs = _messages_from_chat(data.output or [])
+        self._remember_requests(state, outputs)
+        log.outputs(outputs, model=_text_or_none(data.model), usage=Usage.from_mapping(data.usage))
+
+    def _remember_requests(self, state: _TraceState, outputs: list[Message]) -> None:
+        for message in outputs:
+            for call in message.tool_calls:
+                if call.id:
+                    key = (call.name, _args_key(call.arguments))
+                    state.requested.setdefault(key, deque()).append(call.id)
+
+    def _function_ended(self, state: _TraceState, span: Span[Any], data: FunctionSpanData) -> None:
+        log = self._log(state)
+        arguments = arguments_of(data.input)
+        waiting = state.requested.get((data.name, _args_key(arguments)))
+        call_id = waiting.popleft() if waiting else span.span_id
+        error = _error_text(span.error) if span.error else None
+        log.session.tool_call(
+            data.name,
+            arguments,
+            data.output,
+            error,
+            started_at=epoch_of_iso(span.started_at),
+            ended_at=epoch_of_iso(span.ended_at),
+            call_id=call_id,
+        )
+
+
+# ---- the SDK's items -> messages --------------------------------------------
+
+
+def _as_dict(item: Any) -> dict[str, Any]:
+    if isinstance(item, dict):
+        return item
+    dump = getattr(item, "model_dump", None)
+    if callable(dump):
+        result = dump(exclude_none=True)
+        return result if isinstance(result, dict) else {}
+    return {}
+
+
+def _messages_from_items(items: Any) -> list[Message]:
+    """Responses input/output items: messages, function calls and their outputs.
+    A function call is an assistant message of its own (as the Responses API has it),
+    so a model's output and its copy in the next history agree item by item.
+    Reasoning and other items are not messages and are skipped."""
+    messages = []
+    for raw in items:
+        item = _as_dict(raw)
+        kind = item.get("type")
+        if kind == "function_call":
+            call = ToolCall(
+                _text_or_none(item.get("call_id")),
+                str(item.get("name", "")),
+                arguments_of(item.get("arguments")),
+            )
+            messages.append(Message("assistant", None, [call]))
+        elif kind == "function_call_output":
+            messages.append(
+                Message(
+                    "tool",
+                    text_of(item.get("output")),
+                    tool_call_id=_text_or_none(item.get("call_id")),
+                )
+            )
+        elif "role" in item and kind in (None, "message"):
+            messages.append(Message(role_of(item["role"]), text_of(item.get("content"))))
+    return messages
+
+
+def _messages_from_chat(chat: Any) -> list[Message]:
+    """Chat-completions messages (``{"role", "content", "tool_calls", "tool_call_id"}``)."""
+    messages = []
+    for raw in chat:
+        item = _as_dict(raw)
+        if "role" not in item:
+            continue
+        calls = []
+        for call in item.get("tool_calls") or []:
+            function = call.get("function") or {}
+            calls.append(
+                ToolCall(
+                    _text_or_none(call.get("id")),
+                    str(function.get("name", "")),
+                    arguments_of(function.get("arguments")),
+                )
+            )
+        messages.append(
+            Message(
+                role_of(item["role"]),
+                text_of(item.get("content")),
+                calls,
+                tool_call_id=_text_or_none(item.get("tool_call_id")),
+            )
+        )
+    return messages
+
+
+def _args_key(arguments: Any) -> str:
+    try:
+        return json.dumps(arguments, sort_keys=True, default=str)
+    except (TypeError, ValueError):
+        return repr(arguments)
+
+
+def _text_or_none(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def _error_text(error: Any) -> str:
+    """A span's ``SpanError`` (``{"message", "data"}``) as one line of text."""
+    if not isinstance(error, dict):
+        return str(error)
+    message = str(error.get("message") or "error")
+    data = error.get("data")
+    detail = data.get("error") if isinstance(data, dict) else None
+    return f"{message}: {detail}" if detail else message

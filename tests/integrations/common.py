@@ -1,0 +1,65 @@
+"""Shared by the integration tests: a worker burst into a real sqld, rows back as dicts."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from tests.helpers import run_cli, worker_env
+from tests.sqld import Sqld
+
+
+def burst(spool: Path, sqld: Sqld) -> None:
+    """Drain the spool into sqld with `agentspool worker run --burst`, as CI would."""
+    env = worker_env(spool, sqld.url)
+    result = run_cli("worker", "run", "--burst", "--db", sqld.url, env=env, timeout=180)
+    assert result.returncode == 0, result.stderr
+
+
+def _dicts(names: str, found: list[list[Any]]) -> list[dict[str, Any]]:
+    return [dict(zip(names.split(), row, strict=True)) for row in found]
+
+
+def _json(text: Any) -> Any:
+    return json.loads(text) if text else None
+
+
+def sessions(sqld: Sqld) -> list[dict[str, Any]]:
+    found = _dicts(
+        "id agent status error metadata",
+        sqld.query("SELECT id, agent, status, error, metadata FROM sessions ORDER BY started_at"),
+    )
+    for row in found:
+        row["metadata"] = _json(row["metadata"])
+    return found
+
+
+def messages(sqld: Sqld, session_id: str) -> list[dict[str, Any]]:
+    found = _dicts(
+        "role content metadata",
+        sqld.query(
+            "SELECT role, content, metadata FROM messages WHERE session_id = ? ORDER BY seq",
+            (session_id,),
+        ),
+    )
+    for row in found:
+        row["metadata"] = _json(row["metadata"]) or {}
+    return found
+
+
+def tools(sqld: Sqld, session_id: str) -> list[dict[str, Any]]:
+    return _dicts(
+        "call_id name input output status error started_at ended_at duration_ms",
+        sqld.query(
+            "SELECT call_id, name, input, output, status, error, started_at, ended_at,"
+            " duration_ms FROM tool_executions WHERE session_id = ? ORDER BY started_at, call_id",
+            (session_id,),
+        ),
+    )
+
+
+def assert_once_each(found: list[dict[str, Any]]) -> None:
+    """Nothing twice: no two messages of a session are the same message."""
+    keys = [json.dumps([m["role"], m["content"], m["metadata"]], sort_keys=True) for m in found]
+    assert len(keys) == len(set(keys)), found

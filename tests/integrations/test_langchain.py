@@ -1,0 +1,203 @@
+"""LangChain (langchain-core 1.x, real package) -> SpoolCallbackHandler -> worker -> sqld.
+
+Offline: langchain-core's own fake chat model replays scripted replies (tool calls
+included) and real ``@tool`` tools run; an agent loop written as a RunnableLambda
+drives them the way an agent does, with nested runnables inside it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("langchain_core")  # the langchain extra (installed by `make test`)
+
+from langchain_core.language_models import GenericFakeChatModel  # noqa: E402
+from langchain_core.messages import (  # noqa: E402
+    AIMessage,
+    BaseMessage,
+    HumanMessage,
+    SystemMessage,
+    ToolMessage,
+)
+from langchain_core.runnables import RunnableConfig, RunnableLambda  # noqa: E402
+from langchain_core.tools import tool  # noqa: E402
+
+from agentspool import Spool  # noqa: E402
+from agentspool.integrations.langchain import SpoolCallbackHandler  # noqa: E402
+from tests.integrations.common import (  # noqa: E402
+    assert_once_each,
+    burst,
+    messages,
+    sessions,
+    tools,
+)
+from tests.sqld import Sqld  # noqa: E402
+
+QUESTION = "What's the weather in Paris?"
+ANSWER = "It is sunny in Paris."
+USAGE = {"input_tokens": 10, "output_tokens": 5, "total_tokens": 15}
+
+
+@tool
+def get_weather(city: str) -> str:
+    """The weather in a city."""
+    return f"sunny in {city}"
+
+
+@tool
+def flaky_forecast(days: int) -> str:
+    """A forecast service that is down."""
+    raise ValueError("forecast service unavailable")
+
+
+TOOLS = {"get_weather": get_weather, "flaky_forecast": flaky_forecast}
+
+
+def scripted_model() -> GenericFakeChatModel:
+    return GenericFakeChatModel(
+        messages=iter(
+            [
+                AIMessage(
+                    content="",
+                    tool_calls=[
+                        {"name": "get_weather", "args": {"city": "Paris"}, "id": "call_weather"},
+                        {"name": "flaky_forecast", "args": {"days": 3}, "id": "call_forecast"},
+                    ],
+                    usage_metadata=USAGE,
+                    response_metadata={"model_name": "fake-chat"},
+                ),
+                AIMessage(
+                    content=ANSWER,
+                    usage_metadata=USAGE,
+                    response_metadata={"model_name": "fake-chat", "finish_reason": "stop"},
+                ),
+            ]
+        )
+    )
+
+
+def make_agent(model: GenericFakeChatModel) -> RunnableLambda[dict[str, Any], str]:
+    """A tool-calling agent loop: model, tools, model, ... until a plain answer."""
+    prepare = RunnableLambda(
+        lambda q: [SystemMessage("Answer briefly."), HumanMessage(q)], name="prepare"
+    )
+
+    def run_tool(call: dict[str, Any]) -> BaseMessage:
+        try:
+            return TOOLS[call["name"]].invoke(call)  # type: ignore[no-any-return]
+        except ValueError as error:
+            return ToolMessage(f"failed: {error}", tool_call_id=call["id"], status="error")
+
+    async def arun_tool(call: dict[str, Any]) -> BaseMessage:
+        try:
+            return await TOOLS[call["name"]].ainvoke(call)  # type: ignore[no-any-return]
+        except ValueError as error:
+            return ToolMessage(f"failed: {error}", tool_call_id=call["id"], status="error")
+
+    def loop(inputs: dict[str, Any]) -> str:
+        history: list[BaseMessage] = prepare.invoke(inputs["question"])
+        while True:
+            reply = model.invoke(history)
+            history.append(reply)
+            if not reply.tool_calls:
+                return str(reply.content)
+            history.extend(run_tool(call) for call in reply.tool_calls)
+
+    async def aloop(inputs: dict[str, Any]) -> str:
+        history: list[BaseMessage] = await prepare.ainvoke(inputs["question"])
+        while True:
+            reply = await model.ainvoke(history)
+            history.append(reply)
+            if not reply.tool_calls:
+                return str(reply.content)
+            history.extend([await arun_tool(call) for call in reply.tool_calls])
+
+    return RunnableLambda(loop, afunc=aloop, name="weather-agent")
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_an_agent_run_lands_as_one_session(mode: str, spool: Path, sqld: Sqld) -> None:
+    producer = Spool(spool)
+    handler = SpoolCallbackHandler(producer, agent="weather-bot")
+    config: RunnableConfig = {"callbacks": [handler]}
+    agent = make_agent(scripted_model())
+    if mode == "sync":
+        answer = agent.invoke({"question": QUESTION}, config=config)
+    else:
+        answer = asyncio.run(agent.ainvoke({"question": QUESTION}, config=config))
+    assert answer == ANSWER
+
+    def broken(_: Any) -> str:
+        raise RuntimeError("the agent crashed")
+
+    with pytest.raises(RuntimeError):
+        RunnableLambda(broken, name="broken-agent").invoke("hi", config=config)
+    assert producer.flush(10) and handler.errors == 0
+    producer.close()
+    burst(spool, sqld)
+
+    ok, failed = sessions(sqld)
+    assert ok["agent"] == "weather-bot" and ok["status"] == "completed"
+    assert ok["metadata"]["source"] == "langchain"
+    assert ok["metadata"]["run_name"] == "weather-agent"
+    assert ok["metadata"]["models"] == ["fake-chat"]
+    assert ok["metadata"]["usage"] == {"input_tokens": 20, "output_tokens": 10, "total_tokens": 30}
+    assert failed["status"] == "error" and "the agent crashed" in failed["error"]
+
+    transcript = messages(sqld, ok["id"])
+    assert_once_each(transcript)
+    texts = [(m["role"], m["content"]) for m in transcript]
+    assert texts == [
+        ("system", "Answer briefly."),
+        ("user", QUESTION),
+        ("assistant", None),  # the tool calls, in metadata
+        ("tool", "sunny in Paris"),
+        ("tool", "failed: forecast service unavailable"),
+        ("assistant", ANSWER),
+    ]
+    calls = transcript[2]["metadata"]["tool_calls"]
+    assert [c["id"] for c in calls] == ["call_weather", "call_forecast"]
+    assert transcript[2]["metadata"]["usage"] == USAGE
+    assert transcript[-1]["metadata"]["model"] == "fake-chat"
+    assert transcript[-1]["metadata"]["finish_reason"] == "stop"
+
+    weather, forecast = sorted(tools(sqld, ok["id"]), key=lambda t: t["name"] != "get_weather")
+    assert weather["call_id"] == "call_weather" and weather["status"] == "completed"
+    assert json.loads(weather["input"]) == {"city": "Paris"}
+    assert weather["output"] == "sunny in Paris"
+    assert forecast["call_id"] == "call_forecast" and forecast["status"] == "error"
+    assert forecast["error"] == "ValueError: forecast service unavailable"
+    for call in (weather, forecast):
+        assert call["duration_ms"] is not None and call["duration_ms"] >= 0
+
+
+def test_a_tool_invoked_without_a_tool_call_is_keyed_by_its_run(spool: Path, sqld: Sqld) -> None:
+    """A tool run on its own is a top-level run: a session of one tool execution,
+    keyed by the run id, with the raw return value as output."""
+    producer = Spool(spool)
+    handler = SpoolCallbackHandler(producer)
+    assert get_weather.invoke({"city": "Oslo"}, config={"callbacks": [handler]}) == "sunny in Oslo"
+    producer.close()
+    burst(spool, sqld)
+    (session,) = sessions(sqld)
+    assert session["agent"] == "get_weather" and session["status"] == "completed"
+    (call,) = tools(sqld, session["id"])
+    assert call["call_id"] == session["id"] and call["output"] == "sunny in Oslo"
+
+
+def test_callbacks_never_raise_into_langchain(spool: Path) -> None:
+    producer = Spool(spool)
+    producer.close()
+    handler = SpoolCallbackHandler(producer)
+    model = scripted_model()
+    # A closed spool: emits are dropped and counted by the producer, nothing raises.
+    assert model.invoke("hi", config={"callbacks": [handler]}).tool_calls
+    handler.on_llm_end(None, run_id=None)  # type: ignore[arg-type]
+    assert handler.errors == 0  # an unknown run is ignored, not an error
+    handler.on_chat_model_start({}, None, run_id=None)  # type: ignore[arg-type]
+    assert handler.errors == 1
