@@ -13,30 +13,27 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-pytest.importorskip("langchain_core")  # the langchain extra (installed by `make test`)
-
-from langchain_core.language_models import GenericFakeChatModel  # noqa: E402
-from langchain_core.messages import (  # noqa: E402
+from langchain_core.language_models import GenericFakeChatModel
+from langchain_core.messages import (
     AIMessage,
     BaseMessage,
     HumanMessage,
     SystemMessage,
     ToolMessage,
 )
-from langchain_core.runnables import RunnableConfig, RunnableLambda  # noqa: E402
-from langchain_core.tools import tool  # noqa: E402
+from langchain_core.runnables import RunnableConfig, RunnableLambda
+from langchain_core.tools import tool
 
-from agentspool import Spool  # noqa: E402
-from agentspool.integrations.langchain import SpoolCallbackHandler  # noqa: E402
-from tests.integrations.common import (  # noqa: E402
+from agentspool import Spool
+from agentspool.integrations.langchain import SpoolCallbackHandler
+from tests.integrations.common import (
     assert_once_each,
     burst,
     messages,
     sessions,
     tools,
 )
-from tests.sqld import Sqld  # noqa: E402
+from tests.sqld import Sqld
 
 QUESTION = "What's the weather in Paris?"
 ANSWER = "It is sunny in Paris."

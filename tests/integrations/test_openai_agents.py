@@ -16,24 +16,21 @@ from typing import Any
 
 import httpx
 import pytest
+from agents import Agent, Runner, function_tool, set_trace_processors, trace
+from agents.models.openai_chatcompletions import OpenAIChatCompletionsModel
+from agents.models.openai_responses import OpenAIResponsesModel
+from openai import AsyncOpenAI
 
-agents = pytest.importorskip("agents")  # the openai-agents extra (installed by `make test`)
-
-from agents import Agent, Runner, function_tool, set_trace_processors, trace  # noqa: E402
-from agents.models.openai_chatcompletions import OpenAIChatCompletionsModel  # noqa: E402
-from agents.models.openai_responses import OpenAIResponsesModel  # noqa: E402
-from openai import AsyncOpenAI  # noqa: E402
-
-from agentspool import Spool  # noqa: E402
-from agentspool.integrations.openai_agents import SpoolTracingProcessor  # noqa: E402
-from tests.integrations.common import (  # noqa: E402
+from agentspool import Spool
+from agentspool.integrations.openai_agents import SpoolTracingProcessor
+from tests.integrations.common import (
     assert_once_each,
     burst,
     messages,
     sessions,
     tools,
 )
-from tests.sqld import Sqld  # noqa: E402
+from tests.sqld import Sqld
 
 QUESTION = "What's the weather in Paris?"
 ANSWER = "It is sunny in Paris."

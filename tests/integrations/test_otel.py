@@ -15,22 +15,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
 
-pytest.importorskip("opentelemetry.sdk")  # the otel extra (installed by `make test`)
-
-from opentelemetry.sdk.trace import TracerProvider  # noqa: E402
-from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer  # noqa: E402
-
-from agentspool import Spool  # noqa: E402
-from agentspool.integrations.otel import SpoolSpanProcessor  # noqa: E402
-from tests.integrations.common import (  # noqa: E402
+from agentspool import Spool
+from agentspool.integrations.otel import SpoolSpanProcessor
+from tests.integrations.common import (
     assert_once_each,
     burst,
     messages,
     sessions,
     tools,
 )
-from tests.sqld import Sqld  # noqa: E402
+from tests.sqld import Sqld
 
 QUESTION = "What's the weather in Paris?"
 ANSWER = "It is sunny in Paris."
