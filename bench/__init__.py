@@ -33,4 +33,5 @@ GROUPS: dict[str, Callable[[Config], list[Row]]] = {
     "memory": _group("memory"),
     "ui": _group("ui"),
     "hook": _group("hook"),
+    "integrations": _group("integrations"),
 }
