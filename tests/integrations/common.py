@@ -63,3 +63,12 @@ def assert_once_each(found: list[dict[str, Any]]) -> None:
     """Nothing twice: no two messages of a session are the same message."""
     keys = [json.dumps([m["role"], m["content"], m["metadata"]], sort_keys=True) for m in found]
     assert len(keys) == len(set(keys)), found
+
+
+def documented_queries() -> list[str]:
+    """The example queries of docs/INTEGRATIONS.md (``:run_id`` as ``?``)."""
+    from tests.sqld import REPO
+
+    text = (REPO / "docs" / "INTEGRATIONS.md").read_text()
+    blocks = text.split("```sql\n")[1:]
+    return [block.split("```")[0].replace(":run_id", "?") for block in blocks]

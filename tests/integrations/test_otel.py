@@ -23,6 +23,7 @@ from agentspool.integrations.otel import SpoolSpanProcessor
 from tests.integrations.common import (
     assert_once_each,
     burst,
+    documented_queries,
     messages,
     sessions,
     tools,
@@ -189,6 +190,14 @@ def test_genai_traces_land_as_sessions(
         assert call["duration_ms"] is not None and call["duration_ms"] >= 0
 
     assert [m["content"] for m in messages(sqld, failed["id"])] == ["Answer briefly.", "Rain?"]
+
+    # The documented example queries run, and the OTel one sees these sessions.
+    queries = documented_queries()
+    assert len(queries) == 3
+    for query in queries:
+        found = sqld.query(query, (ok["id"],) if "?" in query else ())
+        if "'otel'" in query:
+            assert found == [["conv-42", 2, 52]]
 
 
 def test_older_conventions_in_span_events(
