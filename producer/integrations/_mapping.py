@@ -48,25 +48,36 @@ def role_of(kind: Any) -> str:
 
 def text_of(content: Any) -> Any:
     """A message's content as plain text when it is text (a string, or a list of text
-    parts); other content (images, audio) is kept as the JSON value it is."""
-    if content is None:
-        return None
-    if isinstance(content, str):
+    parts, as dicts or as the SDKs' objects); other content (images, audio) is kept
+    as the JSON value it is."""
+    if content is None or isinstance(content, str):
         return content
     if isinstance(content, list | tuple):
         texts = []
         for part in content:
             if isinstance(part, str):
                 texts.append(part)
-            elif isinstance(part, Mapping) and part.get("type", "text") in _TEXT_PARTS:
-                value = part.get("text", part.get("content", part.get("refusal")))
-                if not isinstance(value, str):
-                    return list(content)
-                texts.append(value)
-            else:
-                return list(content)
+                continue
+            if isinstance(part, dict | Mapping):  # dict first: an ABC check is slower
+                kind, text = part.get("type", "text"), part.get("text", part.get("content"))
+            else:  # an SDK's object (pydantic): read its fields, do not dump it
+                kind, text = getattr(part, "type", None), getattr(part, "text", None)
+            if kind not in _TEXT_PARTS or not isinstance(text, str):
+                return [as_json(p) for p in content]
+            texts.append(text)
         return "".join(texts)
-    return content
+    return as_json(content)
+
+
+def as_json(value: Any) -> Any:
+    """A framework's object as the JSON value it stands for (pydantic models dumped)."""
+    dump = getattr(value, "model_dump", None)
+    if callable(dump) and not isinstance(value, type):
+        try:
+            return dump(mode="json", exclude_none=True)
+        except Exception:
+            return str(value)
+    return value
 
 
 def arguments_of(arguments: Any) -> Any:
@@ -102,11 +113,11 @@ class Message:
     tool_call_id: str | None = None  # a tool result's call
     metadata: dict[str, Any] = field(default_factory=dict)
 
-    def fingerprint(self) -> str:
+    def fingerprint(self) -> tuple[Any, ...]:
         """What makes two messages the same message: a model's output and its copy in
         the next call's history must agree, whatever extra fields either carries."""
-        calls = [c.id or [c.name, _canonical(c.arguments)] for c in self.tool_calls]
-        return _canonical([self.role, _canonical(self.content or ""), calls, self.tool_call_id])
+        calls = tuple(c.id or (c.name, _canonical(c.arguments)) for c in self.tool_calls)
+        return (self.role, _canonical(self.content or ""), calls, self.tool_call_id)
 
     def event_metadata(self) -> dict[str, Any] | None:
         meta = dict(self.metadata)
@@ -117,11 +128,14 @@ class Message:
         return meta or None
 
 
+_encode_sorted = json.JSONEncoder(sort_keys=True, default=str, separators=(",", ":")).encode
+
+
 def _canonical(value: Any) -> str:
     if isinstance(value, str):
         return value
     try:
-        return json.dumps(value, sort_keys=True, default=str, separators=(",", ":"))
+        return _encode_sorted(value)
     except (TypeError, ValueError):
         return repr(value)
 
@@ -134,10 +148,10 @@ class Transcript:
     question asked twice is logged twice, and a trimmed history logs nothing again."""
 
     def __init__(self) -> None:
-        self._logged: Counter[str] = Counter()
+        self._logged: Counter[tuple[Any, ...]] = Counter()
 
     def new_in(self, history: Iterable[Message]) -> list[Message]:
-        seen: Counter[str] = Counter()
+        seen: Counter[tuple[Any, ...]] = Counter()
         new = []
         for message in history:
             fingerprint = message.fingerprint()
@@ -248,8 +262,8 @@ class SessionLog:
         metadata: dict[str, Any] | None = None,
         timeout: float = 0.0,
     ) -> None:
-        """End the session once. ``timeout`` 0: the framework's thread never waits for
-        the disk (``flush`` is the integration's ``force_flush``)."""
+        """End the session once. ``timeout`` 0: the framework's thread does not wait for
+        the disk; the writer thread still fsyncs the end as for any ``end()``."""
         if self.ended:
             return
         self.ended = True

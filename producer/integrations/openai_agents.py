@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import threading
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,6 +44,7 @@ from ._mapping import (
     ToolCall,
     Usage,
     arguments_of,
+    as_json,
     epoch_of_iso,
     role_of,
     text_of,
@@ -226,14 +228,12 @@ class SpoolTracingProcessor(TracingProcessor):
 # ---- the SDK's items -> messages --------------------------------------------
 
 
-def _as_dict(item: Any) -> dict[str, Any]:
-    if isinstance(item, dict):
-        return item
-    dump = getattr(item, "model_dump", None)
-    if callable(dump):
-        result = dump(exclude_none=True)
-        return result if isinstance(result, dict) else {}
-    return {}
+def _fields(item: Any) -> Any:
+    """A field reader for an item that is a dict (input items) or an SDK object
+    (output items, pydantic): reading attributes is far cheaper than dumping."""
+    if isinstance(item, dict | Mapping):  # dict first: an ABC check is slower
+        return item.get
+    return lambda name, default=None: getattr(item, name, default)
 
 
 def _messages_from_items(items: Any) -> list[Message]:
@@ -242,26 +242,26 @@ def _messages_from_items(items: Any) -> list[Message]:
     so a model's output and its copy in the next history agree item by item.
     Reasoning and other items are not messages and are skipped."""
     messages = []
-    for raw in items:
-        item = _as_dict(raw)
-        kind = item.get("type")
+    for item in items:
+        get = _fields(item)
+        kind = get("type")
         if kind == "function_call":
             call = ToolCall(
-                _text_or_none(item.get("call_id")),
-                str(item.get("name", "")),
-                arguments_of(item.get("arguments")),
+                _text_or_none(get("call_id")),
+                str(get("name", "")),
+                arguments_of(get("arguments")),
             )
             messages.append(Message("assistant", None, [call]))
         elif kind == "function_call_output":
             messages.append(
                 Message(
                     "tool",
-                    text_of(item.get("output")),
-                    tool_call_id=_text_or_none(item.get("call_id")),
+                    text_of(get("output")),
+                    tool_call_id=_text_or_none(get("call_id")),
                 )
             )
-        elif "role" in item and kind in (None, "message"):
-            messages.append(Message(role_of(item["role"]), text_of(item.get("content"))))
+        elif kind in (None, "message") and get("role"):
+            messages.append(Message(role_of(get("role")), text_of(get("content"))))
     return messages
 
 
@@ -269,8 +269,8 @@ def _messages_from_chat(chat: Any) -> list[Message]:
     """Chat-completions messages (``{"role", "content", "tool_calls", "tool_call_id"}``)."""
     messages = []
     for raw in chat:
-        item = _as_dict(raw)
-        if "role" not in item:
+        item = raw if isinstance(raw, Mapping) else as_json(raw)
+        if not isinstance(item, Mapping) or "role" not in item:
             continue
         calls = []
         for call in item.get("tool_calls") or []:
