@@ -116,7 +116,9 @@ class Message:
     def fingerprint(self) -> tuple[Any, ...]:
         """What makes two messages the same message: a model's output and its copy in
         the next call's history must agree, whatever extra fields either carries."""
-        calls = tuple(c.id or (c.name, _canonical(c.arguments)) for c in self.tool_calls)
+        calls = tuple(
+            c.id or (c.name, _canonical(arguments_of(c.arguments))) for c in self.tool_calls
+        )
         return (self.role, _canonical(self.content or ""), calls, self.tool_call_id)
 
     def event_metadata(self) -> dict[str, Any] | None:
