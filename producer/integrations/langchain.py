@@ -72,13 +72,15 @@ class SpoolCallbackHandler(BaseCallbackHandler):
         name: str,
         tags: list[str] | None = None,
         metadata: dict[str, Any] | None = None,
-    ) -> SessionLog:
-        """Register a run; a run whose parent this handler never saw is top-level
-        (the handler may be attached below the real root)."""
+    ) -> SessionLog | None:
+        """Register a run and return its session. A run whose parent this handler
+        never saw is top-level (the handler may be attached below the real root) and
+        opens a session; a run of a top-level run that already ended (work left
+        running past it) has none."""
         root = self._root_of.get(parent_run_id, run_id) if parent_run_id else run_id
         self._root_of[run_id] = root
         log = self._logs.get(root)
-        if log is None:
+        if log is None and root == run_id:
             session_metadata: dict[str, Any] = {"source": SOURCE, "run_name": name}
             if tags:
                 session_metadata["tags"] = list(tags)
@@ -243,8 +245,9 @@ class SpoolCallbackHandler(BaseCallbackHandler):
         model = _model_name(params, metadata)
         if model:
             self._models[run_id] = model
-        for history in histories():  # converted here, inside the guard
-            log.history(history)
+        if log is not None:
+            for history in histories():  # converted here, inside the guard
+                log.history(history)
 
     def on_llm_end(
         self,
@@ -317,6 +320,8 @@ class SpoolCallbackHandler(BaseCallbackHandler):
         def tool_started() -> None:
             name = _name(serialized, kwargs, "tool")
             log = self._enter(run_id, parent_run_id, name, tags, metadata)
+            if log is None:
+                return
             # input_str is a Python repr; the dict is in `inputs`.
             arguments = inputs if inputs is not None else input_str
             call_id = str(kwargs.get("tool_call_id") or run_id)

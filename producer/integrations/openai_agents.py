@@ -53,6 +53,7 @@ from ._mapping import (
 __all__ = ["SpoolTracingProcessor"]
 
 SOURCE = "openai-agents"
+ENDED_TRACES_REMEMBERED = 1000
 
 
 @dataclass
@@ -82,6 +83,9 @@ class SpoolTracingProcessor(TracingProcessor):
         self._guard = CallbackGuard(SOURCE)
         self._lock = threading.Lock()
         self._traces: dict[str, _TraceState] = {}
+        # Traces already ended: a span reported after its trace's end (work left
+        # running in the background) must not open the session a second time.
+        self._ended: dict[str, None] = {}  # insertion-ordered: the oldest goes first
 
     @property
     def errors(self) -> int:
@@ -146,6 +150,9 @@ class SpoolTracingProcessor(TracingProcessor):
             state = self._traces.pop(trace.trace_id, None)
             if state is None:
                 return
+            self._ended[trace.trace_id] = None
+            if len(self._ended) > ENDED_TRACES_REMEMBERED:
+                del self._ended[next(iter(self._ended))]
             log = self._log(state)
             status = "error" if state.error else "completed"
             log.end(status, state.error)
@@ -156,11 +163,14 @@ class SpoolTracingProcessor(TracingProcessor):
         data = span.span_data
         if isinstance(data, AgentSpanData):
             with self._lock:
-                self._log(self._state(span.trace_id), agent=data.name)
+                if span.trace_id not in self._ended:
+                    self._log(self._state(span.trace_id), agent=data.name)
 
     def _span_ended(self, span: Span[Any]) -> None:
         data = span.span_data
         with self._lock:
+            if span.trace_id in self._ended:
+                return
             state = self._state(span.trace_id)
             if isinstance(data, ResponseSpanData):
                 self._response_ended(state, data)

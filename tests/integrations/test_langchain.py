@@ -198,3 +198,25 @@ def test_callbacks_never_raise_into_langchain(spool: Path) -> None:
     assert handler.errors == 0  # an unknown run is ignored, not an error
     handler.on_chat_model_start({}, None, run_id=None)  # type: ignore[arg-type]
     assert handler.errors == 1
+
+
+def test_a_run_left_running_past_its_top_level_run_opens_nothing(spool: Path) -> None:
+    """A child still running when the top-level run ended reports later: it must not
+    open the ended session again (a second session start would collide with it)."""
+    from uuid import uuid4
+
+    from tests.producer.test_producer import only_queue
+
+    producer = Spool(spool)
+    handler = SpoolCallbackHandler(producer, agent="a")
+    root, child, late = uuid4(), uuid4(), uuid4()
+    handler.on_chain_start({}, {}, run_id=root, name="root")
+    handler.on_chain_start({}, {}, run_id=child, parent_run_id=root, name="child")
+    handler.on_chain_end({}, run_id=root)
+    handler.on_tool_start({}, "x", run_id=late, parent_run_id=child, name="t", inputs={"x": 1})
+    handler.on_tool_end("done", run_id=late)
+    handler.on_chain_end({}, run_id=child)
+    assert handler.errors == 0
+    producer.close()
+    _, _, events = only_queue(spool)
+    assert [e["type"] for e in events] == ["session_start", "session_end"]

@@ -289,3 +289,23 @@ def test_callbacks_never_raise_into_the_sdk(spool: Path) -> None:
     processor.shutdown()  # after the agent closed its spool: the SDK's atexit order
     processor.force_flush()
     assert processor.errors == 2
+
+
+def test_a_span_after_its_traces_end_opens_nothing(
+    processor: SpoolTracingProcessor, spool: Path, sqld: Sqld
+) -> None:
+    """Work left running past the end of its trace reports a span later: it must not
+    open the session again (a second session start would collide with the first)."""
+    from agents import custom_span, function_span
+
+    with trace("short workflow") as workflow:
+        with custom_span("agent-ish"):
+            pass
+    late = function_span("late_tool", input="{}", parent=workflow)
+    late.start()
+    late.finish()
+    assert processor.spool.flush(10) and processor.errors == 0
+    burst(spool, sqld)
+    (session,) = sessions(sqld)
+    assert session["agent"] == "short workflow" and session["status"] == "completed"
+    assert tools(sqld, session["id"]) == []
