@@ -257,3 +257,36 @@ def test_callbacks_never_raise_into_the_program(spool: Path) -> None:
     assert processor.errors == 2
     assert processor.force_flush(100) is False  # the spool is closed: nothing confirmed
     provider.shutdown()
+
+
+def test_a_trace_continued_from_another_process_is_its_own_session(
+    traced: tuple[Tracer, SpoolSpanProcessor], spool: Path, sqld: Sqld
+) -> None:
+    """A request that carries a remote parent (W3C traceparent): this process's part
+    of the trace is one session, named by the trace id and its local root span."""
+    from opentelemetry import trace as trace_api
+    from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
+
+    tracer, processor = traced
+    remote = SpanContext(
+        trace_id=0x0AF7651916CD43DD8448EB211C80319C,
+        span_id=0x00F067AA0BA902B7,
+        is_remote=True,
+        trace_flags=TraceFlags(TraceFlags.SAMPLED),
+    )
+    context = trace_api.set_span_in_context(NonRecordingSpan(remote))
+    with tracer.start_as_current_span("POST /chat", context=context, kind=SpanKind.SERVER) as root:
+        local_root = root.get_span_context().span_id
+        with invoke_agent(tracer, "remote-bot"):
+            chat(tracer, [USER], [REPLY], (2, 3))
+    assert processor.force_flush(10_000) and processor.errors == 0
+    burst(spool, sqld)
+    (session,) = sessions(sqld)
+    assert session["id"] == f"0af7651916cd43dd8448eb211c80319c-{local_root:016x}"
+    assert session["agent"] == "remote-bot" and session["status"] == "completed"
+    assert session["metadata"]["root_span"] == "POST /chat"
+    assert [m["content"] for m in messages(sqld, session["id"])] == [
+        "Answer briefly.",
+        QUESTION,
+        ANSWER,
+    ]
