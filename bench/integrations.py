@@ -1,4 +1,4 @@
-"""Row 13: what an integration costs the agent's thread, per framework callback.
+"""Row 14: what an integration costs the agent's thread, per framework callback.
 
 Each integration runs in a fresh producer process under its real framework, driving
 the same offline workloads as the tests (tests/integrations/): a two-turn tool-using
@@ -42,7 +42,7 @@ def run(cfg: Config) -> list[Row]:
             Row(
                 GROUP,
                 f"integrations.{func.removesuffix('_workload')}.p50",
-                f"13. {name}: cost per callback on the agent's thread, median",
+                f"14. {name}: cost per callback on the agent's thread, median",
                 ours["p50"],
                 "us",
                 floor=Ref(floor["p50"], "the same wrapper, a no-op callback"),
@@ -57,7 +57,7 @@ def run(cfg: Config) -> list[Row]:
             Row(
                 GROUP,
                 f"integrations.{func.removesuffix('_workload')}.model.p50",
-                f"13. {name}: the model-call callback ({model_callback}), median",
+                f"14. {name}: the model-call callback ({model_callback}), median",
                 model["p50"],
                 "us",
                 note=(
