@@ -35,6 +35,16 @@ def sessions(sqld: Sqld) -> list[dict[str, Any]]:
     return found
 
 
+def completed_and_failed(sqld: Sqld) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The two sessions of a test that ran one good and one failing run, told apart
+    by status (two runs may start within the same millisecond)."""
+    found = sessions(sqld)
+    assert sorted(s["status"] for s in found) == ["completed", "error"], found
+    ok = next(s for s in found if s["status"] == "completed")
+    failed = next(s for s in found if s["status"] == "error")
+    return ok, failed
+
+
 def messages(sqld: Sqld, session_id: str) -> list[dict[str, Any]]:
     found = _dicts(
         "role content metadata",

@@ -29,6 +29,7 @@ from agentspool.integrations.langchain import SpoolCallbackHandler
 from tests.integrations.common import (
     assert_once_each,
     burst,
+    completed_and_failed,
     messages,
     sessions,
     tools,
@@ -138,7 +139,7 @@ def test_an_agent_run_lands_as_one_session(mode: str, spool: Path, sqld: Sqld) -
     producer.close()
     burst(spool, sqld)
 
-    ok, failed = sessions(sqld)
+    ok, failed = completed_and_failed(sqld)
     assert ok["agent"] == "weather-bot" and ok["status"] == "completed"
     assert ok["metadata"]["source"] == "langchain"
     assert ok["metadata"]["run_name"] == "weather-agent"

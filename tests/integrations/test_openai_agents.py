@@ -26,6 +26,7 @@ from agentspool.integrations.openai_agents import SpoolTracingProcessor
 from tests.integrations.common import (
     assert_once_each,
     burst,
+    completed_and_failed,
     messages,
     sessions,
     tools,
@@ -195,7 +196,7 @@ def test_a_run_lands_as_one_session(
     assert processor.errors == 0
     burst(spool, sqld)
 
-    ok, failed = sessions(sqld)
+    ok, failed = completed_and_failed(sqld)
     assert ok["agent"] == "weather-bot" and ok["status"] == "completed"
     assert ok["id"].startswith("trace_")
     assert ok["metadata"]["source"] == "openai-agents"

@@ -23,6 +23,7 @@ from agentspool.integrations.otel import SpoolSpanProcessor
 from tests.integrations.common import (
     assert_once_each,
     burst,
+    completed_and_failed,
     documented_queries,
     messages,
     sessions,
@@ -154,7 +155,7 @@ def test_genai_traces_land_as_sessions(
     assert processor.errors == 0
     burst(spool, sqld)
 
-    ok, failed = sessions(sqld)
+    ok, failed = completed_and_failed(sqld)
     assert ok["agent"] == "weather-bot" and ok["status"] == "completed"
     assert len(ok["id"]) == 32  # the trace id
     meta = ok["metadata"]
