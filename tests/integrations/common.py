@@ -76,9 +76,11 @@ def assert_once_each(found: list[dict[str, Any]]) -> None:
 
 
 def documented_queries() -> list[str]:
-    """The example queries of docs/INTEGRATIONS.md (``:run_id`` as ``?``)."""
+    """The example queries of docs/INTEGRATIONS.md's OpenAI Agents, LangChain and OTel
+    sections (``:run_id`` as ``?``)."""
     from tests.sqld import REPO
 
     text = (REPO / "docs" / "INTEGRATIONS.md").read_text()
-    blocks = text.split("```sql\n")[1:]
+    ours = text[text.index("\n## OpenAI Agents SDK, LangChain") :]
+    blocks = ours.split("```sql\n")[1:]
     return [block.split("```")[0].replace(":run_id", "?") for block in blocks]
