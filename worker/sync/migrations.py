@@ -11,6 +11,7 @@ processes migrating at once apply each migration exactly once.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -36,7 +37,8 @@ class SchemaError(RuntimeError):
     """The database's schema is newer than this agentspool or otherwise unusable."""
 
 
-def available_migrations() -> list[Migration]:
+@functools.cache  # the package's files do not change while it runs; every replica asks
+def available_migrations() -> tuple[Migration, ...]:
     found = []
     for entry in resources.files("agentspool.schema").iterdir():
         match = _MIGRATION_NAME.match(entry.name)
@@ -44,7 +46,7 @@ def available_migrations() -> list[Migration]:
             found.append(
                 Migration(int(match.group(1)), entry.name, split_statements(entry.read_text()))
             )
-    return sorted(found, key=lambda m: m.version)
+    return tuple(sorted(found, key=lambda m: m.version))
 
 
 def latest_version() -> int:
