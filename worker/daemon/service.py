@@ -38,7 +38,7 @@ from agentspool.worker.intake.replica import REPLICAS_DIRNAME, Replica
 from agentspool.worker.security import EXIT_REFUSED, refuse_insecure_spool
 from agentspool.worker.sync.batch import Batch
 from agentspool.worker.sync.database import DatabaseError
-from agentspool.worker.sync.engine import SyncEngine
+from agentspool.worker.sync.engine import MAX_IN_FLIGHT, SyncEngine
 
 log = logging.getLogger("agentspool.worker")
 
@@ -49,6 +49,7 @@ ERROR_PAUSE_S = 1.0
 FINISH_SIGNAL = signal.SIGUSR1  # sent by `agentspool drain`
 RETRY_SIGNAL = signal.SIGUSR2  # sent by `agentspool retry`: drop the sync backoff
 PRUNE_INTERVAL_S = 3600.0
+EMBEDDED_BATCH_BYTES = 1 << 20
 RECHECK_DELAYS_S = (0.005, 0.025, 0.1, 0.5)  # after a file event (see _loop)
 EXIT_LEFT_PENDING = 3  # --burst finished with sessions still open, pending or failed
 
@@ -141,7 +142,14 @@ class Worker:
             retry_base=self.settings.retry_base,
             retry_cap=self.settings.retry_cap,
             checkpoint_interval=self.settings.checkpoint_interval,
-            max_batch_bytes=self.settings.batch_bytes,
+            # A local file has no round trips to hide and takes one writer at a time:
+            # smaller batches, one at a time, hold less in memory and wait for nothing.
+            max_batch_bytes=(
+                min(self.settings.batch_bytes, EMBEDDED_BATCH_BYTES)
+                if self.settings.embedded
+                else self.settings.batch_bytes
+            ),
+            max_in_flight=1 if self.settings.embedded else MAX_IN_FLIGHT,
             wake=self.wake,
             now=self.now,
             monotonic=self.monotonic,
