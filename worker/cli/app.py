@@ -6,7 +6,8 @@ become ``click.ClickException`` (exit 1) with a message that names the next step
 Exit codes: 0 success; 1 error (including "another worker is running", and
 ``status --check`` finding a problem); 2 usage error; 3 ``worker run --burst`` ended
 with sessions left open, pending or failed; 4 ``emit``/``ingest`` rejected an event.
-Shared options and helpers are in cli_options.py; command groups in commands_*.py
+Shared options and helpers are in options.py; each command group is a module of
+its own in this package, registered here
 (docs/CLI.md documents every command and its ``--json`` schema).
 """
 
@@ -38,6 +39,7 @@ from agentspool.worker.cli.options import (
     spool_or_group_default,
 )
 from agentspool.worker.cli.ui import ui
+from agentspool.worker.cli.verify import verify
 from agentspool.worker.daemon.control import retry_now
 from agentspool.worker.daemon.lock import WorkerAlreadyRunning
 from agentspool.worker.reports.health import DEFAULT_MAX_AGE_S
@@ -271,15 +273,18 @@ def drain(spool_dir: Path | None, timeout: float, as_json: bool) -> None:
     from dataclasses import replace
 
     from agentspool.worker.daemon.control import finish_worker
+    from agentspool.worker.reports.status import spool_status
 
     setup_logging(False)
     settings = settings_from(spool_dir=spool_dir)
     refuse_unusable_spool(settings.spool_dir, writable=True)  # it may do the work itself
     settings = replace(settings, burst_timeout=max(1.0, timeout))
     outcome = finish_worker(settings, timeout)
-    s = outcome.status.sessions
+    status = spool_status(settings.spool_dir)
+    left = status.work_left()
+    s = status.sessions
     if as_json:
-        report = outcome.status.to_json() | {"finished": outcome.finished, "left": outcome.left}
+        report = status.to_json() | {"finished": outcome.finished, "left": left}
         click.echo(json.dumps(report, indent=2))
     else:
         who = (
@@ -290,12 +295,12 @@ def drain(spool_dir: Path | None, timeout: float, as_json: bool) -> None:
         click.echo(
             f"{who}: {'finished' if outcome.finished else f'still running after {timeout:g}s'};"
             f" sessions synced {s['synced']}, open {s['open']}, pending {s['pending']},"
-            f" failed {s['failed']}, abandoned {s['abandoned']}; dead letters {outcome.status.dead_letters}"
+            f" failed {s['failed']}, abandoned {s['abandoned']}; dead letters {status.dead_letters}"
         )
-        if outcome.status.last_sync_error:
-            e = outcome.status.last_sync_error
+        if status.last_sync_error:
+            e = status.last_sync_error
             click.echo(f"last sync error  {e['session_id']}: {e['error']}", err=True)
-    sys.exit(0 if outcome.finished and outcome.left == 0 else 3)
+    sys.exit(0 if outcome.finished and left == 0 else 3)
 
 
 @main.command()
@@ -415,7 +420,8 @@ def prune(
     )
 
 
-# Inspection, dead letters and producers in any language (commands_*.py).
+# Command groups, one module each in cli/: inspection, dead letters, producers in
+# any language, the web viewer, the integrity check.
 main.add_command(queue)
 main.add_command(sessions)
 main.add_command(show)
@@ -424,7 +430,4 @@ main.add_command(emit)
 main.add_command(ingest)
 main.add_command(ui)
 main.add_command(hook)
-
-from agentspool.worker.reports.verify import verify  # noqa: E402 - appended: the spool integrity check (verify.py)
-
 main.add_command(verify)

@@ -1,7 +1,7 @@
 """What every ``agentspool`` command shares: option bundles and output helpers.
 
-Kept apart from cli.py so that command modules (commands_*.py) and cli.py, which
-registers them, never import each other.
+Kept apart from app.py so that the command modules (dead.py, emit.py, ...) and
+app.py, which registers them, never import each other.
 """
 
 from __future__ import annotations

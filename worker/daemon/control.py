@@ -2,8 +2,9 @@
 
 The worker's pid is in its lock file. ``SIGUSR1`` (``agentspool drain``) asks it to
 finish the way ``--burst`` does: drain everything, seal sessions whose producers are
-gone, sync, then exit; the caller waits (bounded) for the lock to be released.
-``SIGUSR2`` (``agentspool retry``) asks it to drop its sync backoff and try now.
+gone, sync, then exit; the caller waits (bounded) for the lock to be released, then
+reads the spool's status itself (reports.status). ``SIGUSR2`` (``agentspool retry``)
+asks it to drop its sync backoff and try now.
 """
 
 from __future__ import annotations
@@ -17,36 +18,28 @@ from pathlib import Path
 from agentspool.worker.config import Settings
 from agentspool.worker.daemon.lock import lock_holder
 from agentspool.worker.daemon.service import FINISH_SIGNAL, RETRY_SIGNAL, Worker
-from agentspool.worker.reports.status import SpoolStatus, spool_status
 
 
 @dataclass(frozen=True)
-class DrainOutcome:
+class FinishOutcome:
     worker_pid: int | None  # the worker that was asked; None: no worker, ran a burst here
     finished: bool  # the worker exited within the timeout
-    status: SpoolStatus
-
-    @property
-    def left(self) -> int:
-        s = self.status.sessions
-        ready = sum(p.ready for p in self.status.producers)
-        return s["open"] + s["pending"] + s["failed"] + ready
 
 
 def finish_worker(
     settings: Settings, timeout: float, sleep: Callable[[float], None] = time.sleep
-) -> DrainOutcome:
+) -> FinishOutcome:
     pid = lock_holder(settings.spool_dir)
     if pid is None or pid <= 0:
         # No worker (it died, or never started): do its final work here.
         Worker(settings, burst=True).run()
-        return DrainOutcome(None, True, spool_status(settings.spool_dir))
+        return FinishOutcome(None, True)
     os.kill(pid, FINISH_SIGNAL)
     deadline = time.monotonic() + timeout
     while lock_holder(settings.spool_dir) is not None and time.monotonic() < deadline:
         sleep(0.1)
     finished = lock_holder(settings.spool_dir) is None
-    return DrainOutcome(pid, finished, spool_status(settings.spool_dir))
+    return FinishOutcome(pid, finished)
 
 
 def retry_now(spool_dir: Path) -> bool:

@@ -49,6 +49,12 @@ class SpoolStatus:
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
+    def work_left(self) -> int:
+        """Sessions not synced (open, pending, failed) plus queue items not drained."""
+        s = self.sessions
+        ready = sum(p.ready for p in self.producers)
+        return s[st.OPEN] + s[st.PENDING] + s[st.FAILED] + ready
+
 
 def spool_status(spool_dir: Path) -> SpoolStatus:
     pid = lock_holder(spool_dir)
