@@ -139,7 +139,15 @@ def test_producer_imports_no_worker_dependencies(spool: Path) -> None:
         spool,
     )
     modules = json.loads(finish(proc, timeout=60).strip().splitlines()[-1])
-    forbidden = ("libsql", "libsql_experimental", "click", "watchdog", "agentspool.worker")
+    forbidden = (
+        "libsql",
+        "libsql_experimental",
+        "click",
+        "watchdog",
+        "prometheus_client",
+        "httpx",
+        "agentspool.worker",
+    )
     for stage, names in modules.items():
         bad = [
             n for n in names if n in forbidden or n.startswith(tuple(f + "." for f in forbidden))
