@@ -46,6 +46,7 @@ from .layout import (  # noqa: F401  (re-exported: the format's one public home 
 )
 from .layout import META_SQL as _META_SQL
 from .layout import QUEUE_SQL as _QUEUE_SQL
+from .transaction import transaction
 
 
 @dataclass(frozen=True)
@@ -108,19 +109,18 @@ def create_queue_file(queue_dir: Path, info: ProducerInfo) -> None:
         conn.execute("PRAGMA journal_mode=WAL")  # persistent: stays WAL for every opener
         conn.execute(_QUEUE_SQL)
         conn.execute(_META_SQL)
-        conn.execute("BEGIN IMMEDIATE")
-        conn.executemany(
-            f"INSERT OR REPLACE INTO {META_TABLE} (key, value) VALUES (?, ?)",
-            [
-                ("producer_id", info.producer_id),
-                ("pid", str(info.pid)),
-                ("host", info.host),
-                ("process_start", info.process_start),
-                ("started_at", repr(info.started_at)),
-                ("dropped", "0"),
-            ],
-        )
-        conn.execute("COMMIT")
+        with transaction(conn):
+            conn.executemany(
+                f"INSERT OR REPLACE INTO {META_TABLE} (key, value) VALUES (?, ?)",
+                [
+                    ("producer_id", info.producer_id),
+                    ("pid", str(info.pid)),
+                    ("host", info.host),
+                    ("process_start", info.process_start),
+                    ("started_at", repr(info.started_at)),
+                    ("dropped", "0"),
+                ],
+            )
     finally:
         conn.close()  # the last connection: checkpoints, so the file is complete alone
     if info.shared:
@@ -188,16 +188,11 @@ def append_batch(conn: sqlite3.Connection, items: Sequence[bytes], *, fsync: boo
     if fsync:
         conn.execute("PRAGMA synchronous=FULL")
     try:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with transaction(conn):
             conn.executemany(
                 f"INSERT INTO {TABLE} (data, timestamp, status) VALUES (?, ?, {STATUS_INITED})",
                 [(item, now) for item in items],
             )
-            conn.execute("COMMIT")
-        except BaseException:
-            rollback(conn)
-            raise
     finally:
         if fsync:
             conn.execute("PRAGMA synchronous=NORMAL")
@@ -270,22 +265,8 @@ def ack(conn: sqlite3.Connection, item_ids: Iterable[int], status: int = STATUS_
     ids = list(item_ids)
     if not ids:
         return
-    conn.execute("BEGIN IMMEDIATE")
-    try:
+    with transaction(conn):
         conn.executemany(f"UPDATE {TABLE} SET status = ? WHERE _id = ?", [(status, i) for i in ids])
-        conn.execute("COMMIT")
-    except BaseException:
-        rollback(conn)
-        raise
-
-
-def rollback(conn: sqlite3.Connection) -> None:
-    """Roll back the open transaction, if there still is one. After some errors
-    (SQLITE_FULL at COMMIT on a full disk, an I/O error) SQLite has already rolled it
-    back, and a ROLLBACK would raise "cannot rollback - no transaction is active" in
-    place of the error that says what is wrong."""
-    if conn.in_transaction:
-        conn.execute("ROLLBACK")
 
 
 def clear_acked(conn: sqlite3.Connection, up_to_id: int) -> int:

@@ -7,6 +7,7 @@ imports, wherever they stand (a function-local import is still a dependency).
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import agentspool
@@ -142,3 +143,22 @@ def test_no_module_is_over_500_lines() -> None:
         if lines > LARGER_FOR_NOW.get(rel, MAX_LINES):
             too_long[rel] = lines
     assert too_long == {}, f"modules over {MAX_LINES} lines: {too_long}"
+
+
+def _source_of_others(owner: str, *, skip: tuple[str, ...] = ()) -> dict[str, str]:
+    return {
+        name: path.read_text()
+        for name, path in library_modules().items()
+        if name != owner and not name.startswith(skip)
+    }
+
+
+def test_transactions_go_through_the_one_helper() -> None:
+    owner = "agentspool.producer.transaction"
+    # sync/ is being rewritten (sync v2); it adopts the helper there.
+    others = _source_of_others(owner, skip=("agentspool.worker.sync",))
+    statement = re.compile(
+        r"""execute\(\s*["'](BEGIN( IMMEDIATE| EXCLUSIVE| DEFERRED)?|COMMIT|ROLLBACK)["']"""
+    )
+    offenders = sorted(name for name, text in others.items() if statement.search(text))
+    assert offenders == [], f"hand-written BEGIN/COMMIT/ROLLBACK (use transaction()): {offenders}"

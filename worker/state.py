@@ -14,9 +14,12 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from agentspool.producer.transaction import transaction
 
 STATE_FILENAME = "worker.db"
 
@@ -112,8 +115,8 @@ class StateStore:
     def close(self) -> None:
         self.conn.close()
 
-    def transaction(self) -> _Transaction:
-        return _Transaction(self.conn)
+    def transaction(self) -> AbstractContextManager[sqlite3.Connection]:
+        return transaction(self.conn)
 
     # ---- sessions ----------------------------------------------------------
 
@@ -326,18 +329,3 @@ class StateStore:
 
     def meta(self) -> dict[str, str]:
         return dict(self.conn.execute("SELECT key, value FROM worker_meta").fetchall())
-
-
-class _Transaction:
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self.conn = conn
-
-    def __enter__(self) -> sqlite3.Connection:
-        self.conn.execute("BEGIN IMMEDIATE")
-        return self.conn
-
-    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        if exc_type is None:
-            self.conn.execute("COMMIT")
-        elif self.conn.in_transaction:  # SQLite may have rolled back already (disk full)
-            self.conn.execute("ROLLBACK")

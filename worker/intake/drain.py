@@ -22,6 +22,7 @@ from typing import Any
 
 from agentspool.producer import events as ev
 from agentspool.producer import queuefile
+from agentspool.producer.transaction import transaction
 from agentspool.worker.intake import quarantine
 from agentspool.worker.intake.replica import Replica, iso, replica_path
 from agentspool.worker.state import SessionState, StateStore
@@ -278,15 +279,12 @@ class Drainer:
 
     def _clear_acked(self, cursor: QueueCursor) -> None:
         try:
-            cursor.conn.execute("BEGIN IMMEDIATE")
-            queuefile.clear_acked(cursor.conn, cursor.last_id)
-            cursor.conn.execute("COMMIT")
-            cursor.acked_since_clear = 0
-        except sqlite3.Error:
-            try:
-                cursor.conn.execute("ROLLBACK")
-            except sqlite3.Error:
-                pass
+            with transaction(cursor.conn):
+                queuefile.clear_acked(cursor.conn, cursor.last_id)
+        except sqlite3.Error as exc:  # the rows stay acked; the next clear takes them
+            log.warning("cannot clear acked items in %s: %s", cursor.queue_dir.name, exc)
+            return
+        cursor.acked_since_clear = 0
 
     # ---- replicas ----------------------------------------------------------
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from agentspool.producer import events as ev
+from agentspool.producer.transaction import transaction
 from agentspool.worker.sync import migrations
 
 REPLICAS_DIRNAME = "replicas"
@@ -221,16 +222,10 @@ class Replica:
         """Apply validated events of this session in one transaction; return how many
         were new (the others had been applied before)."""
         applied = 0
-        self.conn.execute("BEGIN IMMEDIATE")
-        try:
+        with transaction(self.conn):
             for event in events:
                 if self._apply_one(event):
                     applied += 1
-            self.conn.execute("COMMIT")
-        except BaseException:
-            if self.conn.in_transaction:  # SQLite may have rolled back already (disk full)
-                self.conn.execute("ROLLBACK")
-            raise
         return applied
 
     def _apply_one(self, e: dict[str, Any]) -> bool:
@@ -413,8 +408,7 @@ class Replica:
     def seal_abandoned(self, session_id: str) -> None:
         """Close a session whose producer is gone: status ``abandoned``, and tool calls
         still running marked failed (they will never finish)."""
-        self.conn.execute("BEGIN IMMEDIATE")
-        try:
+        with transaction(self.conn):
             last = self.last_activity(session_id)
             self.conn.execute(
                 "UPDATE sessions SET status = 'abandoned', ended_at = ?, error = ?"
@@ -423,11 +417,6 @@ class Replica:
             )
             self._close_running_tools(session_id, last, TOOL_OPEN_AT_ABANDON_ERROR)
             self._sum_usage_into_session(session_id)
-            self.conn.execute("COMMIT")
-        except BaseException:
-            if self.conn.in_transaction:  # SQLite may have rolled back already (disk full)
-                self.conn.execute("ROLLBACK")
-            raise
 
     # ---- reading -----------------------------------------------------------
 
@@ -461,11 +450,8 @@ def open_readonly(path: Path) -> sqlite3.Connection:
 
 def read_session_rows(conn: sqlite3.Connection, session_id: str) -> SessionRows:
     """Everything a sync sends for one session, read in one snapshot."""
-    conn.execute("BEGIN")
-    try:
+    with transaction(conn, begin="BEGIN"):  # deferred: a read takes no write lock
         return _read_session_rows(conn, session_id)
-    finally:
-        conn.execute("COMMIT")
 
 
 def _read_session_rows(conn: sqlite3.Connection, session_id: str) -> SessionRows:
