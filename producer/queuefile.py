@@ -23,7 +23,7 @@ import os
 import shutil
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -270,11 +270,24 @@ def ack(conn: sqlite3.Connection, item_ids: Iterable[int], status: int = STATUS_
 
 
 def clear_acked(conn: sqlite3.Connection, up_to_id: int) -> int:
-    """Delete acked rows (as persist-queue's ``clear_acked_data`` does), keeping the file small."""
-    cur = conn.execute(
-        f"DELETE FROM {TABLE} WHERE _id <= ? AND status = {STATUS_ACKED}", (up_to_id,)
-    )
+    """Delete acked rows up to ``up_to_id`` in a transaction of its own (as persist-queue's
+    ``clear_acked_data`` does), keeping the file small; returns how many."""
+    with transaction(conn):
+        cur = conn.execute(
+            f"DELETE FROM {TABLE} WHERE _id <= ? AND status = {STATUS_ACKED}", (up_to_id,)
+        )
     return cur.rowcount
+
+
+def requeue_acked(conn: sqlite3.Connection, wanted: Callable[[bytes], bool]) -> list[int]:
+    """Mark ready again every acked item whose data ``wanted`` accepts (the worker
+    rebuilds a quarantined replica from them); returns their ids, in order."""
+    rows = conn.execute(
+        f"SELECT _id, data FROM {TABLE} WHERE status = {STATUS_ACKED} ORDER BY _id"
+    ).fetchall()
+    ids = [int(item_id) for item_id, data in rows if wanted(_as_bytes(data))]
+    ack(conn, ids, status=STATUS_READY)
+    return ids
 
 
 def count_by_status(conn: sqlite3.Connection) -> dict[int, int]:

@@ -153,6 +153,18 @@ def _source_of_others(owner: str, *, skip: tuple[str, ...] = ()) -> dict[str, st
     }
 
 
+def test_only_queuefile_touches_the_queue_tables() -> None:
+    """producer/queuefile.py is the single owner of the queue-file format."""
+    owner = "agentspool.producer.queuefile"
+    table = re.compile(
+        r"\bqueuefile\.(TABLE|META_TABLE)\b|\back_queue_default\b|\bagentspool_producer\b"
+    )
+    offenders = sorted(
+        name for name, text in _source_of_others(owner).items() if table.search(text)
+    )
+    assert offenders == [], f"modules that reach into queue files past queuefile.py: {offenders}"
+
+
 def test_transactions_go_through_the_one_helper() -> None:
     owner = "agentspool.producer.transaction"
     # sync/ is being rewritten (sync v2); it adopts the helper there.

@@ -284,3 +284,22 @@ def test_clear_acked_deletes_only_acked_rows(written: Written, conn: sqlite3.Con
     assert queuefile.clear_acked(conn, ids[-1]) == 2
     assert queuefile.clear_acked(conn, ids[-1]) == 0
     assert [i.item_id for i in pending(conn)] == [ids[6], ids[7], *ids[10:]]
+
+
+def test_requeued_acked_items_are_ready_again_for_persist_queue(
+    written: Written, conn: sqlite3.Connection
+) -> None:
+    """The worker rebuilds a quarantined replica by marking acked items ready again."""
+    items = pending(conn)
+    queuefile.ack(conn, [i.item_id for i in items])
+    messages = {i.item_id for i in items if json.loads(i.data)["type"] == "message"}
+    requeued = queuefile.requeue_acked(conn, lambda data: json.loads(data)["type"] == "message")
+    assert requeued == sorted(messages)
+    assert [i.item_id for i in pending(conn)] == requeued
+    q = open_pq(written.queue_dir)
+    try:
+        assert q.ready_count() == len(messages)
+        assert q.acked_count() == written.count - len(messages)
+        assert q.get(block=False)["type"] == "message"
+    finally:
+        q.close()

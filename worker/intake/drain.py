@@ -22,7 +22,6 @@ from typing import Any
 
 from agentspool.producer import events as ev
 from agentspool.producer import queuefile
-from agentspool.producer.transaction import transaction
 from agentspool.worker.intake import quarantine
 from agentspool.worker.intake.replica import Replica, iso, replica_path
 from agentspool.worker.state import SessionState, StateStore
@@ -279,8 +278,7 @@ class Drainer:
 
     def _clear_acked(self, cursor: QueueCursor) -> None:
         try:
-            with transaction(cursor.conn):
-                queuefile.clear_acked(cursor.conn, cursor.last_id)
+            queuefile.clear_acked(cursor.conn, cursor.last_id)
         except sqlite3.Error as exc:  # the rows stay acked; the next clear takes them
             log.warning("cannot clear acked items in %s: %s", cursor.queue_dir.name, exc)
             return
@@ -354,12 +352,9 @@ class Drainer:
             if cursor is None:
                 continue
             try:
-                rows = cursor.conn.execute(
-                    f"SELECT _id, data FROM {queuefile.TABLE}"  # noqa: S608 - constant name
-                    f" WHERE status = {queuefile.STATUS_ACKED} ORDER BY _id"
-                ).fetchall()
-                ids = [item_id for item_id, data in rows if _session_of(data) == session_id]
-                queuefile.ack(cursor.conn, ids, status=queuefile.STATUS_READY)
+                ids = queuefile.requeue_acked(
+                    cursor.conn, lambda data: _session_of(data) == session_id
+                )
             except sqlite3.Error as exc:
                 log.error("cannot replay session %s from %s: %s", session_id, queue_dir.name, exc)
                 continue
@@ -396,9 +391,9 @@ class Drainer:
             self.forget(queue_dir)
 
 
-def _session_of(data: object) -> object:
+def _session_of(data: bytes) -> object:
     try:
-        event = json.loads(data if isinstance(data, bytes | str) else b"")
+        event = json.loads(data)
     except (ValueError, RecursionError):
         return None
     return event.get("session_id") if isinstance(event, dict) else None
