@@ -122,8 +122,8 @@ class Spool:
         host = re.sub(r"[^A-Za-z0-9_.-]", "_", socket.gethostname())[:64] or "host"
         self._pid = os.getpid()
         self.producer_id = f"{host}-{self._pid}-{uuid.uuid4().hex[:8]}"
-        self._pseq = itertools.count()
-        self._emitted = 0
+        self._emitted = 0  # events handed over so far; the next event's pseq
+        self._pseq_lock = threading.Lock()
         self._dropped = 0
         self._drop_lock = threading.Lock()
         self._writer = Writer(
@@ -158,7 +158,9 @@ class Spool:
         """Hand one event to the writer. Never blocks, never raises."""
         try:
             event["producer_id"] = self.producer_id
-            event["pseq"] = next(self._pseq)
+            with self._pseq_lock:
+                event["pseq"] = self._emitted
+                self._emitted += 1
             data = _encode(event).encode("utf-8", "surrogatepass")
             writer = self._writer
             if self._closed or writer.handoff.qsize() + writer.held >= self.max_buffered:
@@ -205,17 +207,13 @@ class Spool:
     def stats(self) -> SpoolStats:
         return SpoolStats(
             producer_id=self.producer_id,
-            emitted=self._emitted_count(),
+            emitted=self._emitted,
             written=self._writer.written,
             dropped=self._dropped,
             buffered=self._writer.handoff.qsize() + self._writer.held,
             write_errors=self._writer.write_errors,
             last_error=self._writer.last_error,
         )
-
-    def _emitted_count(self) -> int:
-        # itertools.count has no peek; its repr holds the next value.
-        return int(repr(self._pseq)[6:-1])
 
     def __enter__(self) -> Spool:
         return self

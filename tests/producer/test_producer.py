@@ -342,6 +342,36 @@ def test_end_confirms_every_event_with_identity_and_gapless_order(
     assert (stats.emitted, stats.written, stats.dropped) == (len(events), len(events), 0)
 
 
+def test_threads_emitting_at_once_get_unique_pseqs_and_are_all_counted(
+    spool: Path, spools: list[Spool]
+) -> None:
+    """``stats().emitted`` is a real counter, kept with the per-producer sequence."""
+    sp = Spool(spool)
+    spools.append(sp)
+    threads, per_thread = 8, 400
+    start = threading.Barrier(threads)
+
+    def agent(n: int) -> None:
+        s = sp.session(agent=f"t{n}")
+        start.wait(timeout=60)
+        for i in range(per_thread):
+            s.message("user", str(i))
+        s.end(timeout=60)
+
+    workers = [threading.Thread(target=agent, args=(n,)) for n in range(threads)]
+    for t in workers:
+        t.start()
+    for t in workers:
+        t.join(timeout=120)
+    assert not any(t.is_alive() for t in workers)
+    assert sp.flush(timeout=60) is True
+    total = threads * (1 + per_thread + 1)
+    stats = sp.stats()
+    assert (stats.emitted, stats.written, stats.dropped) == (total, total, 0)
+    _, _, events = only_queue(spool)
+    assert sorted(e["pseq"] for e in events) == list(range(total))
+
+
 def test_invalid_end_status_becomes_error(spool: Path, spools: list[Spool]) -> None:
     sp = Spool(spool)
     spools.append(sp)
