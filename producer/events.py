@@ -77,11 +77,13 @@ MAX_SESSION_ID_LENGTH: Final = 200
 MAX_SEQ: Final = 2**62  # fits SQLite's 64-bit integers with room to spare
 MAX_TS: Final = 253_402_300_800.0  # 10000-01-01: what ISO-8601 timestamps can hold
 
-# Size limits (docs/RELIABILITY.md). A text field (content, metadata, tool input or
-# output, error, ...) longer than MAX_FIELD_BYTES of UTF-8 is stored truncated, with
-# a marker naming how much was cut; a whole queue item longer than MAX_ITEM_BYTES is
-# never parsed: it is dead-lettered with the reason. The producer truncates fields
-# before they reach disk, so its events stay under the item limit.
+# Size limits (docs/RELIABILITY.md), both applied by the worker. A text field
+# (content, metadata, tool input or output, error, ...) longer than MAX_FIELD_BYTES
+# of UTF-8 is stored truncated in the replica, with a marker naming how much was cut
+# (truncate_text); a whole queue item longer than MAX_ITEM_BYTES is never parsed: it
+# is dead-lettered, kept whole, with the reason. The producer does not truncate (that
+# would cost the agent's thread an encoding of every field): it writes what it was
+# given, and nothing is lost either way.
 MAX_FIELD_BYTES: Final = 1 << 20  # 1 MiB
 MAX_ITEM_BYTES: Final = 8 << 20  # 8 MiB
 TRUNCATION_MARKER: Final = "…[truncated {} bytes]"
