@@ -1,8 +1,11 @@
 """The worker's own bookkeeping: ``<spool>/worker.db``.
 
 It indexes every session the worker has seen (so ``status`` need not open every
-replica), holds the sync state machine and the dead letters. Everything in it can
-be rebuilt from the replicas; it is never the only copy of an event.
+replica), holds the sync state machine, the dead letters, and who runs the worker
+(``worker_meta``). The index and the sync states can be rebuilt from the replicas
+(``intake.quarantine.rebuild_state``, when the file is damaged). The dead letters
+cannot: the drain acks a dead-lettered item, so once its queue file is cleared this
+is the only copy (a damaged file is quarantined, never deleted, so they stay there).
 
 Sync states: ``open`` (no end marker yet) -> ``pending`` (ended or sealed as
 abandoned; waiting to sync) -> ``synced``; a permanent remote error parks a session
@@ -326,6 +329,3 @@ class StateStore:
         self.conn.execute(
             "INSERT OR REPLACE INTO worker_meta (key, value) VALUES (?, ?)", (key, value)
         )
-
-    def meta(self) -> dict[str, str]:
-        return dict(self.conn.execute("SELECT key, value FROM worker_meta").fetchall())
