@@ -334,15 +334,6 @@ class Child:
             self.proc.wait(timeout=10)
 
 
-def run_child(func: str, timeout: float, **kwargs: Any) -> Any:
-    """Run a child function to completion (bounded) and return its result."""
-    child = Child(func, **kwargs)
-    try:
-        return child.result(timeout)
-    finally:
-        child.kill()
-
-
 # Used inside children (see bench/child.py).
 
 

@@ -158,7 +158,6 @@ def with_raw_field(e: dict[str, Any], name: str, value_json: str) -> bytes:
 
 
 DEAD = "dead"
-APPLIED = "applied"
 
 # (case id, item, expected outcome, a phrase the dead letter's reason contains)
 CASES: list[tuple[str, Any, str, str]] = [

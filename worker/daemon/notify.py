@@ -43,10 +43,6 @@ class SystemdNotifier:
         self._next_ping = 0.0
         self._last_status = ""
 
-    @property
-    def enabled(self) -> bool:
-        return self._address is not None
-
     def notify(self, message: str) -> None:
         if self._address is None:
             return
