@@ -174,3 +174,16 @@ def test_transactions_go_through_the_one_helper() -> None:
     )
     offenders = sorted(name for name, text in others.items() if statement.search(text))
     assert offenders == [], f"hand-written BEGIN/COMMIT/ROLLBACK (use transaction()): {offenders}"
+
+
+def test_worker_db_is_opened_through_the_state_helpers() -> None:
+    """``state.existing_state`` for commands and reports; ``open_state_store`` (which
+    quarantines and rebuilds a damaged file) for the worker."""
+    owners = ("agentspool.worker.state", "agentspool.worker.intake.quarantine")
+    opened = re.compile(r"\bStateStore\(")
+    offenders = sorted(
+        name
+        for name, text in _source_of_others(owners[0], skip=owners[1:]).items()
+        if opened.search(text)
+    )
+    assert offenders == [], f"modules opening worker.db by hand: {offenders}"

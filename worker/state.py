@@ -2,8 +2,9 @@
 
 It indexes every session the worker has seen (so ``status`` need not open every
 replica), holds the sync state machine, the dead letters, and who runs the worker
-(``worker_meta``). The index and the sync states can be rebuilt from the replicas
-(``intake.quarantine.rebuild_state``, when the file is damaged). The dead letters
+and how its sync goes (``worker_meta``). The index and the sync states can be
+rebuilt from the replicas (``intake.quarantine.rebuild_state``, when the file is
+damaged). The dead letters
 cannot: the drain acks a dead-lettered item, so once its queue file is cleared this
 is the only copy (a damaged file is quarantined, never deleted, so they stay there).
 
@@ -17,7 +18,7 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections.abc import Iterator
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -96,6 +97,20 @@ _ADDED_COLUMNS = (
 
 
 _COLUMNS = ", ".join(SessionState.__dataclass_fields__)
+
+
+@contextmanager
+def existing_state(spool_dir: Path, *, readonly: bool = True) -> Iterator[StateStore | None]:
+    """The spool's ``worker.db`` for the block, closed after; None when no worker has run
+    on this spool yet (a command that only reads must not create the file)."""
+    if not (spool_dir / STATE_FILENAME).exists():
+        yield None
+        return
+    store = StateStore(spool_dir, readonly=readonly)
+    try:
+        yield store
+    finally:
+        store.close()
 
 
 class StateStore:
@@ -304,6 +319,11 @@ class StateStore:
     def dead_letter_count(self) -> int:
         return int(self.conn.execute("SELECT count(*) FROM dead_letters").fetchone()[0])
 
+    def dead_letters_by_producer(self) -> dict[str, int]:
+        return dict(
+            self.conn.execute("SELECT producer_id, count(*) FROM dead_letters GROUP BY producer_id")
+        )
+
     def dead_letter(self, dead_id: int) -> tuple[int, str, int, bytes, str, float] | None:
         row: tuple[int, str, int, bytes, str, float] | None = self.conn.execute(
             "SELECT id, producer_id, item_id, data, reason, created_at FROM dead_letters"
@@ -329,3 +349,6 @@ class StateStore:
         self.conn.execute(
             "INSERT OR REPLACE INTO worker_meta (key, value) VALUES (?, ?)", (key, value)
         )
+
+    def meta(self) -> dict[str, str]:
+        return dict(self.conn.execute("SELECT key, value FROM worker_meta").fetchall())

@@ -61,6 +61,28 @@ def test_status_of_an_empty_spool(spool: Path) -> None:
     assert report["dead_letters"] == 0 and report["last_sync_error"] is None
 
 
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["status"],
+        ["sessions"],
+        ["dead", "ls"],
+        ["dead", "purge", "--all"],
+        ["retry", "--failed"],
+        ["prune", "--dry-run"],
+        ["show", "no-such-session"],
+    ],
+    ids=" ".join,
+)
+def test_commands_never_create_worker_state_where_no_worker_ran(
+    spool: Path, args: list[str]
+) -> None:
+    env = {"AGENTSPOOL_DIR": str(spool)}
+    result = CliRunner().invoke(main, args, env=env)
+    assert result.exit_code in (0, 1), result.output
+    assert not (spool / "worker.db").exists(), f"agentspool {' '.join(args)} created worker.db"
+
+
 def test_a_bad_setting_is_a_clear_error(spool: Path) -> None:
     result = run_cli(
         "worker", "run", "--burst", env=worker_env(spool, AGENTSPOOL_SYNC_TIMEOUT="soon")

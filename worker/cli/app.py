@@ -226,15 +226,12 @@ def retry(spool_dir: Path | None, session_id: str | None, all_failed: bool, as_j
     if bool(session_id) == all_failed:
         raise click.UsageError("give either a SESSION_ID or --failed")
     settings = settings_from(spool_dir=spool_dir)
-    if not (settings.spool_dir / st.STATE_FILENAME).exists():
-        raise click.ClickException(f"no worker state in {settings.spool_dir}: nothing to retry")
     if session_id:
         session_id = local_session_id(settings.spool_dir, session_id)
-    store = st.StateStore(settings.spool_dir)
-    try:
+    with st.existing_state(settings.spool_dir, readonly=False) as store:
+        if store is None:
+            raise click.ClickException(f"no worker state in {settings.spool_dir}: nothing to retry")
         moved = store.retry_failed(None if all_failed else session_id)
-    finally:
-        store.close()
     if session_id and moved == 0:
         raise click.ClickException(
             f"session {session_id} is neither failed nor pending; see `agentspool status`"
@@ -388,12 +385,11 @@ def prune(
         raise click.ClickException(
             f"a worker (pid {holder}) is running and prunes by itself; use --dry-run to look, or stop it first"
         )
-    if not (settings.spool_dir / st.STATE_FILENAME).exists():
-        raise click.ClickException(
-            f"no worker state in {settings.spool_dir}: nothing has been synced yet"
-        )
-    store = st.StateStore(settings.spool_dir)
-    try:
+    with st.existing_state(settings.spool_dir, readonly=False) as store:
+        if store is None:
+            raise click.ClickException(
+                f"no worker state in {settings.spool_dir}: nothing has been synced yet"
+            )
         report = prune_spool(
             settings.spool_dir,
             store,
@@ -401,8 +397,6 @@ def prune(
             max_bytes=settings.max_replica_bytes,
             dry_run=dry_run,
         )
-    finally:
-        store.close()
     if as_json:
         click.echo(json.dumps({
             "dry_run": dry_run,

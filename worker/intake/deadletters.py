@@ -81,33 +81,22 @@ def _letter(row: tuple[Any, ...]) -> DeadLetter:
                       float(created_at))  # fmt: skip
 
 
-def open_state(spool_dir: Path, *, readonly: bool) -> st.StateStore | None:
-    """The worker's state store, or None when no worker has run on this spool yet."""
-    if not (spool_dir / st.STATE_FILENAME).exists():
-        return None
-    return st.StateStore(spool_dir, readonly=readonly)
-
-
 def list_dead_letters(spool_dir: Path, limit: int) -> tuple[list[DeadLetter], int]:
     """The first ``limit`` dead letters (oldest first) and how many there are in all."""
-    store = open_state(spool_dir, readonly=True)
-    if store is None:
-        return [], 0
-    try:
+    with st.existing_state(spool_dir) as store:
+        if store is None:
+            return [], 0
         return [_letter(r) for r in store.dead_letters(limit)], store.dead_letter_count()
-    finally:
-        store.close()
 
 
 def get_dead_letters(spool_dir: Path, dead_ids: list[int] | None) -> list[DeadLetter]:
     """The dead letters with these ids (all of them for None); raises ``LookupError``
     naming an id that does not exist."""
-    store = open_state(spool_dir, readonly=True)
-    if store is None:
-        if dead_ids:
-            raise LookupError(dead_ids[0])
-        return []
-    try:
+    with st.existing_state(spool_dir) as store:
+        if store is None:
+            if dead_ids:
+                raise LookupError(dead_ids[0])
+            return []
         ids = store.dead_letter_ids() if dead_ids is None else dead_ids
         letters = []
         for dead_id in ids:
@@ -116,8 +105,6 @@ def get_dead_letters(spool_dir: Path, dead_ids: list[int] | None) -> list[DeadLe
                 raise LookupError(dead_id)
             letters.append(_letter(row))
         return letters
-    finally:
-        store.close()
 
 
 @dataclass
@@ -175,10 +162,5 @@ def requeue(
 
 
 def delete_dead_letters(spool_dir: Path, dead_ids: list[int]) -> int:
-    store = open_state(spool_dir, readonly=False)
-    if store is None:
-        return 0
-    try:
-        return store.delete_dead_letters(dead_ids)
-    finally:
-        store.close()
+    with st.existing_state(spool_dir, readonly=False) as store:
+        return 0 if store is None else store.delete_dead_letters(dead_ids)

@@ -82,13 +82,10 @@ def oldest_pending_time(spool_dir: Path) -> float | None:
             continue  # reported as a problem of its own
         if oldest is not None:
             times.append(oldest)
-    if (spool_dir / st.STATE_FILENAME).exists():
-        try:
-            store = st.StateStore(spool_dir, readonly=True)
-            try:
+    try:
+        with st.existing_state(spool_dir) as store:
+            if store is not None:
                 times.extend(s.seen_at for s in store.sessions(st.PENDING))
-            finally:
-                store.close()
-        except sqlite3.DatabaseError:
-            pass  # a worker creating its state right now, or damage status reports
+    except sqlite3.DatabaseError:
+        pass  # a worker creating its state right now, or damage status reports
     return min(times) if times else None

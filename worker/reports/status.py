@@ -62,18 +62,19 @@ def spool_status(spool_dir: Path) -> SpoolStatus:
         str(spool_dir), pid, sessions=dict.fromkeys([*st.SYNC_STATES, "abandoned"], 0)
     )
     dead_by_producer: dict[str, int] = {}
-    if (spool_dir / st.STATE_FILENAME).exists():
-        try:
-            dead_by_producer = _add_worker_state(status, spool_dir)
-        except sqlite3.OperationalError as exc:
-            # A worker that is starting has created the file but not its tables yet.
-            if "no such table" not in str(exc):
-                raise
-        except sqlite3.DatabaseError as exc:
-            if not is_damage(exc):
-                raise
-            # The worker quarantines and rebuilds it when it starts.
-            status.worker_state_error = f"{st.STATE_FILENAME} is damaged: {exc}"
+    try:
+        with st.existing_state(spool_dir) as store:
+            if store is not None:
+                dead_by_producer = _add_worker_state(status, store)
+    except sqlite3.OperationalError as exc:
+        # A worker that is starting has created the file but not its tables yet.
+        if "no such table" not in str(exc):
+            raise
+    except sqlite3.DatabaseError as exc:
+        if not is_damage(exc):
+            raise
+        # The worker quarantines and rebuilds it when it starts.
+        status.worker_state_error = f"{st.STATE_FILENAME} is damaged: {exc}"
     for queue_dir in queuefile.list_queue_dirs(spool_dir):
         status.producers.append(
             _producer_status(queue_dir, dead_by_producer.get(queue_dir.name, 0))
@@ -82,25 +83,17 @@ def spool_status(spool_dir: Path) -> SpoolStatus:
     return status
 
 
-def _add_worker_state(status: SpoolStatus, spool_dir: Path) -> dict[str, int]:
+def _add_worker_state(status: SpoolStatus, store: st.StateStore) -> dict[str, int]:
     """Fill in sessions, dead letters and the last error; return dead letters by producer."""
-    store = st.StateStore(spool_dir, readonly=True)
-    try:
-        status.sessions = store.counts()
-        status.dead_letters = store.dead_letter_count()
-        last = store.last_error()
-        if last is not None:
-            status.last_sync_error = {"session_id": last[0], "error": last[1]}
-        meta = store.meta()
-        if status.worker_pid is not None and "sync" in meta:
-            status.sync = json.loads(meta["sync"])
-        return dict(
-            store.conn.execute(
-                "SELECT producer_id, count(*) FROM dead_letters GROUP BY producer_id"
-            )
-        )
-    finally:
-        store.close()
+    status.sessions = store.counts()
+    status.dead_letters = store.dead_letter_count()
+    last = store.last_error()
+    if last is not None:
+        status.last_sync_error = {"session_id": last[0], "error": last[1]}
+    meta = store.meta()
+    if status.worker_pid is not None and "sync" in meta:
+        status.sync = json.loads(meta["sync"])
+    return store.dead_letters_by_producer()
 
 
 def _producer_status(queue_dir: Path, dead: int) -> ProducerStatus:

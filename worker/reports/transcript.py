@@ -56,15 +56,11 @@ def list_sessions(
 ) -> list[st.SessionState]:
     """Sessions the worker has seen, most recently active first. ``since`` is ISO
     text: sessions whose last event is at or after it."""
-    if not (spool_dir / st.STATE_FILENAME).exists():
-        return []
-    store = st.StateStore(spool_dir, readonly=True)
     try:
-        sessions = store.sessions(sync_state)
+        with st.existing_state(spool_dir) as store:
+            sessions = [] if store is None else store.sessions(sync_state)
     except sqlite3.OperationalError:
         return []  # a worker creating its state right now
-    finally:
-        store.close()
     if agent is not None:
         sessions = [s for s in sessions if s.agent == agent]
     if since is not None:
@@ -167,12 +163,8 @@ def _row(columns: tuple[str, ...], values: tuple[Any, ...]) -> dict[str, Any]:
 
 
 def _known_session(spool_dir: Path, session_id: str) -> st.SessionState | None:
-    if not (spool_dir / st.STATE_FILENAME).exists():
-        return None
-    store = st.StateStore(spool_dir, readonly=True)
     try:
-        return store.get(session_id)
+        with st.existing_state(spool_dir) as store:
+            return None if store is None else store.get(session_id)
     except sqlite3.OperationalError:
-        return None
-    finally:
-        store.close()
+        return None  # a worker creating its state right now
