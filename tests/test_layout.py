@@ -187,3 +187,27 @@ def test_worker_db_is_opened_through_the_state_helpers() -> None:
         if opened.search(text)
     )
     assert offenders == [], f"modules opening worker.db by hand: {offenders}"
+
+
+def test_exit_codes_are_defined_once() -> None:
+    owner = "agentspool.worker.exitcodes"
+    # service.py still has its own two; the sync rewrite (which reworks it) imports them.
+    larger_for_now = "agentspool.worker.daemon.service"
+    defined = {}
+    for name, path in library_modules().items():
+        if name in (owner, larger_for_now):
+            continue
+        tree = ast.parse(path.read_text())
+        names = [
+            target.id
+            for node in tree.body
+            if isinstance(node, ast.Assign | ast.AnnAssign)
+            for target in (node.targets if isinstance(node, ast.Assign) else [node.target])
+            if isinstance(target, ast.Name)
+            and target.id.startswith("EXIT_")
+            and isinstance(node.value, ast.Constant)
+            and type(node.value.value) is int  # not EXIT_FLUSH_TIMEOUT_S, a time
+        ]
+        if names:
+            defined[name] = names
+    assert defined == {}, f"exit codes defined outside worker/exitcodes.py: {defined}"

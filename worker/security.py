@@ -15,10 +15,9 @@ import stat
 from pathlib import Path
 
 from agentspool.producer import queuefile
+from agentspool.worker.exitcodes import EXIT_REFUSED as EXIT_REFUSED  # the worker's, here
 
 log = logging.getLogger("agentspool.worker")
-
-EXIT_REFUSED = 1  # the worker's exit status when it refuses the spool
 
 
 class InsecureSpool(RuntimeError):

@@ -3,9 +3,7 @@
 Logs go to stderr so that stdout (and ``--json``) stays parseable. Library errors
 become ``click.ClickException`` (exit 1) with a message that names the next step.
 
-Exit codes: 0 success; 1 error (including "another worker is running", and
-``status --check`` finding a problem); 2 usage error; 3 ``worker run --burst`` ended
-with sessions left open, pending or failed; 4 ``emit``/``ingest`` rejected an event.
+Exit codes are in exitcodes.py.
 Shared options and helpers are in options.py; each command group is a module of
 its own in this package, registered here
 (docs/CLI.md documents every command and its ``--json`` schema).
@@ -42,6 +40,7 @@ from agentspool.worker.cli.ui import ui
 from agentspool.worker.cli.verify import verify
 from agentspool.worker.daemon.control import retry_now
 from agentspool.worker.daemon.lock import WorkerAlreadyRunning
+from agentspool.worker.exitcodes import EXIT_ERROR, EXIT_LEFT_PENDING, EXIT_OK
 from agentspool.worker.reports.health import DEFAULT_MAX_AGE_S
 
 __all__ = ["main", "settings_from", "setup_logging", "spool_option"]
@@ -176,7 +175,7 @@ def status(spool_dir: Path | None, as_json: bool, check: bool, max_age: float) -
             }
         )
         if check and not health.healthy:
-            sys.exit(1)
+            sys.exit(EXIT_ERROR)
         return
     worker = f"running (pid {report.worker_pid})" if report.worker_pid else "not running"
     click.echo(f"spool   {report.spool}")
@@ -208,7 +207,7 @@ def status(spool_dir: Path | None, as_json: bool, check: bool, max_age: float) -
         for problem in health.problems:
             click.echo(f"  - {problem}")
     if check and not health.healthy:
-        sys.exit(1)
+        sys.exit(EXIT_ERROR)
 
 
 @main.command()
@@ -297,7 +296,7 @@ def drain(spool_dir: Path | None, timeout: float, as_json: bool) -> None:
         if status.last_sync_error:
             e = status.last_sync_error
             click.echo(f"last sync error  {e['session_id']}: {e['error']}", err=True)
-    sys.exit(0 if outcome.finished and left == 0 else 3)
+    sys.exit(EXIT_OK if outcome.finished and left == 0 else EXIT_LEFT_PENDING)
 
 
 @main.command()

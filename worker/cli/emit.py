@@ -15,12 +15,12 @@ import click
 
 from agentspool.producer import events as ev
 from agentspool.worker.cli.options import (
-    EXIT_REJECTED,
     echo_json,
     json_option,
     producer_spool_dir,
     spool_option,
 )
+from agentspool.worker.exitcodes import EXIT_REJECTED
 
 
 class EventRejectedError(click.ClickException):

@@ -21,14 +21,6 @@ from agentspool.worker.durations import parse_duration
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-# Exit codes (docs/CLI.md). click itself exits 1 for a ClickException and 2 for a
-# usage error.
-EXIT_OK = 0
-EXIT_ERROR = 1
-EXIT_USAGE = 2
-EXIT_LEFT_PENDING = 3  # worker run --burst / drain: something is left open, pending or failed
-EXIT_REJECTED = 4  # emit / ingest: an input event was rejected (the good ones were written)
-
 
 SPOOL_HELP = "Spool directory [env: AGENTSPOOL_DIR; default: $XDG_STATE_HOME/agentspool]."
 # Where the group-level ``agentspool --spool S <command>`` keeps its value.
