@@ -31,7 +31,7 @@ from bench.common import (
     sqld_server,
     wait_until,
 )
-from bench.proxy import LatencyProxy
+from tests.proxy import FaultProxy
 
 GROUP = "live"
 
@@ -153,7 +153,8 @@ def _steady(cfg: Config, name: str, sessions: int, seconds: float, interval: str
     spool = cfg.workdir(name)
     log = open(cfg.tmp / f"{name}.log", "ab")
     with sqld_server(cfg.workdir(f"{name}-sqld")) as sqld:
-        proxy = LatencyProxy(sqld.port, 0.050)
+        proxy = FaultProxy(sqld.port)
+        proxy.set_latency(0.050)
         proxy.start()
         try:
             worker = _worker(str(spool), proxy.url, log, AGENTSPOOL_CHECKPOINT_INTERVAL=interval)

@@ -1,7 +1,7 @@
 """Rows 7 and 11: the sync engine v2 at a distance, under many workers, and in memory.
 
 Every figure comes from the real CLI (``agentspool worker run --burst``, a fresh
-process) against a real sqld behind bench/proxy.py, which adds a fixed round trip to
+process) against a real sqld behind tests/proxy.py, which adds a fixed round trip to
 every request and counts HTTP requests. Spools are written by real producer
 processes (bench/workload.py). A "warm-up burst" is the same command over a spool of
 one session: interpreter start, imports, the schema check and one batch; the backlog
@@ -32,8 +32,8 @@ from bench.common import (
     popen,
     sqld_server,
 )
-from bench.proxy import LatencyProxy
 from bench.workload import expected_rows
+from tests.proxy import FaultProxy
 
 GROUP = "sync"
 SMALL_EVENTS = 16  # session_start, 10 messages, 2 tool calls (4 events), session_end
@@ -135,7 +135,7 @@ def legacy_child(url: str, spool: str, session_ids: list[str]) -> dict[str, Any]
     return {"seconds": seconds, "statements": statements, "hwm_kb": hwm}
 
 
-def _legacy(proxy: LatencyProxy, spool: Path, session_ids: list[str]) -> dict[str, Any]:
+def _legacy(proxy: FaultProxy, spool: Path, session_ids: list[str]) -> dict[str, Any]:
     before = proxy.counts().requests
     result: dict[str, Any] = Child(
         "sync:legacy_child", url=proxy.url, spool=str(spool), session_ids=session_ids
@@ -169,7 +169,8 @@ class _Proxied:
     def __init__(self, cfg: Config, name: str, rtt: float) -> None:
         self._server = sqld_server(cfg.workdir(name))
         self.sqld = self._server.__enter__()
-        self.proxy = LatencyProxy(self.sqld.port, rtt)
+        self.proxy = FaultProxy(self.sqld.port)
+        self.proxy.set_latency(rtt)
         self.proxy.start()
         _migrate(self.sqld.url)
 

@@ -1,7 +1,11 @@
 """A loopback TCP proxy that injects network faults between the worker and sqld.
 
-Adapted from bench/proxy.py (latency, HTTP request counting), with four faults
-the tests switch on and off while it runs (any thread):
+The tests and the benchmarks (bench/sync.py: latency and request counts) share it.
+It counts connections, bytes and HTTP requests (by their request lines, in the
+client-to-server stream: a request line cannot appear inside a JSON body, which
+escapes CR LF; an HTTP/2 preface is noticed, as it would make the count
+meaningless), and injects four faults that callers switch on and off while it runs
+(any thread):
 
 - latency: every chunk is forwarded ``one_way_delay`` seconds after it arrived, in
   each direction;
@@ -31,6 +35,7 @@ import threading
 from dataclasses import dataclass
 
 _REQUEST_LINE = re.compile(rb"(?:GET|POST|PUT|DELETE|HEAD|PATCH|OPTIONS) /\S* HTTP/1\.[01]\r\n")
+_H2_PREFACE = b"PRI * HTTP/2.0"
 _CHUNK = 1 << 16
 _LINGER_ZERO = struct.pack("ii", 1, 0)
 # A request that executes COMMIT: libsql's interactive one, or a Hrana batch's step.
@@ -49,6 +54,7 @@ class ProxyCounts:
     commit_cuts: int  # connections cut right after a COMMIT was forwarded
     bytes_up: int
     bytes_down: int
+    http2: bool = False  # a client spoke HTTP/2: the request count means nothing
 
 
 class _Connection:
@@ -80,6 +86,7 @@ class FaultProxy:
         self._canned_sent = 0
         self._bytes_up = 0
         self._bytes_down = 0
+        self._http2 = False
         self._live: set[_Connection] = set()
         self._loop = asyncio.new_event_loop()
         self._flowing = asyncio.Event()
@@ -145,6 +152,7 @@ class FaultProxy:
                 self._commit_cuts,
                 self._bytes_up,
                 self._bytes_down,
+                self._http2,
             )
 
     def __enter__(self) -> FaultProxy:
@@ -326,5 +334,7 @@ class FaultProxy:
             if upstream:
                 self._bytes_up += len(data)
                 self._requests += len(_REQUEST_LINE.findall(data))
+                if data.startswith(_H2_PREFACE):
+                    self._http2 = True
             else:
                 self._bytes_down += len(data)
