@@ -383,20 +383,6 @@ def child_pids(pid: int) -> list[int]:
     return pids
 
 
-# ---- waiting ------------------------------------------------------------------
-
-
-def wait_until(predicate: Any, timeout: float, what: str, interval: float = 0.005) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise TimeoutError(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(interval)
-
-
 def sqlite_ro(path: Path, timeout: float = 5.0) -> sqlite3.Connection:
     """A read-only connection in autocommit mode: each query sees the latest commit."""
     return sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=timeout, isolation_level=None)

@@ -49,8 +49,8 @@ from bench.common import (
     sqlite_ro,
     stop,
     summarize,
-    wait_until,
 )
+from tests.helpers import wait_until
 
 GROUP = "wake"
 WARMUP = 3
