@@ -137,3 +137,40 @@ def run(spool, sessions, events, tag):
         ids.append(s.id)
     return ids
 """
+
+
+def produce(spool: Path, tag: str, sessions: int, events: int) -> subprocess.Popen[str]:
+    """A producer process that ends ``sessions`` sessions of ``events`` events each
+    (PRODUCER_WORKLOAD; session ids ``<tag>-s<n>``)."""
+    return run_python(
+        PRODUCER_WORKLOAD + f"run(Spool(SPOOL), {sessions}, {events}, {tag!r})", spool
+    )
+
+
+def hold_open_session(
+    spool: Path, session_id: str, messages: int, agent: str = "open"
+) -> subprocess.Popen[str]:
+    """A producer process with an open session of ``messages`` messages, fsynced to
+    its queue file before this returns; it then waits (10 minutes at most) to be
+    killed, as an agent that is still working or was cancelled."""
+    proc = run_python(
+        f"""
+        import time
+        from agentspool import Spool
+        spool = Spool(SPOOL)
+        s = spool.session(agent={agent!r}, session_id={session_id!r})
+        for i in range({messages}):
+            s.message("assistant", f"step {{i}}")
+        assert spool.flush(60)
+        print("ready", flush=True)
+        time.sleep(600)
+        """,
+        spool,
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()  # EOF if it failed: flush() is bounded
+    if line.strip() != "ready":
+        proc.kill()
+        _, err = proc.communicate(timeout=30)
+        raise AssertionError(f"the producer holding {session_id} failed: {line!r}\n{err}")
+    return proc

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from tests.helpers import PRODUCER_WORKLOAD, finish, run_cli, run_python, worker_env
+from tests.helpers import finish, produce, run_cli, worker_env
 from tests.sqld import Sqld
 
 PRODUCERS = 8
@@ -25,11 +25,7 @@ def remote_counts(sqld: Sqld) -> tuple[int, int, int, int]:
 def test_eight_producers_to_sqld_exactly_once(spool: Path, sqld: Sqld) -> None:
     started = time.monotonic()
     producers = [
-        run_python(
-            PRODUCER_WORKLOAD + f"run(Spool(SPOOL), {SESSIONS_PER_PRODUCER}, "
-            f"{EVENTS_PER_PRODUCER // SESSIONS_PER_PRODUCER}, 'p{n}')",
-            spool,
-        )
+        produce(spool, f"p{n}", SESSIONS_PER_PRODUCER, EVENTS_PER_PRODUCER // SESSIONS_PER_PRODUCER)
         for n in range(PRODUCERS)
     ]
     for proc in producers:

@@ -16,10 +16,10 @@ import pytest
 
 from tests.helpers import (
     AGENTSPOOL,
-    PRODUCER_WORKLOAD,
     finish,
+    hold_open_session,
+    produce,
     run_cli,
-    run_python,
     start_worker,
     stop_process,
     wait_until,
@@ -95,7 +95,7 @@ def test_metrics_over_http(spool: Path, sqld: Sqld) -> None:
     worker = start_worker(env)
     try:
         wait_until(lambda: _answers(port), 20, "the metrics endpoint")
-        finish(run_python(PRODUCER_WORKLOAD + "run(Spool(SPOOL), 2, 50, 'm')", spool))
+        finish(produce(spool, "m", 2, 50))
         wait_until(lambda: metric(scrape(port), 'agentspool_sessions{state="synced"}') == 2, 30,
                    "two synced sessions in the metrics")  # fmt: skip
         text = scrape(port)
@@ -123,22 +123,8 @@ def test_ci_sequence_background_worker_then_drain(spool: Path, sqld: Sqld) -> No
     env = worker_env(spool, sqld.url, AGENTSPOOL_LIVENESS_INTERVAL="30")
     worker = start_worker(env)
     try:
-        finish(run_python(PRODUCER_WORKLOAD + "run(Spool(SPOOL), 3, 40, 'ci')", spool))
-        killed = run_python(
-            """
-            import sys, time
-            from agentspool import Spool
-            spool = Spool(SPOOL)
-            s = spool.session(agent="cancelled", session_id="ci-cancelled")
-            for i in range(20):
-                s.message("assistant", f"step {i}")
-            assert spool.flush(30)
-            print("flushed", flush=True)
-            time.sleep(60)
-            """,
-            spool,
-        )
-        assert killed.stdout is not None and killed.stdout.readline().strip() == "flushed"
+        finish(produce(spool, "ci", 3, 40))
+        killed = hold_open_session(spool, "ci-cancelled", 20, agent="cancelled")
         killed.kill()
         killed.wait(timeout=10)
         result = run_cli("drain", "--timeout", "60", env=env, timeout=90)
@@ -155,7 +141,7 @@ def test_ci_sequence_background_worker_then_drain(spool: Path, sqld: Sqld) -> No
 
 def test_drain_without_a_worker_does_the_work_itself(spool: Path, sqld: Sqld) -> None:
     env = worker_env(spool, sqld.url)
-    finish(run_python(PRODUCER_WORKLOAD + "run(Spool(SPOOL), 2, 30, 'nw')", spool))
+    finish(produce(spool, "nw", 2, 30))
     result = run_cli("drain", "--json", "--timeout", "30", env=env, timeout=60)
     assert result.returncode == 0, result.stderr
     assert '"finished": true' in result.stdout and '"left": 0' in result.stdout
@@ -164,7 +150,7 @@ def test_drain_without_a_worker_does_the_work_itself(spool: Path, sqld: Sqld) ->
 
 def test_drain_reports_what_is_left_when_the_database_is_down(spool: Path, sqld: Sqld) -> None:
     env = worker_env(spool, sqld.url)
-    finish(run_python(PRODUCER_WORKLOAD + "run(Spool(SPOOL), 1, 30, 'down')", spool))
+    finish(produce(spool, "down", 1, 30))
     sqld.stop()
     result = run_cli("drain", "--timeout", "2", env=env, timeout=60)
     assert result.returncode == 3
@@ -197,22 +183,9 @@ def test_migrate_shows_then_applies(spool: Path, sqld: Sqld) -> None:
 
 def test_prune_deletes_only_synced_replicas(spool: Path) -> None:
     env = worker_env(spool)
-    finish(run_python(PRODUCER_WORKLOAD + "run(Spool(SPOOL), 3, 20, 'old')", spool))
-    keeper = run_python(
-        """
-        import time
-        from agentspool import Spool
-        spool = Spool(SPOOL)
-        s = spool.session(agent="still-running", session_id="open-session")
-        s.message("user", "hi")
-        assert spool.flush(30)
-        print("ready", flush=True)
-        time.sleep(60)
-        """,
-        spool,
-    )
+    finish(produce(spool, "old", 3, 20))
+    keeper = hold_open_session(spool, "open-session", 1, agent="still-running")
     try:
-        assert keeper.stdout is not None and keeper.stdout.readline().strip() == "ready"
         assert run_cli("worker", "run", "--burst", env=env).returncode == 3  # one session open
         replicas = spool / "replicas"
         assert len(list(replicas.glob("*.db"))) == 4

@@ -18,8 +18,8 @@ from agentspool import Spool
 from agentspool.producer import queuefile
 from tests.helpers import (
     FAST_WORKER_ENV,
-    PRODUCER_WORKLOAD,
     finish,
+    produce,
     run_cli,
     run_python,
     start_worker,
@@ -48,13 +48,6 @@ def workload_shape(events: int) -> tuple[int, int]:
             emitted += 1
         i += 1
     return messages, tools
-
-
-def produce(spool: Path, tag: str, sessions: int, events: int) -> subprocess.Popen[str]:
-    """A producer process that ends `sessions` sessions of `events` events each."""
-    return run_python(
-        PRODUCER_WORKLOAD + f"run(Spool(SPOOL), {sessions}, {events}, {tag!r})", spool
-    )
 
 
 def remote_counts(sqld: Sqld) -> tuple[int, int, int, int]:
