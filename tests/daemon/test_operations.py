@@ -55,23 +55,26 @@ def test_worker_speaks_the_notify_protocol(spool: Path, tmp_path: Path) -> None:
     address = str(tmp_path / "notify.sock")
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     sock.bind(address)
-    sock.settimeout(10)
-    env = worker_env(spool, NOTIFY_SOCKET=address, WATCHDOG_USEC="400000")  # ping every 0.2 s
+    sock.settimeout(60)
+    # A 2 s watchdog: the worker pings every second, and systemd would kill it after
+    # 2 s without one. That deadline is the guarantee checked, with a second of room
+    # for a busy machine (a tighter one would test the scheduler, not the worker).
+    env = worker_env(spool, NOTIFY_SOCKET=address, WATCHDOG_USEC="2000000")
     worker = start_worker(env)
     messages: list[tuple[float, str]] = []
     try:
         first = sock.recv(4096).decode()
         assert first.startswith("READY=1\nSTATUS=")
-        deadline = time.monotonic() + 1.5
+        deadline = time.monotonic() + 4.5
         while time.monotonic() < deadline:
             messages.append((time.monotonic(), sock.recv(4096).decode()))
         pings = [t for t, m in messages if m == "WATCHDOG=1"]
-        assert len(pings) >= 4, messages
+        assert len(pings) >= 3, messages
         gaps = [b - a for a, b in zip(pings, pings[1:], strict=False)]
-        assert max(gaps) < 0.4, f"watchdog pings too far apart: {gaps}"
+        assert max(gaps) < 2.0, f"watchdog pings too far apart: {gaps}"
         worker.send_signal(signal.SIGTERM)
-        wait_until(lambda: "STOPPING=1" in sock.recv(4096).decode(), 10, "STOPPING=1")
-        worker.wait(timeout=15)
+        wait_until(lambda: "STOPPING=1" in sock.recv(4096).decode(), 60, "STOPPING=1")
+        worker.wait(timeout=60)
         assert worker.returncode == 0
     finally:
         stop_process(worker)
@@ -94,9 +97,9 @@ def test_metrics_over_http(spool: Path, sqld: Sqld) -> None:
     env = worker_env(spool, sqld.url, AGENTSPOOL_METRICS_PORT=str(port))
     worker = start_worker(env)
     try:
-        wait_until(lambda: _answers(port), 20, "the metrics endpoint")
+        wait_until(lambda: _answers(port), 60, "the metrics endpoint")
         finish(produce(spool, "m", 2, 50))
-        wait_until(lambda: metric(scrape(port), 'agentspool_sessions{state="synced"}') == 2, 30,
+        wait_until(lambda: metric(scrape(port), 'agentspool_sessions{state="synced"}') == 2, 60,
                    "two synced sessions in the metrics")  # fmt: skip
         text = scrape(port)
         assert metric(text, "agentspool_events_drained_total") == 100
@@ -205,9 +208,9 @@ def test_prune_refuses_while_a_worker_runs(spool: Path) -> None:
     env = worker_env(spool)
     worker = start_worker(env)
     try:
-        wait_until(lambda: (spool / "worker.db").exists(), 20, "the worker to start")
+        wait_until(lambda: (spool / "worker.db").exists(), 60, "the worker to start")
         wait_until(lambda: run_cli("status", "--json", env=env).stdout.count('"worker_pid": null') == 0,
-                   20, "the worker to hold the lock")  # fmt: skip
+                   60, "the worker to hold the lock")  # fmt: skip
         result = run_cli("prune", env=env)
         assert result.returncode == 1 and "prunes by itself" in result.stderr
     finally:

@@ -178,7 +178,7 @@ def wait_worker_up(env: dict[str, str], proc: subprocess.Popen[str]) -> None:
         assert proc.poll() is None, f"worker exited {proc.returncode}: {proc.communicate()}"
         return worker_meta(spool).get("worker_pid") == str(proc.pid)
 
-    wait_until(up, 20, "the worker to start", interval=0.05)
+    wait_until(up, 60, "the worker to start", interval=0.05)
     assert status_json(env)["worker_pid"] == proc.pid
 
 
@@ -298,7 +298,7 @@ def test_second_worker_refused_and_stale_lock_ignored(spool: Path, sqld: Sqld) -
         finish(produce(spool, "before-kill", 1, 40))
         wait_until(
             lambda: remote_counts_or_none(sqld) == expected_counts(1, 40),
-            30,
+            60,
             "the first worker to sync a session",
         )
     finally:
@@ -317,7 +317,7 @@ def test_second_worker_refused_and_stale_lock_ignored(spool: Path, sqld: Sqld) -
                 remote_counts_or_none(sqld)
                 == add_counts(expected_counts(1, 40), expected_counts(1, 60))
             ),
-            30,
+            60,
             "the new worker to sync",
         )
     finally:
@@ -688,7 +688,7 @@ RACE_ROUNDS = 200  # the race hits in roughly 1 of 40 rounds here
 
 def test_producer_survives_the_worker_opening_its_new_queue_file(spool: Path) -> None:
     """The worker opens a producer's queue file as soon as inotify reports it, which
-    can be while persist-queue is still setting the file up. The producer must still
+    can be while the producer is still setting the file up. The producer must still
     get its events on disk: a session it ended must never be lost to that race."""
     from agentspool.worker.intake.drain import Drainer
     from agentspool.worker.state import StateStore
@@ -707,9 +707,9 @@ def test_producer_survives_the_worker_opening_its_new_queue_file(spool: Path) ->
                 pass  # open it the moment it appears, as the worker's inotify wake-up does
             drainer.cursor(queue_dir)
             drainer.forget(queue_dir)
-            ended = session.end(timeout=2)
+            ended = session.end(timeout=30)
             stats = producer.stats()
-            producer.close(timeout=3)
+            producer.close(timeout=30)
             assert ended, (
                 f"round {n}: the producer could not write its queue file after the worker"
                 f" opened it during creation: {stats.last_error}"
@@ -746,7 +746,8 @@ def test_burst_exit_code_counts_undrained_events(spool: Path, sqld: Sqld) -> Non
     )
 
     blocker.rmdir()
-    second = run_cli("worker", "run", "--burst", env=env, timeout=60)
+    # The usual bound now: this run must finish its work, which a busy machine slows.
+    second = run_cli("worker", "run", "--burst", env=worker_env(spool, sqld.url), timeout=120)
     assert second.returncode == 0, second.stderr
     assert remote_counts(sqld) == expected_counts(1, 30)
     assert status_json(env)["sessions"]["synced"] == 1

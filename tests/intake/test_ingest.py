@@ -159,7 +159,7 @@ def test_ingest_streams_each_line_to_disk_as_it_arrives(spool: Path) -> None:
         for n, line in enumerate(lines, start=1):
             proc.stdin.write(line)
             proc.stdin.flush()
-            wait_until(lambda n=n: queued() and queued()[0]["ready"] == n, 10, f"line {n} on disk")
+            wait_until(lambda n=n: queued() and queued()[0]["ready"] == n, 60, f"line {n} on disk")
         live = queued()[0]
         assert live["alive"] is True and live["closed_at"] is None
         out, err = proc.communicate(timeout=30)
@@ -275,8 +275,10 @@ def test_emit_sessions_belong_to_the_owner_process(spool: Path) -> None:
     owner runs (it is not sealed between calls) and is sealed abandoned when the
     owner exits without ending it."""
     env = worker_env(spool)
-    keeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    doomed = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    # Owners that outlive any test run (killed at the end): an owner that exits on its
+    # own while the test still runs would get its session sealed.
+    keeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    doomed = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
     worker = start_worker(env)
     try:
         for sid, owner in (("kept", keeper.pid), ("lost", doomed.pid)):
@@ -289,19 +291,19 @@ def test_emit_sessions_belong_to_the_owner_process(spool: Path) -> None:
             out = run_cli("sessions", "--json", env=env, check=True).stdout
             return {s["session_id"]: s for s in json.loads(out)["sessions"]}
 
-        wait_until(lambda: len(by_id()) == 2, 10, "both sessions drained")
+        wait_until(lambda: len(by_id()) == 2, 60, "both sessions drained")
         time.sleep(1.0)  # five liveness checks (AGENTSPOOL_LIVENESS_INTERVAL=0.2)
         assert {s["sync_state"] for s in by_id().values()} == {"open"}
 
         doomed.kill()
         doomed.wait(timeout=10)
-        wait_until(lambda: by_id()["lost"]["status"] == "abandoned", 10, "the orphan sealed")
+        wait_until(lambda: by_id()["lost"]["status"] == "abandoned", 60, "the orphan sealed")
         assert by_id()["kept"]["status"] == "running"
 
         end = emit(env, "--session", "kept", "--owner-pid", str(keeper.pid),
                    "--type", "session_end", "--seq", "2")  # fmt: skip
         assert end.returncode == 0, end.stderr
-        wait_until(lambda: by_id()["kept"]["sync_state"] == "synced", 10, "the kept session synced")
+        wait_until(lambda: by_id()["kept"]["sync_state"] == "synced", 60, "the kept session synced")
         assert by_id()["kept"]["status"] == "completed"
     finally:
         stop_process(worker)

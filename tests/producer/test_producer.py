@@ -282,15 +282,17 @@ def test_unwritable_spool_never_raises(blocked_path: Path, spools: list[Spool]) 
     call = s.tool_started("t", input=object())
     s.tool_finished(call, output={1, 2})
     emit_time = time.perf_counter() - started
-    assert emit_time < 2.0, f"1,003 emits with a failing writer took {emit_time:.3f}s"
+    # Milliseconds when idle; an emit that waited on the failing writer would wait for
+    # its retries: the bound catches that, with room for a busy machine.
+    assert emit_time < 10, f"1,003 emits with a failing writer took {emit_time:.3f}s"
 
     started = time.monotonic()
     assert sp.flush(timeout=0.5) is False
     assert s.end(timeout=0.5) is False
     waited = time.monotonic() - started
-    assert waited < 5.0, f"flush(0.5) + end(0.5) took {waited:.2f}s"
+    assert waited < 10, f"flush(0.5) + end(0.5) took {waited:.2f}s"
 
-    stats = wait_until(lambda: (st := sp.stats()).write_errors > 0 and st, 10, "write errors")
+    stats = wait_until(lambda: (st := sp.stats()).write_errors > 0 and st, 60, "write errors")
     assert stats.last_error, stats
     assert stats.written == 0
     assert sp.close(timeout=1) is False  # nothing reached the disk: not a success
@@ -336,7 +338,7 @@ def test_end_confirms_every_event_with_identity_and_gapless_order(
     assert all(e["v"] == 1 and isinstance(e["ts"], float) for e in events)
     info = read_producer_info_of(queue_dir)
     assert info is not None and info.producer_id == sp.producer_id and info.pid == os.getpid()
-    assert a.end(timeout=5) is True  # a second end only flushes: no second end event
+    assert a.end(timeout=30) is True  # a second end only flushes: no second end event
     assert len(only_queue(spool)[2]) == len(events)
     stats = sp.stats()
     assert (stats.emitted, stats.written, stats.dropped) == (len(events), len(events), 0)
@@ -419,7 +421,7 @@ def test_bounded_buffer_drops_when_the_writer_is_stuck(
     for i in range(5000):
         s.message("user", f"m{i}")
     elapsed = time.perf_counter() - started
-    assert elapsed < 2.0, f"5,000 emits with a blocked writer took {elapsed:.3f}s"
+    assert elapsed < 10, f"5,000 emits with a blocked writer took {elapsed:.3f}s"
     first = sp.stats()
     assert first.buffered <= limit, first
     assert first.written == 0
@@ -427,7 +429,7 @@ def test_bounded_buffer_drops_when_the_writer_is_stuck(
     # Let the writer retry (it collects what waits for it before each attempt), then
     # emit another burst: the buffer is full, so (nearly) all of it must be dropped.
     errors = first.write_errors
-    wait_until(lambda: sp.stats().write_errors >= errors + 2, 10, "two more write attempts")
+    wait_until(lambda: sp.stats().write_errors >= errors + 2, 60, "two more write attempts")
     for i in range(5000):
         s.message("user", f"n{i}")
     second = sp.stats()
@@ -797,7 +799,7 @@ def test_flush_after_the_writer_caught_up_still_fsyncs(spool: Path) -> None:
     producer = Spool(spool)
     session = producer.session(agent="a")
     session.message("user", "hi")
-    wait_until(lambda: producer.stats().written == 2, 10, "the writer to commit both events")
+    wait_until(lambda: producer.stats().written == 2, 60, "the writer to commit both events")
     (queue_dir,) = queuefile.list_queue_dirs(spool)
 
     def flushed_at() -> str | None:
@@ -812,7 +814,7 @@ def test_flush_after_the_writer_caught_up_still_fsyncs(spool: Path) -> None:
         return None if row is None else str(row[0])
 
     assert flushed_at() is None  # nothing was fsynced on purpose so far
-    assert producer.flush(timeout=10)
+    assert producer.flush(timeout=60)
     assert flushed_at() is not None  # the durable marker commit ran
     producer.close()
 
