@@ -76,16 +76,10 @@ def ensure_local_tables(conn: sqlite3.Connection, *, name_log: bool = True) -> N
     copy of it gets its own)."""
     conn.execute(_APPLIED_EVENTS)
     if not conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'changes'").fetchone():
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with transaction(conn):
             if not conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'changes'").fetchone():
                 for sql in _CHANGE_LOG:
                     conn.execute(sql)
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
     if name_log and not conn.execute("SELECT 1 FROM change_log").fetchone():
         conn.execute("INSERT INTO change_log (log_id) VALUES (?)", (secrets.token_hex(8),))
 
