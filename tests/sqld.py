@@ -29,6 +29,8 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from agentspool.worker.sync.hrana import decode_value, encode_value
+
 SQLD_SHA256 = "6adc70b5ad2c742b1e868d5cde014295720691f9cde85d837925b259d4942bfe"
 REPO = Path(__file__).resolve().parent.parent
 CACHE_DIR = REPO / ".cache"
@@ -133,7 +135,7 @@ class Sqld:
 
     def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[list[Any]]:
         """Run one statement over the Hrana v2 HTTP API; rows as Python values."""
-        args = [_hrana_value(p) for p in params]
+        args = [encode_value(p) for p in params]
         body = json.dumps(
             {
                 "requests": [
@@ -152,31 +154,10 @@ class Sqld:
         if result["type"] != "ok":
             raise RuntimeError(result["error"]["message"])
         rows = result["response"]["result"]["rows"]
-        return [[_python_value(v) for v in row] for row in rows]
+        return [[decode_value(v) for v in row] for row in rows]
 
     def scalar(self, sql: str, params: tuple[Any, ...] = ()) -> Any:
         return self.query(sql, params)[0][0]
-
-
-def _hrana_value(value: Any) -> dict[str, Any]:
-    if value is None:
-        return {"type": "null"}
-    if isinstance(value, int):
-        return {"type": "integer", "value": str(value)}
-    if isinstance(value, float):
-        return {"type": "float", "value": value}
-    return {"type": "text", "value": str(value)}
-
-
-def _python_value(value: dict[str, Any]) -> Any:
-    kind = value["type"]
-    if kind == "null":
-        return None
-    if kind == "integer":
-        return int(value["value"])
-    if kind == "float":
-        return float(value["value"])
-    return value["value"]
 
 
 def _b64url(data: bytes) -> str:

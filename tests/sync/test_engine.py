@@ -32,7 +32,6 @@ from tests.daemon.test_worker_faults import (
     wait_worker_up,
 )
 from tests.helpers import (
-    PRODUCER_WORKLOAD,
     finish,
     run_cli,
     run_python,
@@ -234,10 +233,7 @@ def test_eight_workers_bursting_at_once_land_every_session_once(tmp_path: Path, 
         spool = tmp_path / f"job{n}"
         spool.mkdir(mode=0o700)
         spools.append(spool)
-    producers = [
-        run_python(PRODUCER_WORKLOAD + f"run(Spool(SPOOL), {SESSIONS_PER_WORKER}, 14, 'j{n}')", s)
-        for n, s in enumerate(spools)
-    ]
+    producers = [produce(s, f"j{n}", SESSIONS_PER_WORKER, 14) for n, s in enumerate(spools)]
     for proc in producers:
         finish(proc)
     bursts = [
