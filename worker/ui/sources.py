@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import quote, urlsplit
 
+from agentspool.producer.transaction import transaction
 from agentspool.worker import state as st
 from agentspool.worker.intake.replica import REPLICAS_DIRNAME, iso
 from agentspool.worker.ui.queries import Query
@@ -355,8 +356,8 @@ class SpoolSource:
         except FileNotFoundError:
             raise SessionNotFound(session_id) from None
         try:
-            conn.execute("BEGIN")  # one snapshot for the queries of one request
-            yield _sqlite_query(conn)
+            with transaction(conn, begin="BEGIN"):  # one snapshot for one request's queries
+                yield _sqlite_query(conn)
         except sqlite3.DatabaseError as exc:
             raise SourceError(f"cannot read the replica {path.name}: {exc}") from None
         finally:
@@ -394,23 +395,23 @@ def _read_summary(path: Path) -> dict[str, Any] | None:
     except (OSError, sqlite3.Error):
         return None
     try:
-        conn.execute("BEGIN")
-        rows = conn.execute(
-            "SELECT id, agent, status, started_at, ended_at, substr(error, 1, ?) AS error, host"
-            " FROM sessions LIMIT 1",
-            (ERROR_PREVIEW_CHARS,),
-        ).fetchall()
-        if not rows:
-            return None
-        s = rows[0]
-        numbers = conn.execute(
-            "SELECT (SELECT count(*) FROM messages) AS message_count,"
-            " (SELECT count(*) FROM tool_executions) AS tool_count,"
-            " (SELECT count(*) FROM applied_events) AS event_count,"
-            " (SELECT max(created_at) FROM messages) AS last_message_at,"
-            " (SELECT max(started_at) FROM tool_executions WHERE session_id = ?) AS last_tool_at",
-            (s["id"],),
-        ).fetchone()
+        with transaction(conn, begin="BEGIN"):  # one snapshot
+            rows = conn.execute(
+                "SELECT id, agent, status, started_at, ended_at, substr(error, 1, ?) AS error, host"
+                " FROM sessions LIMIT 1",
+                (ERROR_PREVIEW_CHARS,),
+            ).fetchall()
+            if not rows:
+                return None
+            s = rows[0]
+            numbers = conn.execute(
+                "SELECT (SELECT count(*) FROM messages) AS message_count,"
+                " (SELECT count(*) FROM tool_executions) AS tool_count,"
+                " (SELECT count(*) FROM applied_events) AS event_count,"
+                " (SELECT max(created_at) FROM messages) AS last_message_at,"
+                " (SELECT max(started_at) FROM tool_executions WHERE session_id = ?) AS last_tool_at",
+                (s["id"],),
+            ).fetchone()
     except sqlite3.Error as exc:
         log.debug("skipping replica %s: %s", path.name, exc)
         return None  # being created, or damaged (the worker quarantines those)
