@@ -56,16 +56,17 @@ def resolve_prefix(prefix: str, query: Query, table: str) -> str | None:
 
 def resolve_local(spool_dir: Path, prefix: str) -> str | None:
     """A local session id from a prefix, through the worker's index (None: unknown)."""
-    if not prefix or not (spool_dir / st.STATE_FILENAME).exists():
+    if not prefix:
         return None
-    store = st.StateStore(spool_dir, readonly=True)
     try:
+        with st.existing_state(spool_dir) as store:
+            if store is None:
+                return None
+            conn = store.conn
 
-        def query(sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
-            return store.conn.execute(sql, tuple(params)).fetchall()
+            def query(sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+                return conn.execute(sql, tuple(params)).fetchall()
 
-        return resolve_prefix(prefix, query, "session_state")
+            return resolve_prefix(prefix, query, "session_state")
     except sqlite3.OperationalError:
         return None  # a worker creating its state right now
-    finally:
-        store.close()
