@@ -22,13 +22,13 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from agentspool.worker import migrations
 from agentspool.worker.intake.replica import (
     MESSAGE_COLUMNS,
     SESSION_COLUMNS,
     TOOL_COLUMNS,
     SessionRows,
 )
-from agentspool.worker.sync import migrations
 
 MAX_STATEMENT_BYTES = 1 << 20  # values per multi-row INSERT (about one HTTP request)
 MAX_STATEMENT_VARIABLES = 30_000  # below SQLite's 32,766 host-parameter limit

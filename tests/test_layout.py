@@ -19,12 +19,9 @@ import agentspool.worker
 STAGES = ("base", "intake", "sync", "daemon", "reports", "ui", "cli")
 
 # Imports that point up the stages on purpose. ``demo`` is a flat module that runs a
-# whole worker (it is the quick start), so it may use the daemon. The replicas take
-# the remote's schema, applied by sync/migrations.py; that module belongs below both
-# stages and moves there with the sync rewrite, which owns sync/ until it lands.
+# whole worker (it is the quick start), so it may use the daemon.
 ALLOWED_UPWARD = {
     ("agentspool.worker.demo", "daemon"),
-    ("agentspool.worker.intake.replica", "sync"),
 }
 
 MAX_LINES = 500
@@ -174,12 +171,9 @@ def test_only_queuefile_touches_the_queue_tables() -> None:
 
 def test_transactions_go_through_the_one_helper() -> None:
     owner = "agentspool.producer.transaction"
-    # sync/ still writes its own (batch snapshots, the Hrana-or-file database,
-    # migrations that also run on the remote): to adopt the helper there. The hook's
-    # shared queue file keeps its own: its fast path imports no contextlib.
-    others = _source_of_others(
-        owner, skip=("agentspool.worker.sync", "agentspool.producer.sharedqueue")
-    )
+    # The hook's shared queue file keeps its own: its fast path imports no contextlib.
+    # (A Hrana batch's BEGIN/COMMIT steps are steps of a request, not calls here.)
+    others = _source_of_others(owner, skip=("agentspool.producer.sharedqueue",))
     statement = re.compile(
         r"""execute\(\s*["'](BEGIN( IMMEDIATE| EXCLUSIVE| DEFERRED)?|COMMIT|ROLLBACK)["']"""
     )
@@ -202,11 +196,9 @@ def test_worker_db_is_opened_through_the_state_helpers() -> None:
 
 def test_exit_codes_are_defined_once() -> None:
     owner = "agentspool.worker.exitcodes"
-    # service.py still has its own two; the sync rewrite (which reworks it) imports them.
-    larger_for_now = "agentspool.worker.daemon.service"
     defined = {}
     for name, path in library_modules().items():
-        if name in (owner, larger_for_now):
+        if name == owner:
             continue
         tree = ast.parse(path.read_text())
         names = [

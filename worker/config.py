@@ -2,7 +2,7 @@
 
 Each setting comes from a CLI option, else an environment variable (``AGENTSPOOL_*``,
 ``TURSO_DATABASE_URL``, ``TURSO_AUTH_TOKEN``), else its default. ``.env.example``
-lists them all.
+lists them all; ``--env-file`` loads such a file first (``read_env_file`` below).
 """
 
 from __future__ import annotations
@@ -197,3 +197,44 @@ def _validate(s: Settings) -> None:
         raise ConfigError("AGENTSPOOL_BATCH_BYTES must be between 1024 and 67108864 (64 MiB)")
     if s.drain_batch < 1:
         raise ConfigError("AGENTSPOOL_DRAIN_BATCH must be at least 1")
+
+
+# ---- --env-file -----------------------------------------------------------------
+# ``--env-file``: settings from a file in the format of ``.env.example``.
+#
+# One ``KEY=VALUE`` per line; blank lines and lines starting with ``#`` are skipped;
+# an optional ``export `` prefix is allowed; a value wrapped in matching single or
+# double quotes loses them. Nothing else is interpreted (no ``$VAR`` expansion, no
+# comment after a value): the same file works as systemd's ``EnvironmentFile=``.
+# Errors name the file and line, never a value (values may be secrets).
+
+
+_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class EnvFileError(ValueError):
+    pass
+
+
+def read_env_file(path: Path) -> list[tuple[int, str, str]]:
+    """The file's (line number, key, value) assignments, in order."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise EnvFileError(f"cannot read {path}: {exc}") from None
+    assignments = []
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("export "):
+            line = line[len("export ") :].lstrip()
+        key, sep, value = line.partition("=")
+        key = key.strip()
+        if not sep or not _KEY.match(key):
+            raise EnvFileError(f"{path}:{number}: expected KEY=VALUE")
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        assignments.append((number, key, value))
+    return assignments

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from agentspool.worker.sync import migrations
+from agentspool.worker import migrations
+from agentspool.worker.migrations import Migration, SchemaError, migrate, split_statements
 from agentspool.worker.sync.database import open_database
-from agentspool.worker.sync.migrations import Migration, SchemaError, migrate, split_statements
 from tests.helpers import wait_until
 from tests.sqld import Sqld
 
@@ -136,7 +136,7 @@ def test_pending_migrations_on_empty_db(conn: sqlite3.Connection) -> None:
 CONCURRENT_MIGRATOR = textwrap.dedent(
     """
     import os, sqlite3, sys, time
-    from agentspool.worker.sync.migrations import migrate
+    from agentspool.worker.migrations import migrate
     db, ready, go = sys.argv[1:4]
     open(ready, "w").close()
     deadline = time.monotonic() + 30

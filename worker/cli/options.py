@@ -145,8 +145,7 @@ def load_env_file(path: Path) -> None:
     import os
     from dataclasses import fields
 
-    from agentspool.worker.config import env_var
-    from agentspool.worker.envfile import EnvFileError, read_env_file
+    from agentspool.worker.config import EnvFileError, env_var, read_env_file
 
     try:
         assignments = read_env_file(path)

@@ -31,11 +31,12 @@ from agentspool.worker.daemon.lock import SpoolLock
 from agentspool.worker.daemon.metrics import WorkerMetrics
 from agentspool.worker.daemon.notify import SystemdNotifier
 from agentspool.worker.daemon.retention import prune
+from agentspool.worker.exitcodes import EXIT_LEFT_PENDING, EXIT_OK, EXIT_REFUSED
 from agentspool.worker.intake.drain import Drainer
 from agentspool.worker.intake.producers import producer_gone
 from agentspool.worker.intake.quarantine import list_quarantined, open_state_store
 from agentspool.worker.intake.replica import REPLICAS_DIRNAME, Replica
-from agentspool.worker.security import EXIT_REFUSED, refuse_insecure_spool
+from agentspool.worker.security import refuse_insecure_spool
 from agentspool.worker.sync.batch import Batch
 from agentspool.worker.sync.database import DatabaseError
 from agentspool.worker.sync.engine import MAX_IN_FLIGHT, SyncEngine
@@ -44,14 +45,12 @@ log = logging.getLogger("agentspool.worker")
 
 _WAKING_EVENTS = frozenset({"created", "modified", "moved", "closed", "deleted"})
 
-EXIT_OK = 0
 ERROR_PAUSE_S = 1.0
 FINISH_SIGNAL = signal.SIGUSR1  # sent by `agentspool drain`
 RETRY_SIGNAL = signal.SIGUSR2  # sent by `agentspool retry`: drop the sync backoff
 PRUNE_INTERVAL_S = 3600.0
 EMBEDDED_BATCH_BYTES = 1 << 20
 RECHECK_DELAYS_S = (0.005, 0.025, 0.1, 0.5)  # after a file event (see _loop)
-EXIT_LEFT_PENDING = 3  # --burst finished with sessions still open, pending or failed
 
 
 @dataclass

@@ -23,7 +23,7 @@ from typing import Any
 
 from agentspool.producer import events as ev
 from agentspool.producer.transaction import transaction
-from agentspool.worker.sync import migrations
+from agentspool.worker import migrations
 
 REPLICAS_DIRNAME = "replicas"
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,119}$")

@@ -3,5 +3,6 @@
 ``batch`` builds batches from the replicas' change logs; ``hrana`` speaks libSQL's
 HTTP protocol; ``database`` is the one interface over sqld/Turso and the embedded
 file; ``senders`` are the threads that wait on it; ``engine`` schedules batches,
-checkpoints open sessions and handles failures; ``migrations`` applies the schema.
+checkpoints open sessions and handles failures. The schema itself (applied to
+replicas too) is ``agentspool.worker.migrations``.
 """

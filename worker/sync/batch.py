@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agentspool.producer.transaction import transaction
 from agentspool.worker.intake.replica import (
     MESSAGE_COLUMNS,
     SESSION_COLUMNS,
@@ -186,11 +187,8 @@ def _add_session(
     conn = sqlite3.connect(cursor.replica, isolation_level=None, timeout=10)
     try:
         ensure_local_tables(conn)
-        conn.execute("BEGIN")  # one snapshot for the whole part
-        try:
+        with transaction(conn, begin="BEGIN"):  # one snapshot for the whole part
             return _read_part(conn, cursor, rows, max_bytes, first=first)
-        finally:
-            conn.execute("COMMIT")
     finally:
         conn.close()
 

@@ -24,7 +24,9 @@ from types import TracebackType
 from typing import Any, Protocol
 from urllib.parse import unquote, urlsplit
 
-from agentspool.worker.sync import hrana, migrations
+from agentspool.producer.transaction import transaction
+from agentspool.worker import migrations
+from agentspool.worker.sync import hrana
 from agentspool.worker.sync.hrana import (
     MISCONFIGURED,
     PERMANENT,
@@ -153,14 +155,11 @@ class LocalDatabase(_Closing):
     def run_atomic(self, statements: Sequence[Statement]) -> None:
         step = -1  # the statement running: -1 is BEGIN, len(statements) is COMMIT
         try:
-            self.conn.execute("BEGIN IMMEDIATE")
-            for step, (sql, args) in enumerate(statements):  # noqa: B007 - read in except
-                self.conn.execute(sql, tuple(args))
-            step = len(statements)
-            self.conn.execute("COMMIT")
+            with transaction(self.conn):  # rolled back on any error, COMMIT's included
+                for step, (sql, args) in enumerate(statements):  # noqa: B007 - read below
+                    self.conn.execute(sql, tuple(args))
+                step = len(statements)
         except sqlite3.Error as exc:
-            if self.conn.in_transaction:
-                self.conn.execute("ROLLBACK")
             message = f"{exc} (statement {step + 1} of the batch)"
             kind = hrana.classify_sql_error(str(exc))
             if isinstance(exc, sqlite3.OperationalError) and kind == STATEMENT:
@@ -187,7 +186,7 @@ class LocalDatabase(_Closing):
         self.conn.close()
 
 
-def _migrate(conn: migrations.Connection) -> list[int]:
+def _migrate(conn: sqlite3.Connection) -> list[int]:
     try:
         return migrations.migrate(conn)
     except migrations.SchemaError as exc:

@@ -13,11 +13,14 @@ from __future__ import annotations
 
 import functools
 import re
+import sqlite3
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import resources
 from typing import Any, Protocol
+
+from agentspool.producer.transaction import transaction
 
 _MIGRATION_NAME = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
 
@@ -71,8 +74,9 @@ def pending_migrations(conn: Connection) -> list[Migration]:
     return [m for m in available_migrations() if m.version not in done]
 
 
-def migrate(conn: Connection) -> list[int]:
-    """Apply every pending migration; return the versions this call applied."""
+def migrate(conn: sqlite3.Connection) -> list[int]:
+    """Apply every pending migration to a local SQLite file (a replica, the embedded
+    database); return the versions this call applied."""
     try:
         # One statement when up to date: against a remote each costs round trips.
         done = applied_versions(conn)
@@ -91,24 +95,15 @@ def migrate(conn: Connection) -> list[int]:
     for migration in available_migrations():
         if migration.version in done:
             continue
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with transaction(conn):
             if migration.version in applied_versions(conn):  # another process won the race
-                conn.execute("ROLLBACK")
-                continue
+                continue  # (an empty transaction: committing it changes nothing)
             for statement in migration.statements:
                 conn.execute(statement)
             conn.execute(
                 "INSERT INTO schema_version (version, applied_at) VALUES (?, ?)",
                 (migration.version, datetime.now(UTC).isoformat(timespec="milliseconds")),
             )
-            conn.execute("COMMIT")
-        except BaseException:
-            try:
-                conn.execute("ROLLBACK")
-            except Exception:
-                pass
-            raise
         applied.append(migration.version)
     return applied
 
