@@ -13,14 +13,15 @@ from __future__ import annotations
 TYPE_CHECKING = False  # typing itself costs milliseconds to import; mypy reads this
 if TYPE_CHECKING:
     from .events import InvalidEvent
-    from .spool import Session, Spool, SpoolStats, default_spool_dir
+    from .session import Session
+    from .spool import Spool, SpoolStats, default_spool_dir
     from .toolcall import ToolCall
 
 __all__ = ["InvalidEvent", "Session", "Spool", "SpoolStats", "ToolCall", "default_spool_dir"]
 
 _HOMES = {
     "InvalidEvent": "events",
-    "Session": "spool",
+    "Session": "session",
     "Spool": "spool",
     "SpoolStats": "spool",
     "default_spool_dir": "spool",

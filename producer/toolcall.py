@@ -8,11 +8,15 @@ call it never raises into the agent on its own account.
 
 from __future__ import annotations
 
-from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .spool import Session
+    from .session import Session
+
+
+def error_text(exc_type: type[BaseException] | None, exc: BaseException) -> str:
+    """How an exception that ended a block is recorded (a session's or a tool call's)."""
+    return f"{exc_type.__name__ if exc_type else 'Error'}: {exc}"
 
 
 class ToolCall:
@@ -31,25 +35,13 @@ class ToolCall:
     def __enter__(self) -> ToolCall:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if exc is not None:
-            error: str | None = f"{exc_type.__name__ if exc_type else 'Error'}: {exc}"
-        else:
-            error = self.error
+    def __exit__(self, *exc_info: Any) -> None:
+        exc_type, exc, _ = exc_info
+        error = self.error if exc is None else error_text(exc_type, exc)
         self._session.tool_finished(self.id, output=self.output, error=error)
 
     async def __aenter__(self) -> ToolCall:
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.__exit__(exc_type, exc, tb)
+    async def __aexit__(self, *exc_info: Any) -> None:
+        self.__exit__(*exc_info)

@@ -85,16 +85,8 @@ def migrate(conn: sqlite3.Connection) -> list[int]:
             raise
         _ensure_version_table(conn)
         done = set()
-    newest_known = latest_version()
-    if done and max(done) > newest_known:
-        raise SchemaError(
-            f"database schema version {max(done)} is newer than this agentspool "
-            f"(knows up to {newest_known}); upgrade agentspool"
-        )
     applied = []
-    for migration in available_migrations():
-        if migration.version in done:
-            continue
+    for migration in _to_apply(done):
         with transaction(conn):
             if migration.version in applied_versions(conn):  # another process won the race
                 continue  # (an empty transaction: committing it changes nothing)
@@ -117,16 +109,8 @@ def migrate_atomically(
     fails because another process applied the migration first (its schema_version row
     conflicts) is not an error. Returns the versions this call applied."""
     done = applied_versions()
-    newest_known = latest_version()
-    if done and max(done) > newest_known:
-        raise SchemaError(
-            f"database schema version {max(done)} is newer than this agentspool "
-            f"(knows up to {newest_known}); upgrade agentspool"
-        )
     applied = []
-    for migration in available_migrations():
-        if migration.version in done:
-            continue
+    for migration in _to_apply(done):
         statements: list[tuple[str, Sequence[Any]]] = [(VERSION_TABLE, ())]
         statements += [(s, ()) for s in migration.statements]
         statements.append(
@@ -146,6 +130,18 @@ def migrate_atomically(
 
 
 VERSION_TABLE = "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)"
+
+
+def _to_apply(done: set[int]) -> list[Migration]:
+    """The migrations not yet in ``done``, in order; refuses a database whose schema is
+    newer than this agentspool knows."""
+    newest_known = latest_version()
+    if done and max(done) > newest_known:
+        raise SchemaError(
+            f"database schema version {max(done)} is newer than this agentspool "
+            f"(knows up to {newest_known}); upgrade agentspool"
+        )
+    return [m for m in available_migrations() if m.version not in done]
 
 
 def _ensure_version_table(conn: Connection) -> None:
