@@ -52,8 +52,9 @@ def ui(
     By default it reads the spool (replicas and the worker's state, so open sessions
     update as they run); --remote reads the database (a teammate's sessions). Stops
     on Ctrl-C or SIGTERM. The JSON API it serves is in docs/CLI.md."""
+    from agentspool.worker.ui.remote_source import RemoteSource
     from agentspool.worker.ui.server import ViewerServer, is_loopback, serve
-    from agentspool.worker.ui.sources import RemoteSource, Source, SourceError, SpoolSource
+    from agentspool.worker.ui.sources import Source, SourceError, SpoolSource
 
     setup_logging(verbose)
     settings = settings_from(spool_dir=spool_dir, db_url=db_url)

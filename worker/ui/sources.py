@@ -7,9 +7,9 @@
   latest activity); they are cached per file and read again only when the file (or
   its WAL) changed, so a list that refreshes every few seconds costs two ``stat``
   calls per replica.
-- ``RemoteSource`` reads the sessions database (``--remote``: Turso, sqld, or a
-  ``file:`` URL) through ``agentspool.worker.sync.database``; a teammate's sessions,
-  with open ones visible as the worker checkpoints them.
+- ``RemoteSource`` (remote_source.py) reads the sessions database (``--remote``:
+  Turso, sqld, or a ``file:`` URL) through ``agentspool.worker.sync.database``; a
+  teammate's sessions, with open ones visible as the worker checkpoints them.
 
 Both answer the same calls; one session is read with the SQL of ``queries.py``.
 """
@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 from agentspool.producer.transaction import transaction
 from agentspool.worker import state as st
@@ -446,154 +446,3 @@ def _replica_contains(summary: dict[str, Any], pattern: str) -> bool:
 
 def _short(text: str | None) -> str | None:
     return None if text is None else text[:ERROR_PREVIEW_CHARS]
-
-
-# ---- the remote database ----------------------------------------------------
-
-
-class RemoteSource:
-    """The sessions database. A ``file:`` URL (the embedded default) is opened
-    read-only with sqlite3 like the replicas; anything else goes through the sync
-    engine's ``open_database`` (Hrana over HTTP), which sends only these SELECTs."""
-
-    def __init__(self, url: str, auth_token: str | None, timeout: float = 10.0) -> None:
-        from agentspool.worker.sync import database
-
-        self._error_types: tuple[type[Exception], ...] = (database.DatabaseError, sqlite3.Error)
-        self.url = database.redact_url(url)
-        self._lock = threading.Lock()  # one connection, one request at a time
-        self._db: Any = None
-        self._conn: sqlite3.Connection | None = None
-        if urlsplit(url).scheme == "file":
-            path = database.local_path(url)
-            try:
-                self._conn = connect_readonly(path)
-            except (OSError, sqlite3.Error) as exc:
-                raise SourceError(f"cannot open {self.url} read-only: {exc}") from None
-            return
-        try:
-            self._db = database.open_database(url, auth_token, timeout=timeout)
-        except database.DatabaseError as exc:
-            raise SourceError(str(exc)) from None
-
-    def describe(self) -> dict[str, Any]:
-        return {"kind": "remote", "where": self.url}
-
-    def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-        if self._db is not None:
-            self._db.close()
-
-    def query(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
-        try:
-            with self._lock:
-                if self._conn is not None:
-                    return list(self._conn.execute(sql, tuple(params)).fetchall())
-                return list(self._db.query(sql, list(params)))
-        except self._error_types as exc:
-            raise SourceError(f"reading {self.url}: {exc}") from None
-
-    def list_sessions(self, f: ListFilter) -> dict[str, Any]:
-        now = time.time()
-        where, params = ["1 = 1"], []
-        if f.agent:
-            where.append("agent = ?")
-            params.append(f.agent)
-        if f.since:
-            where.append("(status = 'running' OR coalesce(ended_at, started_at) >= ?)")
-            params.append(f.since)
-        if f.text:
-            where.append("id IN (SELECT session_id FROM messages WHERE content LIKE ? ESCAPE '\\')")
-            params.append(like_pattern(f.text))
-        counts = dict.fromkeys(STATUSES, 0)
-        for row in self.query(
-            f"SELECT status, count(*) AS n FROM sessions WHERE {' AND '.join(where)} GROUP BY status",
-            params,
-        ):
-            counts[row["status"]] = int(row["n"])
-        if f.status:
-            where.append("status = ?")
-            params.append(f.status)
-        rows = self.query(
-            "SELECT id, agent, status, started_at, ended_at, substr(error, 1, ?) AS error, host,"
-            " event_count,"
-            " (SELECT count(*) FROM messages m WHERE m.session_id = s.id) AS message_count,"
-            " (SELECT count(*) FROM tool_executions t WHERE t.session_id = s.id) AS tool_count,"
-            " (SELECT created_at FROM messages m WHERE m.session_id = s.id ORDER BY seq DESC"
-            "  LIMIT 1) AS last_message_at"
-            f" FROM sessions s WHERE {' AND '.join(where)}"
-            " ORDER BY started_at DESC, id DESC LIMIT ? OFFSET ?",
-            [ERROR_PREVIEW_CHARS, *params, f.limit, f.offset],
-        )
-        total = counts.get(f.status, 0) if f.status else sum(counts.values())
-        sessions = []
-        for r in rows:
-            times = [t for t in (r["ended_at"], r.pop("last_message_at"), r["started_at"]) if t]
-            running = r["status"] == "running"
-            sessions.append(
-                r
-                | {
-                    "last_activity_at": max(times, default=None),
-                    "replica": False,
-                    "sync_state": None,
-                    "sync_error": None,
-                    "open": running,
-                    "duration_ms": duration_ms(
-                        r["started_at"],
-                        r["ended_at"] or (None if running else max(times, default=None)),
-                        now,
-                    ),
-                }
-            )
-        agents = [r["agent"] for r in self.query(
-            "SELECT DISTINCT agent FROM sessions ORDER BY agent LIMIT ?", [MAX_LIST]
-        )]  # fmt: skip
-        return {
-            "sessions": sessions,
-            "total": total,
-            "counts": counts,
-            "offset": f.offset,
-            "limit": f.limit,
-            "now": iso(now),
-            "source": self.describe(),
-            "agents": agents,
-        }
-
-    def resolve(self, ref: str) -> str:
-        if self.query("SELECT id FROM sessions WHERE id = ?", [ref]):
-            return ref
-        # A prefix as a range on the primary key (LIKE would need escaping and a scan).
-        rows = self.query(
-            "SELECT id FROM sessions WHERE id >= ? AND id < ? ORDER BY id LIMIT 10",
-            [ref, ref + "\U0010ffff"],
-        )
-        if not rows:
-            raise SessionNotFound(ref)
-        if len(rows) > 1:
-            raise AmbiguousSession(ref, [r["id"] for r in rows])
-        return str(rows[0]["id"])
-
-    @contextmanager
-    def reader(self, session_id: str) -> Iterator[Query]:
-        yield self.query
-
-    def sync_state(self, session_id: str) -> dict[str, Any] | None:
-        return None  # in the database: synced, or checkpointed while it runs
-
-    def numbers(self, session_id: str, query: Query) -> dict[str, Any]:
-        from agentspool.worker.ui.queries import counts
-
-        found = counts(query, session_id)
-        row = query(
-            "SELECT event_count, ended_at, started_at FROM sessions WHERE id = ?", [session_id]
-        )
-        times = [found["last_message_at"], found["last_tool_at"]]
-        if row:
-            times += [row[0]["ended_at"], row[0]["started_at"]]
-        return {
-            "message_count": found["message_count"],
-            "tool_count": found["tool_count"],
-            "event_count": row[0]["event_count"] if row else None,
-            "last_activity_at": max((t for t in times if t), default=None),
-        }
