@@ -18,15 +18,7 @@ import json
 import subprocess
 from typing import Any
 
-from bench.common import (
-    PYTHON,
-    Child,
-    Config,
-    Ref,
-    Row,
-    clean_env,
-    popen,
-)
+from bench.common import PYTHON, Child, Config, Ref, Row, clean_env, popen
 
 GROUP = "memory"
 

@@ -21,17 +21,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import (
-    AGENTSPOOL_CLI,
-    PYTHON,
-    Child,
-    Config,
-    Ref,
-    Row,
-    clean_env,
-    popen,
-    sqld_server,
-)
+from bench import common
+from bench.common import Child, Config, Ref, Row, clean_env, popen
 from bench.workload import expected_rows
 from tests.proxy import FaultProxy
 
@@ -92,7 +83,7 @@ def burst(spool: Path, url: str, log: Path, **env: str) -> dict[str, Any]:
     """One ``agentspool worker run --burst`` (in a wrapper that reads its peak RSS)."""
     with open(log, "ab") as err:
         proc = popen(
-            [PYTHON, "-c", _BURST_WRAPPER],
+            [common.PYTHON, "-c", _BURST_WRAPPER],
             env=clean_env(AGENTSPOOL_DIR=str(spool), TURSO_DATABASE_URL=url, **env),
             stdout=subprocess.PIPE,
             stderr=err,
@@ -107,7 +98,7 @@ def burst(spool: Path, url: str, log: Path, **env: str) -> dict[str, Any]:
 
 def _migrate(url: str) -> None:
     subprocess.run(
-        [AGENTSPOOL_CLI, "migrate", "--yes", "--db", url],
+        [common.AGENTSPOOL_CLI, "migrate", "--yes", "--db", url],
         env=clean_env(), check=True, capture_output=True, timeout=120,
     )  # fmt: skip
 
@@ -167,7 +158,7 @@ class _Proxied:
     """A fresh sqld behind a latency proxy, migrated (schema creation is not timed)."""
 
     def __init__(self, cfg: Config, name: str, rtt: float) -> None:
-        self._server = sqld_server(cfg.workdir(name))
+        self._server = common.sqld_server(cfg.workdir(name))
         self.sqld = self._server.__enter__()
         self.proxy = FaultProxy(self.sqld.port)
         self.proxy.set_latency(rtt)
@@ -243,7 +234,7 @@ def workers_rows(cfg: Config) -> list[Row]:
         t0 = time.perf_counter()
         procs = [
             popen(
-                [PYTHON, "-c", _BURST_WRAPPER],
+                [common.PYTHON, "-c", _BURST_WRAPPER],
                 env=clean_env(AGENTSPOOL_DIR=str(s), TURSO_DATABASE_URL=p.proxy.url),
                 stdout=subprocess.PIPE, stderr=open(log, "ab"), text=True,
             )
@@ -317,10 +308,10 @@ def memory_rows(cfg: Config) -> list[Row]:
     v1_spool = _spool(cfg, "v1huge", 1, events, tools=False)
     _drain_only(v1_spool)
     log = cfg.tmp / "sync-huge.log"
-    with sqld_server(cfg.workdir("huge-sqld")) as sqld:
+    with common.sqld_server(cfg.workdir("huge-sqld")) as sqld:
         ours = burst(spool, sqld.url, log)
         _expect(sqld, "huge-", 1, events, tools=False)
-    with sqld_server(cfg.workdir("v1huge-sqld")) as sqld:
+    with common.sqld_server(cfg.workdir("v1huge-sqld")) as sqld:
         v1 = Child(
             "sync:legacy_child", url=sqld.url, spool=str(v1_spool), session_ids=["v1huge-s0"]
         ).result(timeout=1800)
