@@ -29,8 +29,8 @@ from bench.common import (
     popen,
     ready_and_wait,
     sqld_server,
-    wait_until,
 )
+from tests.helpers import wait_until
 from tests.proxy import FaultProxy
 
 GROUP = "live"
