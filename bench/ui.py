@@ -38,8 +38,8 @@ from bench.common import (
     popen,
     proc_status_kb,
     stop,
-    wait_until,
 )
+from tests.helpers import wait_until
 
 GROUP = "ui"
 SESSION = "ui-bench-session"
