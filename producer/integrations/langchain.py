@@ -170,20 +170,13 @@ class SpoolCallbackHandler(BaseCallbackHandler):
             metadata,
         )
 
-    def on_retriever_end(
-        self, documents: Any, *, run_id: UUID, parent_run_id: UUID | None = None, **kwargs: Any
-    ) -> None:
-        self._guard.call(self._locked(self._exit), run_id)
+    # A retriever ends as a chain does: a nested run leaves (its documents, like a
+    # chain's outputs, are not logged).
+    def on_retriever_end(self, documents: Any, **kwargs: Any) -> None:
+        self.on_chain_end(documents, **kwargs)
 
-    def on_retriever_error(
-        self,
-        error: BaseException,
-        *,
-        run_id: UUID,
-        parent_run_id: UUID | None = None,
-        **kwargs: Any,
-    ) -> None:
-        self._guard.call(self._locked(self._exit), run_id, error)
+    def on_retriever_error(self, error: BaseException, **kwargs: Any) -> None:
+        self.on_chain_error(error, **kwargs)
 
     # ---- models -------------------------------------------------------------
 

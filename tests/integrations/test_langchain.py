@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from langchain_core.callbacks import CallbackManagerForRetrieverRun
+from langchain_core.documents import Document
 from langchain_core.language_models import GenericFakeChatModel
 from langchain_core.messages import (
     AIMessage,
@@ -21,12 +23,16 @@ from langchain_core.messages import (
     SystemMessage,
     ToolMessage,
 )
+from langchain_core.retrievers import BaseRetriever
 from langchain_core.runnables import RunnableConfig, RunnableLambda
 from langchain_core.tools import tool
 
 from agentspool import Spool
 from agentspool.integrations.langchain import SpoolCallbackHandler
 from tests.integrations.common import (
+    ANSWER,
+    QUESTION,
+    USAGE,
     assert_once_each,
     burst,
     completed_and_failed,
@@ -35,10 +41,6 @@ from tests.integrations.common import (
     tools,
 )
 from tests.sqld import Sqld
-
-QUESTION = "What's the weather in Paris?"
-ANSWER = "It is sunny in Paris."
-USAGE = {"input_tokens": 10, "output_tokens": 5, "total_tokens": 15}
 
 
 @tool
@@ -186,6 +188,40 @@ def test_a_tool_invoked_without_a_tool_call_is_keyed_by_its_run(spool: Path, sql
     assert session["agent"] == "get_weather" and session["status"] == "completed"
     (call,) = tools(sqld, session["id"])
     assert call["call_id"] == session["id"] and call["output"] == "sunny in Oslo"
+
+
+class Notes(BaseRetriever):
+    """A retriever over two fixed notes; a query of "down" fails."""
+
+    def _get_relevant_documents(
+        self, query: str, *, run_manager: CallbackManagerForRetrieverRun
+    ) -> list[Document]:
+        if query == "down":
+            raise ConnectionError("the index is down")
+        return [Document("Paris is sunny."), Document("Oslo is cold.")]
+
+
+def test_retriever_runs_end_their_sessions(spool: Path, sqld: Sqld) -> None:
+    """A retriever run nests like a chain: inside a chain it opens nothing of its own,
+    and on its own it is a session that ends completed, or error when it raises."""
+    producer = Spool(spool)
+    handler = SpoolCallbackHandler(producer)
+    config: RunnableConfig = {"callbacks": [handler]}
+    notes = Notes()
+    chain = RunnableLambda(lambda q: len(notes.invoke(q)), name="lookup")
+    assert chain.invoke("weather", config=config) == 2
+    assert len(notes.invoke("weather", config=config)) == 2
+    with pytest.raises(ConnectionError):
+        notes.invoke("down", config=config)
+    assert producer.flush(10) and handler.errors == 0
+    producer.close()
+    burst(spool, sqld)
+    found = sorted((s["agent"], s["status"], s["error"]) for s in sessions(sqld))
+    assert found == [
+        ("Notes", "completed", None),
+        ("Notes", "error", "ConnectionError: the index is down"),
+        ("lookup", "completed", None),
+    ]
 
 
 def test_callbacks_never_raise_into_langchain(spool: Path) -> None:
