@@ -9,6 +9,11 @@ from typing import Any
 from tests.helpers import run_cli, worker_env
 from tests.sqld import Sqld
 
+# The scripted agent's conversation, the same under every integration.
+QUESTION = "What's the weather in Paris?"
+ANSWER = "It is sunny in Paris."
+USAGE = {"input_tokens": 10, "output_tokens": 5, "total_tokens": 15}
+
 
 def burst(spool: Path, sqld: Sqld) -> None:
     """Drain the spool into sqld with `agentspool worker run --burst`, as CI would."""

@@ -13,11 +13,9 @@ from typing import Any
 import pytest
 
 from tests.helpers import run_python, wait_until
-from tests.integrations.common import burst, messages, sessions, tools
+from tests.integrations.common import QUESTION, burst, messages, sessions, tools
 from tests.producer.test_producer import LineReader, kill9, queue_dirs, read_queue
 from tests.sqld import Sqld
-
-QUESTION = "What's the weather in Paris?"
 
 CHILDREN = {
     "openai_agents": """

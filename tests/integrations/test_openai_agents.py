@@ -24,6 +24,9 @@ from openai import AsyncOpenAI
 from agentspool import Spool
 from agentspool.integrations.openai_agents import SpoolTracingProcessor
 from tests.integrations.common import (
+    ANSWER,
+    QUESTION,
+    USAGE,
     assert_once_each,
     burst,
     completed_and_failed,
@@ -32,10 +35,6 @@ from tests.integrations.common import (
     tools,
 )
 from tests.sqld import Sqld
-
-QUESTION = "What's the weather in Paris?"
-ANSWER = "It is sunny in Paris."
-USAGE = {"input_tokens": 10, "output_tokens": 5, "total_tokens": 15}
 
 
 @function_tool

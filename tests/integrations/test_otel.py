@@ -21,6 +21,8 @@ from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
 from agentspool import Spool
 from agentspool.integrations.otel import SpoolSpanProcessor
 from tests.integrations.common import (
+    ANSWER,
+    QUESTION,
     assert_once_each,
     burst,
     completed_and_failed,
@@ -31,8 +33,6 @@ from tests.integrations.common import (
 )
 from tests.sqld import Sqld
 
-QUESTION = "What's the weather in Paris?"
-ANSWER = "It is sunny in Paris."
 SYSTEM = [{"type": "text", "content": "Answer briefly."}]
 USER = {"role": "user", "parts": [{"type": "text", "content": QUESTION}]}
 CALLS = {
