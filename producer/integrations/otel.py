@@ -24,13 +24,13 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
-from opentelemetry.trace import StatusCode
+from opentelemetry.trace import SpanContext, StatusCode
 
 from agentspool.producer import Spool
 
@@ -86,10 +86,10 @@ class SpoolSpanProcessor(SpanProcessor):
     # ---- the SDK's interface (each call guarded) --------------------------
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
-        self._guard.call(self._started, span)
+        self._guard.call(self._locked, self._started, span)
 
     def on_end(self, span: ReadableSpan) -> None:
-        self._guard.call(self._ended, span)
+        self._guard.call(self._locked, self._ended, span)
 
     def shutdown(self) -> None:
         self._guard.call(self.spool.flush)
@@ -99,26 +99,32 @@ class SpoolSpanProcessor(SpanProcessor):
 
     # ---- spans --------------------------------------------------------------
 
-    def _started(self, span: Span) -> None:
+    def _locked(
+        self,
+        handle: Callable[[Any, SpanContext, Mapping[str, Any]], None],
+        span: ReadableSpan,
+    ) -> None:
+        """Either end of a span, handled under the lock: the SDK may call from many
+        threads, and both ends look up and change their trace's state."""
         context = span.get_span_context()
-        if context is None:
-            return
-        attributes = span.attributes or {}
-        with self._lock:
-            state = self._traces.get(context.trace_id)
-            if state is None:
-                # The trace's first span here is its local root (its parent, if any,
-                # is in another process: that part of the trace is its own session).
-                parent = span.parent
-                session_id = f"{context.trace_id:032x}"
-                if parent is not None:
-                    session_id += f"-{context.span_id:016x}"
-                state = _TraceState(session_id, context.span_id, span.name)
-                if len(self._traces) >= self.max_traces:
-                    self._traces.pop(next(iter(self._traces)))
-                self._traces[context.trace_id] = state
-            if state.log is None and _is_genai(attributes):
-                self._open(state, attributes)
+        if context is not None:
+            with self._lock:
+                handle(span, context, span.attributes or {})
+
+    def _started(self, span: Span, context: SpanContext, attributes: Mapping[str, Any]) -> None:
+        state = self._traces.get(context.trace_id)
+        if state is None:
+            # The trace's first span here is its local root (its parent, if any,
+            # is in another process: that part of the trace is its own session).
+            session_id = f"{context.trace_id:032x}"
+            if span.parent is not None:
+                session_id += f"-{context.span_id:016x}"
+            state = _TraceState(session_id, context.span_id, span.name)
+            if len(self._traces) >= self.max_traces:
+                self._traces.pop(next(iter(self._traces)))
+            self._traces[context.trace_id] = state
+        if state.log is None and _is_genai(attributes):
+            self._open(state, attributes)
 
     def _open(self, state: _TraceState, attributes: Mapping[str, Any]) -> SessionLog:
         if state.log is None:
@@ -136,31 +142,28 @@ class SpoolSpanProcessor(SpanProcessor):
             state.log = SessionLog(session)
         return state.log
 
-    def _ended(self, span: ReadableSpan) -> None:
-        context = span.get_span_context()
-        if context is None:
-            return
-        attributes = span.attributes or {}
-        with self._lock:
-            state = self._traces.get(context.trace_id)
-            if state is None:
-                return  # started before this processor was added
-            if _is_genai(attributes):
-                log = self._open(state, attributes)
-                conversation = attributes.get("gen_ai.conversation.id")
-                if conversation:
-                    state.summary["conversation_id"] = conversation
-                operation = attributes.get("gen_ai.operation.name")
-                if operation == "execute_tool":
-                    _tool_ended(log, span, attributes)
-                elif operation in _MODEL_OPERATIONS or _has_messages(span, attributes):
-                    _model_ended(log, span, attributes)
-            if context.span_id == state.root_span_id:
-                del self._traces[context.trace_id]
-                if state.log is not None:
-                    failed = span.status.status_code == StatusCode.ERROR
-                    error = _error_text(span) if failed else None
-                    state.log.end("error" if failed else "completed", error, state.summary)
+    def _ended(
+        self, span: ReadableSpan, context: SpanContext, attributes: Mapping[str, Any]
+    ) -> None:
+        state = self._traces.get(context.trace_id)
+        if state is None:
+            return  # started before this processor was added
+        if _is_genai(attributes):
+            log = self._open(state, attributes)
+            conversation = attributes.get("gen_ai.conversation.id")
+            if conversation:
+                state.summary["conversation_id"] = conversation
+            operation = attributes.get("gen_ai.operation.name")
+            if operation == "execute_tool":
+                _tool_ended(log, span, attributes)
+            elif operation in _MODEL_OPERATIONS or _has_messages(span, attributes):
+                _model_ended(log, span, attributes)
+        if context.span_id == state.root_span_id:
+            del self._traces[context.trace_id]
+            if state.log is not None:
+                failed = span.status.status_code == StatusCode.ERROR
+                error = _error_text(span) if failed else None
+                state.log.end("error" if failed else "completed", error, state.summary)
 
 
 # ---- spans -> messages and tool executions ------------------------------------
