@@ -5,7 +5,6 @@ from __future__ import annotations
 import itertools
 import json
 import sqlite3
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -63,15 +62,6 @@ class Events:
 
     def end(self, t: float, status: str = "completed", error: str | None = None) -> dict[str, Any]:
         return self.make(ev.SESSION_END, t, status=status, error=error)
-
-
-@pytest.fixture
-def replica(spool: Path) -> Iterator[Replica]:
-    r = Replica(replica_path(spool, SID))
-    try:
-        yield r
-    finally:
-        r.close()
 
 
 def all_rows(conn: sqlite3.Connection) -> dict[str, list[tuple[Any, ...]]]:

@@ -3,22 +3,11 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from agentspool.worker.intake.replica import Replica, iso, replica_path
-from tests.intake.test_replica import SID, T0, Events, session_row, tool_row
-
-
-@pytest.fixture
-def replica(spool: Path) -> Iterator[Replica]:
-    r = Replica(replica_path(spool, SID))
-    try:
-        yield r
-    finally:
-        r.close()
+from agentspool.worker.intake.replica import Replica, iso
+from tests.intake.test_replica import T0, Events, session_row, tool_row
 
 
 def test_given_times_are_the_rows_times(replica: Replica) -> None:
