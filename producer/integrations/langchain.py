@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
@@ -64,33 +65,35 @@ class SpoolCallbackHandler(BaseCallbackHandler):
         return self._guard.errors
 
     # ---- runs ---------------------------------------------------------------
+    # LangChain passes every start callback the run's id, its parent's id, its tags,
+    # metadata and name by keyword; they arrive in **kwargs and are read inside the
+    # guard (_Run.of), so a missing one is a counted error, never an exception.
 
-    def _enter(
-        self,
-        run_id: UUID,
-        parent_run_id: UUID | None,
-        name: str,
-        tags: list[str] | None = None,
-        metadata: dict[str, Any] | None = None,
-    ) -> SessionLog | None:
+    def _enter(self, run: _Run) -> SessionLog | None:
         """Register a run and return its session. A run whose parent this handler
         never saw is top-level (the handler may be attached below the real root) and
         opens a session; a run of a top-level run that already ended (work left
         running past it) has none."""
-        root = self._root_of.get(parent_run_id, run_id) if parent_run_id else run_id
-        self._root_of[run_id] = root
+        parent = run.parent_id
+        root = self._root_of.get(parent, run.id) if parent else run.id
+        self._root_of[run.id] = root
         log = self._logs.get(root)
-        if log is None and root == run_id:
-            session_metadata: dict[str, Any] = {"source": SOURCE, "run_name": name}
-            if tags:
-                session_metadata["tags"] = list(tags)
-            if metadata:
-                session_metadata["run_metadata"] = dict(metadata)
+        if log is None and root == run.id:
+            session_metadata: dict[str, Any] = {"source": SOURCE, "run_name": run.name}
+            if run.tags:
+                session_metadata["tags"] = list(run.tags)
+            if run.metadata:
+                session_metadata["run_metadata"] = dict(run.metadata)
             session = self.spool.session(
-                self.agent or name, session_id=str(root), metadata=session_metadata
+                self.agent or run.name, session_id=str(root), metadata=session_metadata
             )
             log = self._logs[root] = SessionLog(session)
         return log
+
+    def _entered(
+        self, serialized: dict[str, Any] | None, kwargs: dict[str, Any], kind: str
+    ) -> None:
+        self._enter(_Run.of(serialized, kwargs, kind))
 
     def _log_of(self, run_id: UUID) -> SessionLog | None:
         root = self._root_of.get(run_id)
@@ -108,149 +111,67 @@ class SpoolCallbackHandler(BaseCallbackHandler):
             else:
                 log.end("error", f"{type(error).__name__}: {error}")
 
-    # ---- chains, retrievers ---------------------------------------------------
+    # ---- chains, retrievers (a retriever is a nested run like a chain) -------
 
     def on_chain_start(
-        self,
-        serialized: dict[str, Any],
-        inputs: dict[str, Any],
-        *,
-        run_id: UUID,
-        parent_run_id: UUID | None = None,
-        tags: list[str] | None = None,
-        metadata: dict[str, Any] | None = None,
-        **kwargs: Any,
+        self, serialized: dict[str, Any], inputs: dict[str, Any], **kwargs: Any
     ) -> None:
-        self._guard.call(
-            self._locked(self._enter),
-            run_id,
-            parent_run_id,
-            _name(serialized, kwargs, "chain"),
-            tags,
-            metadata,
-        )
+        self._guard.call(self._locked(self._entered), serialized, kwargs, "chain")
 
-    def on_chain_end(
-        self,
-        outputs: dict[str, Any],
-        *,
-        run_id: UUID,
-        parent_run_id: UUID | None = None,
-        **kwargs: Any,
-    ) -> None:
+    def on_chain_end(self, outputs: dict[str, Any], *, run_id: UUID, **kwargs: Any) -> None:
         self._guard.call(self._locked(self._exit), run_id)
 
-    def on_chain_error(
-        self,
-        error: BaseException,
-        *,
-        run_id: UUID,
-        parent_run_id: UUID | None = None,
-        **kwargs: Any,
-    ) -> None:
+    def on_chain_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
         self._guard.call(self._locked(self._exit), run_id, error)
 
-    def on_retriever_start(
-        self,
-        serialized: dict[str, Any],
-        query: str,
-        *,
-        run_id: UUID,
-        parent_run_id: UUID | None = None,
-        tags: list[str] | None = None,
-        metadata: dict[str, Any] | None = None,
-        **kwargs: Any,
-    ) -> None:
-        self._guard.call(
-            self._locked(self._enter),
-            run_id,
-            parent_run_id,
-            _name(serialized, kwargs, "retriever"),
-            tags,
-            metadata,
-        )
+    def on_retriever_start(self, serialized: dict[str, Any], query: str, **kwargs: Any) -> None:
+        self._guard.call(self._locked(self._entered), serialized, kwargs, "retriever")
 
-    # A retriever ends as a chain does: a nested run leaves (its documents, like a
-    # chain's outputs, are not logged).
-    def on_retriever_end(self, documents: Any, **kwargs: Any) -> None:
-        self.on_chain_end(documents, **kwargs)
+    def on_retriever_end(self, documents: Any, *, run_id: UUID, **kwargs: Any) -> None:
+        self._guard.call(self._locked(self._exit), run_id)
 
-    def on_retriever_error(self, error: BaseException, **kwargs: Any) -> None:
-        self.on_chain_error(error, **kwargs)
+    def on_retriever_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
+        self._guard.call(self._locked(self._exit), run_id, error)
 
     # ---- models -------------------------------------------------------------
 
     def on_chat_model_start(
-        self,
-        serialized: dict[str, Any],
-        messages: list[list[BaseMessage]],
-        *,
-        run_id: UUID,
-        parent_run_id: UUID | None = None,
-        tags: list[str] | None = None,
-        metadata: dict[str, Any] | None = None,
-        **kwargs: Any,
+        self, serialized: dict[str, Any], messages: list[list[BaseMessage]], **kwargs: Any
     ) -> None:
         self._guard.call(
             self._locked(self._model_started),
-            run_id,
-            parent_run_id,
-            _name(serialized, kwargs, "chat_model"),
-            tags,
-            metadata,
-            kwargs.get("invocation_params"),
+            serialized,
+            kwargs,
+            "chat_model",
             lambda: [[_message(m) for m in batch] for batch in messages],
         )
 
-    def on_llm_start(
-        self,
-        serialized: dict[str, Any],
-        prompts: list[str],
-        *,
-        run_id: UUID,
-        parent_run_id: UUID | None = None,
-        tags: list[str] | None = None,
-        metadata: dict[str, Any] | None = None,
-        **kwargs: Any,
-    ) -> None:
+    def on_llm_start(self, serialized: dict[str, Any], prompts: list[str], **kwargs: Any) -> None:
         self._guard.call(
             self._locked(self._model_started),
-            run_id,
-            parent_run_id,
-            _name(serialized, kwargs, "llm"),
-            tags,
-            metadata,
-            kwargs.get("invocation_params"),
+            serialized,
+            kwargs,
+            "llm",
             lambda: [[Message("user", str(prompt))] for prompt in prompts],
         )
 
     def _model_started(
         self,
-        run_id: UUID,
-        parent_run_id: UUID | None,
-        name: str,
-        tags: list[str] | None,
-        metadata: dict[str, Any] | None,
-        params: Any,
+        serialized: dict[str, Any] | None,
+        kwargs: dict[str, Any],
+        kind: str,
         histories: Callable[[], list[list[Message]]],
     ) -> None:
-        log = self._enter(run_id, parent_run_id, name, tags, metadata)
-        model = _model_name(params, metadata)
+        run = _Run.of(serialized, kwargs, kind)
+        log = self._enter(run)
+        model = _model_name(run.invocation_params, run.metadata)
         if model:
-            self._models[run_id] = model
+            self._models[run.id] = model
         if log is not None:
             for history in histories():  # converted here, inside the guard
                 log.history(history)
 
-    def on_llm_end(
-        self,
-        response: LLMResult,
-        *,
-        run_id: UUID,
-        parent_run_id: UUID | None = None,
-        tags: list[str] | None = None,
-        **kwargs: Any,
-    ) -> None:
+    def on_llm_end(self, response: LLMResult, *, run_id: UUID, **kwargs: Any) -> None:
         self._guard.call(self._locked(self._model_ended), run_id, response)
 
     def _model_ended(self, run_id: UUID, response: LLMResult) -> None:
@@ -281,15 +202,7 @@ class SpoolCallbackHandler(BaseCallbackHandler):
             log.outputs(outputs, model=None if model is None else str(model), usage=usage)
         self._exit(run_id)
 
-    def on_llm_error(
-        self,
-        error: BaseException,
-        *,
-        run_id: UUID,
-        parent_run_id: UUID | None = None,
-        tags: list[str] | None = None,
-        **kwargs: Any,
-    ) -> None:
+    def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
         def model_failed() -> None:
             self._models.pop(run_id, None)
             self._exit(run_id, error)
@@ -298,73 +211,44 @@ class SpoolCallbackHandler(BaseCallbackHandler):
 
     # ---- tools --------------------------------------------------------------
 
-    def on_tool_start(
-        self,
-        serialized: dict[str, Any],
-        input_str: str,
-        *,
-        run_id: UUID,
-        parent_run_id: UUID | None = None,
-        tags: list[str] | None = None,
-        metadata: dict[str, Any] | None = None,
-        inputs: dict[str, Any] | None = None,
-        **kwargs: Any,
-    ) -> None:
+    def on_tool_start(self, serialized: dict[str, Any], input_str: str, **kwargs: Any) -> None:
         def tool_started() -> None:
-            name = _name(serialized, kwargs, "tool")
-            log = self._enter(run_id, parent_run_id, name, tags, metadata)
+            run = _Run.of(serialized, kwargs, "tool")
+            log = self._enter(run)
             if log is None:
                 return
             # input_str is a Python repr; the dict is in `inputs`.
+            inputs = kwargs.get("inputs")
             arguments = inputs if inputs is not None else input_str
-            call_id = str(kwargs.get("tool_call_id") or run_id)
-            self._tool_calls[run_id] = log.session.tool_started(name, arguments, call_id)
+            call_id = str(kwargs.get("tool_call_id") or run.id)
+            self._tool_calls[run.id] = log.session.tool_started(run.name, arguments, call_id)
 
         self._guard.call(self._locked(tool_started))
 
-    def on_tool_end(
-        self,
-        output: Any,
-        *,
-        run_id: UUID,
-        parent_run_id: UUID | None = None,
-        **kwargs: Any,
-    ) -> None:
-        def tool_ended() -> None:
-            call_id = self._tool_calls.pop(run_id, None)
-            log = self._log_of(run_id)
-            if call_id is not None and log is not None:
+    def on_tool_end(self, output: Any, *, run_id: UUID, **kwargs: Any) -> None:
+        self._guard.call(self._locked(self._tool_ended), run_id, output)
+
+    def on_tool_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
+        self._guard.call(self._locked(self._tool_ended), run_id, None, error)
+
+    def _tool_ended(self, run_id: UUID, output: Any, error: BaseException | None = None) -> None:
+        call_id = self._tool_calls.pop(run_id, None)
+        log = self._log_of(run_id)
+        if call_id is not None and log is not None:
+            if error is not None:
+                log.session.tool_finished(call_id, error=f"{type(error).__name__}: {error}")
+            elif isinstance(output, BaseMessage):
                 # Invoked with a tool call, a tool returns a ToolMessage (status "error"
                 # when the tool handled its own failure); else the raw value.
-                if isinstance(output, BaseMessage):
-                    content = text_of(output.content)
-                    failed = getattr(output, "status", None) == "error"
-                    error = (
-                        (content if isinstance(content, str) else "tool error") if failed else None
-                    )
-                    log.session.tool_finished(call_id, content, error)
-                else:
-                    log.session.tool_finished(call_id, output)
-            self._exit(run_id)
-
-        self._guard.call(self._locked(tool_ended))
-
-    def on_tool_error(
-        self,
-        error: BaseException,
-        *,
-        run_id: UUID,
-        parent_run_id: UUID | None = None,
-        **kwargs: Any,
-    ) -> None:
-        def tool_failed() -> None:
-            call_id = self._tool_calls.pop(run_id, None)
-            log = self._log_of(run_id)
-            if call_id is not None and log is not None:
-                log.session.tool_finished(call_id, error=f"{type(error).__name__}: {error}")
-            self._exit(run_id, error)
-
-        self._guard.call(self._locked(tool_failed))
+                content = text_of(output.content)
+                failed = getattr(output, "status", None) == "error"
+                error_text = (
+                    (content if isinstance(content, str) else "tool error") if failed else None
+                )
+                log.session.tool_finished(call_id, content, error_text)
+            else:
+                log.session.tool_finished(call_id, output)
+        self._exit(run_id, error)
 
     # ---- helpers ------------------------------------------------------------
 
@@ -375,6 +259,29 @@ class SpoolCallbackHandler(BaseCallbackHandler):
 
         locked.__name__ = getattr(function, "__name__", "callback")
         return locked
+
+
+@dataclass(frozen=True)
+class _Run:
+    """What LangChain tells a start callback about the run, by keyword."""
+
+    id: UUID
+    parent_id: UUID | None
+    name: str
+    tags: list[str] | None
+    metadata: dict[str, Any] | None
+    invocation_params: Any  # a model run's settings (its model name among them)
+
+    @classmethod
+    def of(cls, serialized: dict[str, Any] | None, kwargs: dict[str, Any], kind: str) -> _Run:
+        return cls(
+            kwargs["run_id"],
+            kwargs.get("parent_run_id"),
+            _name(serialized, kwargs, kind),
+            kwargs.get("tags"),
+            kwargs.get("metadata"),
+            kwargs.get("invocation_params"),
+        )
 
 
 def _name(serialized: dict[str, Any] | None, kwargs: dict[str, Any], default: str) -> str:
