@@ -23,6 +23,7 @@ import threading
 import time
 import urllib.error
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -185,6 +186,21 @@ def start_logged_worker(env: dict[str, str], log: Path) -> subprocess.Popen[str]
         )
 
 
+@contextmanager
+def running_worker(
+    env: dict[str, str], sqld: Sqld, log: Path
+) -> Iterator[tuple[subprocess.Popen[str], HalfLandedWatch]]:
+    """A logged service worker, up, while a HalfLandedWatch polls sqld; the worker is
+    stopped on the way out, also when the test fails."""
+    worker = start_logged_worker(env, log)
+    try:
+        with HalfLandedWatch(sqld) as watch:
+            wait_worker_up(env, worker)
+            yield worker, watch
+    finally:
+        stop_process(worker)
+
+
 def sync_attempts(spool: Path) -> dict[str, int]:
     conn = sqlite3.connect(f"file:{spool / 'worker.db'}?mode=ro", uri=True, timeout=5)
     try:
@@ -229,42 +245,37 @@ def test_cut_connections_never_land_half_a_session(
     env = worker_env(spool, proxy.url, AGENTSPOOL_SYNC_TIMEOUT="15", **FAST_RETRIES)
     log = tmp_path / "worker.log"
     # The schema first, through a healthy proxy: the faults are about batches.
-    worker = start_logged_worker(env, log)
     started = time.monotonic()
-    try:
-        with HalfLandedWatch(sqld) as watch:
-            wait_worker_up(env, worker)
-            expected = expected_of(produce(spool, "warm", 1, 50, 100))
-            wait_until(lambda: landed(sqld, expected), 30, "the warm-up session", interval=0.05)
+    with running_worker(env, sqld, log) as (worker, watch):
+        expected = expected_of(produce(spool, "warm", 1, 50, 100))
+        wait_until(lambda: landed(sqld, expected), 30, "the warm-up session", interval=0.05)
 
-            # Phase 1: every connection is cut before its request is complete.
-            proxy.set_cuts(1.0, 1, CUT_MAX_BYTES)
-            expected_cut = expected_of(produce(spool, "cut", 6, SESSION_EVENTS, CONTENT))
-            wait_until(lambda: proxy.counts().cuts >= MIN_CUTS, 60, "the proxy to cut connections")
-            during = remote_sessions(sqld) or {}
-            report = status_json(env)
-            error_during = (report["last_sync_error"] or {}).get("error")
-            attempts = sync_attempts(spool)
+        # Phase 1: every connection is cut before its request is complete.
+        proxy.set_cuts(1.0, 1, CUT_MAX_BYTES)
+        expected_cut = expected_of(produce(spool, "cut", 6, SESSION_EVENTS, CONTENT))
+        wait_until(lambda: proxy.counts().cuts >= MIN_CUTS, 60, "the proxy to cut connections")
+        during = remote_sessions(sqld) or {}
+        report = status_json(env)
+        error_during = (report["last_sync_error"] or {}).get("error")
+        attempts = sync_attempts(spool)
 
-            # Phase 2: the next batches commit, but their answers never arrive.
-            proxy.set_cuts(0.0)
-            proxy.set_commit_cuts(1.0, limit=COMMIT_CUTS)
-            wait_until(lambda: proxy.counts().commit_cuts >= COMMIT_CUTS, 60, "commits to be cut")
-            expected.update(expected_cut)
-            # Phase 3: a healthy network; the retries land nothing twice.
-            proxy.stop_cuts()
-            healed = time.monotonic()
-            wait_until(lambda: landed(sqld, expected), 60, "every session to land", interval=0.1)
-            landed_after = time.monotonic() - healed
-            # The batches whose answers were lost are retried, changing nothing.
-            after = wait_until(
-                lambda: (s := status_json(env))["sessions"]["synced"] == len(expected) and s,
-                60,
-                "the worker to record every session synced",
-            )
+        # Phase 2: the next batches commit, but their answers never arrive.
+        proxy.set_cuts(0.0)
+        proxy.set_commit_cuts(1.0, limit=COMMIT_CUTS)
+        wait_until(lambda: proxy.counts().commit_cuts >= COMMIT_CUTS, 60, "commits to be cut")
+        expected.update(expected_cut)
+        # Phase 3: a healthy network; the retries land nothing twice.
+        proxy.stop_cuts()
+        healed = time.monotonic()
+        wait_until(lambda: landed(sqld, expected), 60, "every session to land", interval=0.1)
+        landed_after = time.monotonic() - healed
+        # The batches whose answers were lost are retried, changing nothing.
+        after = wait_until(
+            lambda: (s := status_json(env))["sessions"]["synced"] == len(expected) and s,
+            60,
+            "the worker to record every session synced",
+        )
         assert worker.poll() is None, "the worker exited during the faults"
-    finally:
-        stop_process(worker)
     assert worker.returncode == 0, log.read_text()[-3000:]
     log_text = log.read_text()
     final = proxy.counts()
@@ -349,18 +360,13 @@ def test_latency_sessions_land_exactly(
     proxy.set_latency(LATENCY_RTT_S)
     env = worker_env(spool, proxy.url, AGENTSPOOL_SYNC_TIMEOUT="30")
     log = tmp_path / "worker.log"
-    worker = start_logged_worker(env, log)
     started = time.monotonic()
-    try:
-        with HalfLandedWatch(sqld) as watch:
-            wait_worker_up(env, worker)
-            expected = expected_of(produce(spool, "slow", 3, 2_000, CONTENT))
-            produced = time.monotonic()
-            wait_until(lambda: landed(sqld, expected), 40, "every session to land", interval=0.1)
-            took = time.monotonic() - produced
-            report, status_took = timed_status(env)
-    finally:
-        stop_process(worker)
+    with running_worker(env, sqld, log) as (worker, watch):
+        expected = expected_of(produce(spool, "slow", 3, 2_000, CONTENT))
+        produced = time.monotonic()
+        wait_until(lambda: landed(sqld, expected), 40, "every session to land", interval=0.1)
+        took = time.monotonic() - produced
+        report, status_took = timed_status(env)
     assert worker.returncode == 0, log.read_text()[-3000:]
     seconds = batch_seconds(log.read_text())
     counts = proxy.counts()
@@ -395,11 +401,9 @@ def test_stalled_network_hits_the_sync_deadline_and_the_worker_goes_on(
 ) -> None:
     env = worker_env(spool, proxy.url, AGENTSPOOL_SYNC_TIMEOUT=f"{STALL_SYNC_TIMEOUT_S:g}")
     log = tmp_path / "worker.log"
-    worker = start_logged_worker(env, log)
     started = time.monotonic()
-    try:
-        with HalfLandedWatch(sqld) as watch:
-            wait_worker_up(env, worker)
+    with running_worker(env, sqld, log) as (worker, watch):
+        try:
             # A first session lands, so a sender holds an open connection.
             expected = expected_of(produce(spool, "warm", 1, 200, CONTENT))
             wait_until(lambda: landed(sqld, expected), 20, "the first session", interval=0.05)
@@ -449,9 +453,8 @@ def test_stalled_network_hits_the_sync_deadline_and_the_worker_goes_on(
             wait_until(lambda: landed(sqld, expected), 40, "every session to land", interval=0.1)
             landed_after = time.monotonic() - resumed
             after = status_json(env)
-    finally:
-        proxy.resume()
-        stop_process(worker)
+        finally:
+            proxy.resume()
     assert worker.returncode == 0, log.read_text()[-3000:]
     log_text = log.read_text()
     deadlines = log_text.count(f"no answer from the database within {STALL_SYNC_TIMEOUT_S:g}s")
