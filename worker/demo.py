@@ -9,6 +9,7 @@ killed agent's session as abandoned, syncs everything to the embedded database
 from __future__ import annotations
 
 import argparse
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -66,8 +67,18 @@ def run_demo(spool_dir: Path | None, echo: Callable[[str], None] = print) -> int
         )
     conn.close()
     echo("\nthe killed agent's session arrived 'abandoned' with every event it had committed.")
-    echo(f"to look at the sessions in a browser: agentspool ui --spool {spool}")
+    echo(f"to look at the sessions in a browser: {_command()} ui --spool {spool}")
     return code
+
+
+def _command() -> str:
+    """How to run this agentspool again: ``make demo`` runs ``.venv/bin/agentspool``,
+    which is not on PATH unless the virtualenv is active."""
+    invoked = Path(sys.argv[0])
+    on_path = shutil.which("agentspool")
+    if invoked.name != "agentspool" or (on_path and Path(on_path).resolve() == invoked.resolve()):
+        return "agentspool"
+    return str(invoked)
 
 
 TOOLS = ("read_file", "search", "edit_file", "run_tests")

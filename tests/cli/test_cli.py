@@ -107,3 +107,29 @@ def test_burst_on_an_empty_spool_exits_zero_and_says_embedded(spool: Path) -> No
     assert result.returncode == 0, result.stderr
     assert "embedded database" in result.stderr
     assert result.stdout == ""  # logs go to stderr
+
+
+def test_demo_lands_its_sessions_and_names_a_command_that_runs(tmp_path: Path) -> None:
+    """`make demo`'s command: three sessions land (the killed agent's `abandoned`), and
+    the viewer command it prints names an executable that exists (the venv's, when
+    `agentspool` is not on PATH)."""
+    import shutil
+    import sqlite3
+
+    spool = tmp_path / "demo"
+    result = run_cli("demo", "--spool", str(spool), env=worker_env(spool), timeout=180)
+    assert result.returncode == 0, result.stderr
+    conn = sqlite3.connect(spool / "agentspool.db")
+    try:
+        statuses = dict(conn.execute("SELECT agent, status FROM sessions"))
+    finally:
+        conn.close()
+    assert statuses == {
+        "researcher": "completed",
+        "coder": "completed",
+        "doomed-agent": "abandoned",
+    }
+    last = result.stdout.strip().splitlines()[-1]
+    assert last.endswith(f" ui --spool {spool}"), last
+    executable = last.split(": ", 1)[1].split()[0]
+    assert shutil.which(executable) or Path(executable).is_file(), executable
