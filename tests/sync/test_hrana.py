@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from agentspool.worker.sync import hrana
 from agentspool.worker.sync.database import (
@@ -45,6 +48,54 @@ def test_an_atomic_batch_is_conditioned_step_by_step() -> None:
     ]
     assert steps[4]["condition"] == {"type": "not", "cond": {"type": "ok", "step": 3}}
     assert steps[2]["stmt"]["args"] == [{"type": "integer", "value": "5"}]
+
+
+def reference_body(statements: list[hrana.Statement]) -> bytes:
+    """What the pipeline body is by definition: json.dumps of the request dicts."""
+    requests = [{"type": "batch", "batch": hrana.atomic_batch(statements)}, {"type": "close"}]
+    body = {"baton": None, "requests": requests}
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+SQL_VALUES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**63), max_value=2**63 - 1),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(alphabet=st.characters(blacklist_categories=("Cs",))),  # no lone surrogates
+    st.binary(max_size=40),
+)
+
+
+@given(
+    st.lists(
+        st.tuples(st.text(min_size=1, max_size=30), st.lists(SQL_VALUES, max_size=12)),
+        max_size=6,
+    )
+)
+def test_the_direct_batch_encoder_writes_what_json_dumps_would(
+    statements: list[tuple[str, list[object]]],
+) -> None:
+    assert hrana.atomic_batch_body(statements) == reference_body(statements)  # type: ignore[arg-type]
+
+
+def test_the_direct_batch_encoder_on_awkward_text() -> None:
+    texts = [
+        '"quoted" \\ back\\slash',
+        "line\nbreak\ttab\x00nul\x1f",
+        "</script>",
+        "\u2028\u2029",
+        "é 🧪",
+    ]
+    statements: list[hrana.Statement] = [
+        ("INSERT INTO t VALUES (?, ?)", (t, len(t))) for t in texts
+    ]
+    body = hrana.atomic_batch_body(statements)
+    assert body == reference_body(statements)
+    decoded = json.loads(body)["requests"][0]["batch"]["steps"]
+    assert [hrana.decode_value(s["stmt"]["args"][0]) for s in decoded[1:-2]] == texts
+    with pytest.raises(TypeError):
+        hrana.atomic_batch_body([("INSERT", (object(),))])
 
 
 @pytest.mark.parametrize(
