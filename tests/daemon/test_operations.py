@@ -103,8 +103,11 @@ def test_metrics_over_http(spool: Path, sqld: Sqld) -> None:
                    "two synced sessions in the metrics")  # fmt: skip
         text = scrape(port)
         assert metric(text, "agentspool_events_drained_total") == 100
-        assert metric(text, "agentspool_sync_attempts_total") >= 1  # both in one batch
-        assert metric(text, "agentspool_sync_seconds_count") >= 2
+        # One batch or several (checkpoints, how the sessions fell into batches): every
+        # request sent is counted once, and with a healthy database each one succeeded.
+        attempts = metric(text, "agentspool_sync_attempts_total")
+        assert attempts >= 1
+        assert metric(text, "agentspool_sync_seconds_count") == attempts
         assert metric(text, "agentspool_last_sync_success_timestamp_seconds") > time.time() - 60
         assert metric(text, "agentspool_dead_letters") == 0
         assert "agentspool_queue_depth" in text and "agentspool_sync_failures_total" in text
