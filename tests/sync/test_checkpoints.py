@@ -8,6 +8,7 @@ requests go through the counting/fault proxy where the test needs it.
 from __future__ import annotations
 
 import re
+import sqlite3
 import subprocess
 import sys
 import time
@@ -155,6 +156,19 @@ def test_an_open_session_is_visible_running_grows_and_completes(
     assert watch.violations == []
 
 
+def checkpoint_recorded(spool: Path, session_id: str = SESSION) -> bool:
+    """worker.db says everything the worker has seen of the session is checkpointed."""
+    conn = sqlite3.connect(f"file:{spool / 'worker.db'}?mode=ro", uri=True, timeout=5)
+    try:
+        row = conn.execute(
+            "SELECT seen_at, checkpointed_at FROM session_state WHERE session_id = ?",
+            (session_id,),
+        ).fetchone()
+    finally:
+        conn.close()
+    return row is not None and row[1] >= row[0]
+
+
 def test_checkpoints_survive_a_worker_kill_9_exactly_once(
     spool: Path, sqld: Sqld, tmp_path: Path
 ) -> None:
@@ -167,6 +181,9 @@ def test_checkpoints_survive_a_worker_kill_9_exactly_once(
             producer.send("m 20")
             producer.send("ts call-a")
             wait_until(lambda: shows(sqld, messages=20, tools="call-a:running"), 20, "a checkpoint")
+            # Kill it between checkpoints, not between a landing and its watermark (that
+            # would only cost idempotent resends, which the row count below would see).
+            wait_until(lambda: checkpoint_recorded(spool), 20, "the checkpoint's watermark")
         finally:
             worker.kill()
             worker.communicate(timeout=10)
