@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -97,6 +98,18 @@ def finish(proc: subprocess.Popen[str], timeout: float = 120) -> str:
     out, err = proc.communicate(timeout=timeout)
     assert proc.returncode == 0, f"exit {proc.returncode}\nstdout:\n{out}\nstderr:\n{err}"
     return out
+
+
+def worker_db_rows(
+    spool: Path, sql: str, params: tuple[Any, ...] = (), timeout: float = 5
+) -> list[tuple[Any, ...]]:
+    """Rows of one query on the worker's worker.db, opened read-only (never in the
+    worker's way) and closed again."""
+    conn = sqlite3.connect(f"file:{spool / 'worker.db'}?mode=ro", uri=True, timeout=timeout)
+    try:
+        return conn.execute(sql, params).fetchall()
+    finally:
+        conn.close()
 
 
 def wait_until(

@@ -17,7 +17,6 @@ import queue
 import re
 import resource
 import signal
-import sqlite3
 import subprocess
 import threading
 import time
@@ -29,7 +28,15 @@ import pytest
 
 from agentspool.producer import queuefile
 from tests.daemon.test_worker_faults import proc_stat, status_json, wait_worker_up
-from tests.helpers import AGENTSPOOL, run_cli, run_python, stop_process, wait_until, worker_env
+from tests.helpers import (
+    AGENTSPOOL,
+    run_cli,
+    run_python,
+    stop_process,
+    wait_until,
+    worker_db_rows,
+    worker_env,
+)
 from tests.sqld import Sqld
 
 TMPFS_SIZE = "4m"  # mount -o size=
@@ -319,12 +326,8 @@ EXPECTED = {"early-0": 502, "late-0": 300, "late-1": 300}  # events per session
 
 
 def local_state(spool: Path) -> dict[str, tuple[str, int]]:
-    conn = sqlite3.connect(f"file:{spool / 'worker.db'}?mode=ro", uri=True, timeout=5)
-    try:
-        rows = conn.execute("SELECT session_id, sync_state, event_count FROM session_state")
-        return {sid: (state, count) for sid, state, count in rows}
-    finally:
-        conn.close()
+    rows = worker_db_rows(spool, "SELECT session_id, sync_state, event_count FROM session_state")
+    return {sid: (state, count) for sid, state, count in rows}
 
 
 def queued_items(spool: Path) -> int:

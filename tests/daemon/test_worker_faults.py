@@ -25,6 +25,7 @@ from tests.helpers import (
     start_worker,
     stop_process,
     wait_until,
+    worker_db_rows,
     worker_env,
 )
 from tests.sqld import Sqld, eddsa_jwt, start_auth_sqld
@@ -267,9 +268,7 @@ def test_invalid_items_are_dead_lettered_and_never_executed(
     assert report["sessions"]["synced"] == 2
     assert report["sessions"]["pending"] == report["sessions"]["failed"] == 0
 
-    state = sqlite3.connect(f"file:{spool / 'worker.db'}?mode=ro", uri=True)
-    stored = state.execute("SELECT data, reason FROM dead_letters").fetchall()
-    state.close()
+    stored = worker_db_rows(spool, "SELECT data, reason FROM dead_letters")
     assert sorted(bytes(d) for d, _ in stored) == sorted(bad)  # kept verbatim, inert
     assert all(reason for _, reason in stored)
     reasons = " | ".join(r for _, r in stored)
@@ -599,11 +598,7 @@ def test_stopped_database_retries_and_producers_stay_fast(spool: Path, sqld: Sql
         wait_until(lambda: status_json(env)["sessions"]["pending"] == 3, 20, "the latency session")
 
         def most_attempts() -> int:
-            conn = sqlite3.connect(f"file:{spool / 'worker.db'}?mode=ro", uri=True, timeout=5)
-            try:
-                return int(conn.execute("SELECT max(attempts) FROM session_state").fetchone()[0])
-            finally:
-                conn.close()
+            return int(worker_db_rows(spool, "SELECT max(attempts) FROM session_state")[0][0])
 
         # It keeps retrying (backoff capped at 0.5 s; a busy machine may take longer).
         wait_until(lambda: most_attempts() >= 2, 30, "a second sync attempt", interval=0.2)

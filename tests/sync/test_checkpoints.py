@@ -8,7 +8,6 @@ requests go through the counting/fault proxy where the test needs it.
 from __future__ import annotations
 
 import re
-import sqlite3
 import subprocess
 import sys
 import time
@@ -19,7 +18,7 @@ from typing import Any
 import pytest
 
 from tests.daemon.test_worker_faults import wait_worker_up
-from tests.helpers import stop_process, wait_until, worker_env
+from tests.helpers import stop_process, wait_until, worker_db_rows, worker_env
 from tests.proxy import FaultProxy
 from tests.sqld import Sqld
 from tests.sync.test_network_faults import HalfLandedWatch, start_logged_worker
@@ -158,15 +157,12 @@ def test_an_open_session_is_visible_running_grows_and_completes(
 
 def checkpoint_recorded(spool: Path, session_id: str = SESSION) -> bool:
     """worker.db says everything the worker has seen of the session is checkpointed."""
-    conn = sqlite3.connect(f"file:{spool / 'worker.db'}?mode=ro", uri=True, timeout=5)
-    try:
-        row = conn.execute(
-            "SELECT seen_at, checkpointed_at FROM session_state WHERE session_id = ?",
-            (session_id,),
-        ).fetchone()
-    finally:
-        conn.close()
-    return row is not None and row[1] >= row[0]
+    rows = worker_db_rows(
+        spool,
+        "SELECT seen_at, checkpointed_at FROM session_state WHERE session_id = ?",
+        (session_id,),
+    )
+    return bool(rows) and rows[0][1] >= rows[0][0]
 
 
 def test_checkpoints_survive_a_worker_kill_9_exactly_once(

@@ -17,7 +17,6 @@ import json
 import os
 import random
 import re
-import sqlite3
 import subprocess
 import threading
 import time
@@ -30,7 +29,15 @@ from typing import Any
 import pytest
 
 from tests.daemon.test_worker_faults import status_json, timed_status, wait_worker_up
-from tests.helpers import AGENTSPOOL, finish, run_python, stop_process, wait_until, worker_env
+from tests.helpers import (
+    AGENTSPOOL,
+    finish,
+    run_python,
+    stop_process,
+    wait_until,
+    worker_db_rows,
+    worker_env,
+)
 from tests.proxy import FaultProxy
 from tests.sqld import Sqld
 
@@ -202,11 +209,7 @@ def running_worker(
 
 
 def sync_attempts(spool: Path) -> dict[str, int]:
-    conn = sqlite3.connect(f"file:{spool / 'worker.db'}?mode=ro", uri=True, timeout=5)
-    try:
-        return dict(conn.execute("SELECT session_id, attempts FROM session_state"))
-    finally:
-        conn.close()
+    return dict(worker_db_rows(spool, "SELECT session_id, attempts FROM session_state"))
 
 
 def batch_seconds(log_text: str) -> list[float]:
@@ -483,9 +486,5 @@ def test_stalled_network_hits_the_sync_deadline_and_the_worker_goes_on(
 
 
 def _pending_or_synced(spool: Path, session_ids: list[str]) -> bool:
-    conn = sqlite3.connect(f"file:{spool / 'worker.db'}?mode=ro", uri=True, timeout=5)
-    try:
-        states = dict(conn.execute("SELECT session_id, sync_state FROM session_state"))
-    finally:
-        conn.close()
+    states = dict(worker_db_rows(spool, "SELECT session_id, sync_state FROM session_state"))
     return all(states.get(sid) in ("pending", "synced") for sid in session_ids)
