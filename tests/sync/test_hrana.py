@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -34,9 +35,15 @@ def test_integers_travel_as_strings_and_nan_as_null() -> None:
     assert hrana.encode_value(float("nan")) == {"type": "null"}
 
 
+def steps_of(body: bytes) -> list[dict[str, Any]]:
+    steps: list[dict[str, Any]] = json.loads(body)["requests"][0]["batch"]["steps"]
+    return steps
+
+
 def test_an_atomic_batch_is_conditioned_step_by_step() -> None:
-    batch = hrana.atomic_batch([("INSERT 1", ()), ("INSERT 2", (5,))])
-    steps = batch["steps"]
+    body = hrana.atomic_batch_body([("INSERT 1", ()), ("INSERT 2", (5,))])
+    assert json.loads(body)["requests"][1] == {"type": "close"}
+    steps = steps_of(body)
     assert [s["stmt"]["sql"] for s in steps] == [
         "BEGIN IMMEDIATE", "INSERT 1", "INSERT 2", "COMMIT", "ROLLBACK",
     ]  # fmt: skip
@@ -51,8 +58,27 @@ def test_an_atomic_batch_is_conditioned_step_by_step() -> None:
 
 
 def reference_body(statements: list[hrana.Statement]) -> bytes:
-    """What the pipeline body is by definition: json.dumps of the request dicts."""
-    requests = [{"type": "batch", "batch": hrana.atomic_batch(statements)}, {"type": "close"}]
+    """The batch as @libsql/client's batch() builds it, from dicts, through json.dumps:
+    what atomic_batch_body must write."""
+    steps: list[dict[str, Any]] = [{"stmt": hrana.statement("BEGIN IMMEDIATE")}]
+    for sql, args in statements:
+        steps.append(
+            {
+                "stmt": hrana.statement(sql, args),
+                "condition": {"type": "ok", "step": len(steps) - 1},
+            }
+        )
+    commit = len(steps)
+    steps.append(
+        {"stmt": hrana.statement("COMMIT"), "condition": {"type": "ok", "step": commit - 1}}
+    )
+    steps.append(
+        {
+            "stmt": hrana.statement("ROLLBACK"),
+            "condition": {"type": "not", "cond": {"type": "ok", "step": commit}},
+        }
+    )
+    requests = [{"type": "batch", "batch": {"steps": steps}}, {"type": "close"}]
     body = {"baton": None, "requests": requests}
     return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
 
@@ -92,7 +118,7 @@ def test_the_direct_batch_encoder_on_awkward_text() -> None:
     ]
     body = hrana.atomic_batch_body(statements)
     assert body == reference_body(statements)
-    decoded = json.loads(body)["requests"][0]["batch"]["steps"]
+    decoded = steps_of(body)
     assert [hrana.decode_value(s["stmt"]["args"][0]) for s in decoded[1:-2]] == texts
     with pytest.raises(TypeError):
         hrana.atomic_batch_body([("INSERT", (object(),))])

@@ -2,12 +2,10 @@
 
 One ``POST <base>/v2/pipeline`` carries a list of requests (``execute``, ``batch``,
 ``close``) and returns one result per request. A ``batch`` runs its steps in order,
-each step guarded by a condition on earlier steps; ``atomic_batch`` builds the steps
-the way ``@libsql/client``'s ``batch()`` does, so the whole batch commits or none of
-it does, and the write lock is held only while the server runs it, never across a
-network round trip (Hrana spec; verified against sqld 0.24.32, DESIGN.md).
-``atomic_batch_body`` writes the same batch straight to the request's JSON text: the
-path every sync batch takes.
+each step guarded by a condition on earlier steps; ``atomic_batch_body`` writes the
+steps the way ``@libsql/client``'s ``batch()`` builds them, so the whole batch commits
+or none of it does, and the write lock is held only while the server runs it, never
+across a network round trip (Hrana spec; verified against sqld 0.24.32, DESIGN.md).
 
 Why not the ``libsql`` package: it sends two HTTP requests per ``execute``, has no
 batch call, holds the GIL while it waits and has no client-side timeout. httpx has
@@ -138,54 +136,16 @@ def statement(sql: str, args: Sequence[Any] = (), *, want_rows: bool = False) ->
     return {"sql": sql, "args": [encode_value(a) for a in args], "want_rows": want_rows}
 
 
-def atomic_batch(statements: Sequence[Statement]) -> dict[str, Any]:
-    """Steps: BEGIN IMMEDIATE, each statement only if the step before it succeeded,
-    COMMIT only if the last statement did, and ROLLBACK unless the COMMIT succeeded.
-    Statement ``i`` is step ``i + 1``."""
-    steps: list[dict[str, Any]] = [{"stmt": statement("BEGIN IMMEDIATE")}]
-    for sql, args in statements:
-        steps.append(
-            {"stmt": statement(sql, args), "condition": {"type": "ok", "step": len(steps) - 1}}
-        )
-    commit = len(steps)
-    steps.append({"stmt": statement("COMMIT"), "condition": {"type": "ok", "step": commit - 1}})
-    steps.append(
-        {
-            "stmt": statement("ROLLBACK"),
-            "condition": {"type": "not", "cond": {"type": "ok", "step": commit}},
-        }
-    )
-    return {"steps": steps}
-
-
-# The same batch, written straight to JSON text. A 4 MiB batch has tens of thousands
-# of arguments: a dict for each, then json.dumps of the lot, took ~50 ms for a 5.9 MB
-# batch on the sender thread (holding the interpreter lock the drain needs); writing
-# the text in pieces, the strings through json's C string encoder, takes ~20 ms.
-# tests/sync/test_hrana.py checks it is byte for byte what json.dumps makes of
-# atomic_batch().
+# An atomic batch, written straight to JSON text. A 4 MiB batch has tens of thousands
+# of arguments: a dict for each (``statement``), then json.dumps of the lot, took ~50
+# ms for a 5.9 MB batch on the sender thread (holding the interpreter lock the drain
+# needs); writing the text in pieces, the strings through json's C string encoder,
+# takes ~20 ms. tests/sync/test_hrana.py holds it, byte for byte, to json.dumps of
+# the same batch built from dicts.
 _json_string = json.encoder.encode_basestring  # ensure_ascii=False, the C version
 _NULL = '{"type":"null"}'
 _TEXT = '{"type":"text","value":'
 _INTEGER = '{"type":"integer","value":"'
-
-
-def _value_json(value: Any) -> str:
-    """One argument's JSON (any type encode_value takes; the common ones are inlined
-    in _write_statement)."""
-    if isinstance(value, str):
-        return _TEXT + _json_string(value) + "}"
-    if value is None:
-        return _NULL
-    if isinstance(value, bool):
-        return _INTEGER + str(int(value)) + '"}'
-    if isinstance(value, int):
-        return _INTEGER + str(value) + '"}'
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            return _NULL
-        return '{"type":"float","value":' + float.__repr__(value) + "}"
-    return json.dumps(encode_value(value), separators=(",", ":"))  # blobs; raises on others
 
 
 def _write_statement(out: list[str], sql: str, args: Sequence[Any]) -> None:
@@ -203,15 +163,23 @@ def _write_statement(out: list[str], sql: str, args: Sequence[Any]) -> None:
             append("}")
         elif kind is int:
             append(separator + _INTEGER + str(value) + '"}')
-        else:
-            append(separator + _value_json(value))
+        elif value is None:
+            append(separator + _NULL)
+        else:  # floats, booleans, blobs: encode_value's rules (and its TypeError)
+            append(
+                separator
+                + json.dumps(encode_value(value), ensure_ascii=False, separators=(",", ":"))
+            )
         separator = ","
     append('],"want_rows":false}')
 
 
 def atomic_batch_body(statements: Sequence[Statement]) -> bytes:
-    """The pipeline request body of ``atomic_batch(statements)`` and a close, as
-    ``json.dumps`` would write it (compact, not ASCII-escaped), UTF-8 encoded."""
+    """The pipeline request body (compact JSON, UTF-8) of one atomic batch and a close.
+
+    Steps: BEGIN IMMEDIATE, each statement only if the step before it succeeded,
+    COMMIT only if the last statement did, and ROLLBACK unless the COMMIT succeeded.
+    Statement ``i`` is step ``i + 1``."""
     out = ['{"baton":null,"requests":[{"type":"batch","batch":{"steps":[{"stmt":']
     _write_statement(out, "BEGIN IMMEDIATE", ())
     for step, (sql, args) in enumerate(statements, start=1):
