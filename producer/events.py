@@ -57,7 +57,9 @@ REQUIRED_FIELDS: Final[dict[str, dict[str, Any]]] = {
 
 # Optional fields and the types they may have when present and not null.
 OPTIONAL_FIELDS: Final[dict[str, dict[str, Any]]] = {
-    SESSION_START: {"metadata": dict, "host": str, "pid": int},
+    # parent_id: the session that started this one (a subagent's parent); model: the
+    # model the session runs, when the producer knows it at the start.
+    SESSION_START: {"metadata": dict, "host": str, "pid": int, "parent_id": str, "model": str},
     MESSAGE: {"content": object, "metadata": dict},
     TOOL_STARTED: {"input": object, "started_at": (int, float)},
     TOOL_FINISHED: {
@@ -130,6 +132,10 @@ def validate(event: object) -> dict[str, Any]:
         _check_field(event, name, types, required=True)
     for name, types in OPTIONAL_FIELDS[kind].items():
         _check_field(event, name, types, required=False)
+    parent_id = event.get("parent_id")
+    if parent_id is not None and kind == SESSION_START:
+        if not parent_id or len(parent_id) > MAX_SESSION_ID_LENGTH:
+            raise InvalidEvent("parent_id must be 1 to 200 characters (a session id)")
     for name in TIME_FIELDS:
         value = event.get(name)
         if value is not None and name in OPTIONAL_FIELDS[kind] and not 0 <= value < MAX_TS:

@@ -33,20 +33,32 @@ class Session:
         agent: str,
         session_id: str | None,
         metadata: dict[str, Any] | None,
+        *,
+        parent_id: str | None = None,
+        model: str | None = None,
+        resume: bool = False,
     ) -> None:
         self.spool = spool
         self.id = str(session_id) if session_id else uuid.uuid4().hex
         self.agent = str(agent)
-        self._seq = itertools.count()
         # call_id -> (perf_counter, time.time() at the start, the caller's started_at)
         self._tool_starts: dict[str, tuple[float, float, float | None]] = {}
         self._ended = False
+        if resume:
+            # Going on with a session whose earlier events (seq 0, 1, 2, ...) another
+            # process wrote: this one cannot know their count, so its events take seqs
+            # from a range of their own, above any earlier one's (see resume_seq_base).
+            self._seq = itertools.count(resume_seq_base())
+            return
+        self._seq = itertools.count()
+        known = {"parent_id": parent_id, "model": model}
         self._emit(
             events.SESSION_START,
             agent=self.agent,
             metadata=metadata,
             host=socket.gethostname(),
             pid=os.getpid(),
+            **{name: str(value) for name, value in known.items() if value is not None},
         )
 
     def _emit(self, kind: str, **fields: Any) -> None:
@@ -67,16 +79,18 @@ class Session:
         metadata: dict[str, Any] | None = None,
         *,
         model: str | None = None,
-        usage: Mapping[str, Any] | None = None,
+        usage: Any = None,
+        cost_usd: float | None = None,
     ) -> None:
         """Record a message (``content`` is any JSON value: text or structured parts).
 
-        ``model`` and ``usage`` (token counts such as ``{"input_tokens": 812,
-        "output_tokens": 64}``) go into the message's metadata; the worker sums every
-        message's usage into the session's metadata when the session ends."""
+        ``model``, ``usage`` (the provider's usage object as it came, e.g. Anthropic's
+        or OpenAI's ``usage``: the worker maps its keys, agentspool.producer.usage) and
+        ``cost_usd`` go into the message's metadata; the worker fills the message's
+        model and token columns from them and sums them into the session's."""
         meta = _dict_or_none(metadata)
-        if model is not None or usage is not None:
-            meta = _with_model_and_usage(meta, model, usage)
+        if model is not None or usage is not None or cost_usd is not None:
+            meta = _with_model_and_usage(meta, model, usage, cost_usd)
         self._emit(events.MESSAGE, role=str(role), content=content, metadata=meta)
 
     def tool_started(
@@ -231,17 +245,40 @@ def _end_of(exc_info: tuple[Any, ...]) -> tuple[str, str | None]:
 
 
 def _with_model_and_usage(
-    metadata: dict[str, Any] | None, model: Any, usage: Any
+    metadata: dict[str, Any] | None, model: Any, usage: Any, cost_usd: Any = None
 ) -> dict[str, Any]:
     meta = dict(metadata or {})
     try:
         if model is not None:
             meta["model"] = str(model)
         if usage is not None:
-            meta["usage"] = dict(usage) if isinstance(usage, Mapping) else usage
+            meta["usage"] = _plain_usage(usage)
+        if cost_usd is not None:
+            meta["cost_usd"] = float(cost_usd)
     except Exception:
         pass  # never into the agent: the message is kept without them
     return meta
+
+
+def _plain_usage(usage: Any) -> Any:
+    """A usage object as plain JSON: a dict as it is, an SDK's object (pydantic) dumped."""
+    if isinstance(usage, Mapping):
+        return dict(usage)
+    dump = getattr(usage, "model_dump", None)
+    if callable(dump):
+        return dump(mode="json", exclude_none=True)
+    return usage
+
+
+# Seqs of a resumed session's events: milliseconds since the epoch shifted past 2**19
+# events, so a later resume starts above every earlier one (unless one resume wrote
+# more than 524,288 events within a millisecond of the next) and stays below MAX_SEQ
+# until the year 2248. The worker allows gaps; it orders a session's rows by seq.
+RESUME_SEQ_SHIFT = 19
+
+
+def resume_seq_base() -> int:
+    return int(time.time() * 1000) << RESUME_SEQ_SHIFT
 
 
 def _time_or_none(value: Any) -> float | None:

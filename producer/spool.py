@@ -147,9 +147,20 @@ class Spool:
         agent: str,
         session_id: str | None = None,
         metadata: dict[str, Any] | None = None,
+        *,
+        parent_id: str | None = None,
+        model: str | None = None,
+        resume: bool = False,
     ) -> Session:
-        """Start a session: emits its ``session_start`` event and returns it."""
-        return Session(self, agent, session_id, metadata)
+        """Start a session: emits its ``session_start`` event and returns it.
+
+        ``parent_id`` names the session that started this one (a subagent's parent);
+        ``model`` the model it runs, when known at the start. ``resume=True`` goes on
+        with an existing session (``session_id``) that may have ended already: no new
+        start is emitted, and the next ``end()`` moves its end (docs/EVENTS.md)."""
+        return Session(
+            self, agent, session_id, metadata, parent_id=parent_id, model=model, resume=resume
+        )
 
     def _emit(self, event: dict[str, Any]) -> None:
         """Hand one event to the writer. Never blocks, never raises."""

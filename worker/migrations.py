@@ -7,6 +7,15 @@ batch (the remote database, one request each). Each migration and its
 ``schema_version`` row commit in one transaction; the version check is repeated
 inside that transaction (after ``BEGIN IMMEDIATE`` has taken the write lock), so two
 processes migrating at once apply each migration exactly once.
+
+Compatibility with newer versions: each migration file may say, in a
+``-- compatible_from: N`` line, the oldest schema version a worker must know to go on
+writing to a database at that version (an additive migration -- nullable columns,
+indexes, new tables -- leaves older workers working, because every statement they
+send names its columns). The line is recorded in the version's ``schema_version`` row
+(column ``compatible_from``, from version 2 on). A worker that meets versions it does
+not know goes on when every one of them declares it compatible, and stops with
+``SchemaError`` otherwise (no line: a version only workers that know it can write).
 """
 
 from __future__ import annotations
@@ -23,6 +32,10 @@ from typing import Any, Protocol
 from agentspool.producer.transaction import transaction
 
 _MIGRATION_NAME = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
+_COMPATIBLE_FROM = re.compile(r"^--\s*compatible_from:\s*(\d+)\s*$", re.MULTILINE)
+# The schema version that added ``schema_version.compatible_from``: rows of this
+# version and later record it.
+COMPATIBILITY_COLUMN_SINCE = 2
 
 
 class Connection(Protocol):
@@ -34,6 +47,7 @@ class Migration:
     version: int
     name: str
     statements: list[str]
+    compatible_from: int | None = None  # None: only workers that know this version
 
 
 class SchemaError(RuntimeError):
@@ -46,8 +60,15 @@ def available_migrations() -> tuple[Migration, ...]:
     for entry in resources.files("agentspool.schema").iterdir():
         match = _MIGRATION_NAME.match(entry.name)
         if match:
+            text = entry.read_text()
+            compatible = _COMPATIBLE_FROM.search(text)
             found.append(
-                Migration(int(match.group(1)), entry.name, split_statements(entry.read_text()))
+                Migration(
+                    int(match.group(1)),
+                    entry.name,
+                    split_statements(text),
+                    int(compatible.group(1)) if compatible else None,
+                )
             )
     return tuple(sorted(found, key=lambda m: m.version))
 
@@ -63,15 +84,38 @@ def split_statements(sql: str) -> list[str]:
     return [p.strip() for p in parts if p.strip()]
 
 
-def applied_versions(conn: Connection) -> set[int]:
-    rows = conn.execute("SELECT version FROM schema_version").fetchall()
-    return {int(r[0]) for r in rows}
+# version -> compatible_from (None where the row has none) of every applied migration
+AppliedVersions = dict[int, int | None]
+
+
+def applied_versions(conn: Connection) -> AppliedVersions:
+    try:
+        rows = conn.execute("SELECT version, compatible_from FROM schema_version").fetchall()
+    except Exception as exc:
+        if "no such column" not in str(exc).lower():
+            raise
+        rows = [(r[0], None) for r in conn.execute("SELECT version FROM schema_version").fetchall()]
+    return {int(r[0]): None if r[1] is None else int(r[1]) for r in rows}
 
 
 def pending_migrations(conn: Connection) -> list[Migration]:
     _ensure_version_table(conn)
     done = applied_versions(conn)
     return [m for m in available_migrations() if m.version not in done]
+
+
+def version_row(migration: Migration) -> tuple[str, tuple[Any, ...]]:
+    """The ``schema_version`` row that records ``migration`` (in its transaction)."""
+    applied_at = datetime.now(UTC).isoformat(timespec="milliseconds")
+    if migration.version < COMPATIBILITY_COLUMN_SINCE:
+        return (
+            "INSERT INTO schema_version (version, applied_at) VALUES (?, ?)",
+            (migration.version, applied_at),
+        )
+    return (
+        "INSERT INTO schema_version (version, applied_at, compatible_from) VALUES (?, ?, ?)",
+        (migration.version, applied_at, migration.compatible_from),
+    )
 
 
 def migrate(conn: sqlite3.Connection) -> list[int]:
@@ -84,7 +128,7 @@ def migrate(conn: sqlite3.Connection) -> list[int]:
         if "no such table" not in str(exc).lower():
             raise
         _ensure_version_table(conn)
-        done = set()
+        done = {}
     applied = []
     for migration in _to_apply(done):
         with transaction(conn):
@@ -92,55 +136,57 @@ def migrate(conn: sqlite3.Connection) -> list[int]:
                 continue  # (an empty transaction: committing it changes nothing)
             for statement in migration.statements:
                 conn.execute(statement)
-            conn.execute(
-                "INSERT INTO schema_version (version, applied_at) VALUES (?, ?)",
-                (migration.version, datetime.now(UTC).isoformat(timespec="milliseconds")),
-            )
+            conn.execute(*version_row(migration))
         applied.append(migration.version)
     return applied
 
 
 def migrate_atomically(
     run_atomic: Callable[[list[tuple[str, Sequence[Any]]]], None],
-    applied_versions: Callable[[], set[int]],
+    applied_versions: Callable[[], AppliedVersions],
 ) -> list[int]:
-    """Apply every pending migration as one atomic batch each (for a remote database:
-    one request per migration, instead of a round trip per statement). A batch that
-    fails because another process applied the migration first (its schema_version row
-    conflicts) is not an error. Returns the versions this call applied."""
+    """Apply every pending migration in one atomic batch (for a remote database: one
+    request, instead of a round trip per statement), each with its ``schema_version``
+    row. A batch that fails because another process applied some of them first (a
+    conflicting version row, a column that exists) is not an error: what is still
+    pending is tried again. Returns the versions this call applied."""
     done = applied_versions()
-    applied = []
-    for migration in _to_apply(done):
+    for _ in range(len(available_migrations()) + 1):  # each retry means progress elsewhere
+        pending = _to_apply(done)
+        if not pending:
+            return []
         statements: list[tuple[str, Sequence[Any]]] = [(VERSION_TABLE, ())]
-        statements += [(s, ()) for s in migration.statements]
-        statements.append(
-            (
-                "INSERT INTO schema_version (version, applied_at) VALUES (?, ?)",
-                (migration.version, datetime.now(UTC).isoformat(timespec="milliseconds")),
-            )
-        )
+        for migration in pending:
+            statements += [(s, ()) for s in migration.statements]
+            statements.append(version_row(migration))
         try:
             run_atomic(statements)
         except Exception:
-            if migration.version in applied_versions():  # another process won the race
-                continue
-            raise
-        applied.append(migration.version)
-    return applied
+            now_done = applied_versions()
+            if set(now_done) == set(done):  # nobody else migrated: a real failure
+                raise
+            done = now_done  # another process won the race for some of them
+            continue
+        return [m.version for m in pending]
+    raise SchemaError("the schema kept changing while it was being migrated")
 
 
 VERSION_TABLE = "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)"
 
 
-def _to_apply(done: set[int]) -> list[Migration]:
-    """The migrations not yet in ``done``, in order; refuses a database whose schema is
-    newer than this agentspool knows."""
+def _to_apply(done: AppliedVersions) -> list[Migration]:
+    """The migrations not yet in ``done``, in order; refuses a database at a newer
+    version unless every version it does not know declares this one compatible."""
     newest_known = latest_version()
-    if done and max(done) > newest_known:
-        raise SchemaError(
-            f"database schema version {max(done)} is newer than this agentspool "
-            f"(knows up to {newest_known}); upgrade agentspool"
-        )
+    for version in sorted(done, reverse=True):
+        if version <= newest_known:
+            break
+        compatible_from = done[version]
+        if compatible_from is None or compatible_from > newest_known:
+            raise SchemaError(
+                f"database schema version {version} is newer than this agentspool "
+                f"(knows up to {newest_known}) and not compatible with it; upgrade agentspool"
+            )
     return [m for m in available_migrations() if m.version not in done]
 
 

@@ -245,15 +245,18 @@ def test_a_replayed_event_is_ignored_and_a_conflicting_one_dead_lettered() -> No
         )
 
 
-def test_a_second_session_end_is_dead_lettered_and_the_first_decides() -> None:
+def test_a_later_session_end_decides_and_an_earlier_one_arriving_late_does_not() -> None:
     with fuzz_spool() as spool:
         spool.put(*good_session("s1", messages=1))  # ends "completed" at seq 2
-        (second,) = spool.put(raw(event(ev.SESSION_END, 3, "s1", status="error", error="late")))
+        spool.put(raw(event(ev.SESSION_END, 4, "s1", status="error", error="went on, failed")))
+        spool.put(raw(event(ev.SESSION_END, 3, "s1", status="completed")))  # late, older
         outcome = spool.drain()
-        assert set(outcome.dead) == {second}
-        assert "already ended" in outcome.dead[second][1]
+        assert outcome.dead == {} and outcome.left == 0
         conn = spool.replica("s1")
-        assert conn.execute("SELECT status, error FROM sessions").fetchone() == ("completed", None)
+        assert conn.execute("SELECT status, error FROM sessions").fetchone() == (
+            "error",
+            "went on, failed",
+        )
 
 
 def test_tool_finished_without_tool_started_records_the_outcome() -> None:

@@ -111,7 +111,7 @@ def test_many_sessions_share_a_batch_until_the_bound(spool: Path) -> None:
         replica.apply([events.start(), events.message(1, "user", "y" * 1000), events.end(2)])
         replica.close()
     visited: dict[str, str] = {}
-    batch = build_batch([_cursor(spool, s, ended=True) for s in ids], max_bytes=10_000,
+    batch = build_batch([_cursor(spool, s, ended=True) for s in ids], max_bytes=11_000,
                         visited=visited)  # fmt: skip
     assert batch is not None
     assert 3 <= len(batch.parts) < 30

@@ -18,7 +18,11 @@ from tests.helpers import wait_until
 from tests.sqld import Sqld
 
 TABLES = {"sessions", "messages", "tool_executions", "schema_version"}
+ALL = [m.version for m in migrations.available_migrations()]  # [1, 2, ...]
+LATEST = ALL[-1]
 INDEXES = {
+    "sessions_by_parent",
+    "sessions_by_model_started",
     "sessions_by_agent_started",
     "sessions_by_status_started",
     "sessions_by_started",
@@ -62,11 +66,11 @@ def test_available_migrations_start_at_one() -> None:
 
 
 def test_migrate_empty_db_creates_schema(conn: sqlite3.Connection) -> None:
-    assert migrate(conn) == [1]
+    assert migrate(conn) == ALL
     assert names(conn, "table") == TABLES
     assert names(conn, "index") == INDEXES
     rows = conn.execute("SELECT version, applied_at FROM schema_version").fetchall()
-    assert [r[0] for r in rows] == [1]
+    assert [r[0] for r in rows] == ALL
     assert rows[0][1].startswith("20")  # ISO-8601 timestamp
     assert not conn.in_transaction
     # The tables are usable and enforce their constraints.
@@ -80,9 +84,9 @@ def test_migrate_empty_db_creates_schema(conn: sqlite3.Connection) -> None:
 
 
 def test_migrate_twice_is_harmless(conn: sqlite3.Connection) -> None:
-    assert migrate(conn) == [1]
+    assert migrate(conn) == ALL
     assert migrate(conn) == []
-    assert conn.execute("SELECT count(*) FROM schema_version").fetchone()[0] == 1
+    assert conn.execute("SELECT count(*) FROM schema_version").fetchone()[0] == len(ALL)
     assert migrations.pending_migrations(conn) == []
 
 
@@ -90,16 +94,16 @@ def test_migrate_from_a_second_connection(tmp_path: Path) -> None:
     first = connect(tmp_path / "db.sqlite")
     second = connect(tmp_path / "db.sqlite")
     try:
-        assert migrate(first) == [1]
+        assert migrate(first) == ALL
         assert migrate(second) == []
-        assert second.execute("SELECT count(*) FROM schema_version").fetchone()[0] == 1
+        assert second.execute("SELECT count(*) FROM schema_version").fetchone()[0] == len(ALL)
     finally:
         first.close()
         second.close()
 
 
 def test_newer_schema_raises_schema_error(conn: sqlite3.Connection) -> None:
-    assert migrate(conn) == [1]
+    assert migrate(conn) == ALL
     conn.execute("INSERT INTO schema_version (version, applied_at) VALUES (999, 'x')")
     with pytest.raises(SchemaError, match="999"):
         migrate(conn)
@@ -117,19 +121,21 @@ def test_newer_schema_on_otherwise_empty_db_raises(conn: sqlite3.Connection) -> 
 def test_failed_migration_rolls_back_whole(
     conn: sqlite3.Connection, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    assert migrate(conn) == [1]
-    broken = Migration(2, "002_broken.sql", ["CREATE TABLE half_done (a)", "NOT VALID SQL"])
+    assert migrate(conn) == ALL
+    broken = Migration(
+        LATEST + 1, "00x_broken.sql", ["CREATE TABLE half_done (a)", "NOT VALID SQL"]
+    )
     real = migrations.available_migrations()
     monkeypatch.setattr(migrations, "available_migrations", lambda: [*real, broken])
     with pytest.raises(sqlite3.OperationalError):
         migrate(conn)
     assert not conn.in_transaction
     assert "half_done" not in names(conn, "table")
-    assert [r[0] for r in conn.execute("SELECT version FROM schema_version")] == [1]
+    assert [r[0] for r in conn.execute("SELECT version FROM schema_version")] == ALL
 
 
 def test_pending_migrations_on_empty_db(conn: sqlite3.Connection) -> None:
-    assert [m.version for m in migrations.pending_migrations(conn)] == [1]
+    assert [m.version for m in migrations.pending_migrations(conn)] == ALL
     assert "sessions" not in names(conn, "table")
 
 
@@ -179,12 +185,12 @@ def test_concurrent_processes_apply_each_migration_once(tmp_path: Path) -> None:
             if p.poll() is None:
                 p.kill()
                 p.wait(timeout=10)
-    assert sorted(outputs) == ["[1]"] + ["[]"] * (count - 1)
+    assert sorted(outputs) == sorted(["[]"] * (count - 1) + [str(ALL)])
     check = connect(db)
     try:
         assert check.execute(
             "SELECT version, count(*) FROM schema_version GROUP BY version"
-        ).fetchall() == [(1, 1)]
+        ).fetchall() == [(v, 1) for v in ALL]
         assert names(check, "table") == TABLES
         assert names(check, "index") == INDEXES
     finally:
@@ -246,8 +252,8 @@ def test_split_statements_cases(sql: str, expected: list[str]) -> None:
 
 def test_migrate_real_sqld_over_hrana(sqld: Sqld) -> None:
     with open_database(sqld.url, None, timeout=30) as db:
-        assert db.ensure_schema() == [1]
-        assert db.schema_plan()[0] == [1] and not db.schema_plan()[1]
+        assert db.ensure_schema() == ALL
+        assert db.schema_plan()[0] == ALL and not db.schema_plan()[1]
     tables = {
         r[0]
         for r in sqld.query(
@@ -257,10 +263,10 @@ def test_migrate_real_sqld_over_hrana(sqld: Sqld) -> None:
     assert TABLES <= tables
     indexes = {r[0] for r in sqld.query("SELECT name FROM sqlite_master WHERE type = 'index'")}
     assert INDEXES <= indexes
-    assert sqld.query("SELECT version FROM schema_version") == [[1]]
+    assert sqld.query("SELECT version FROM schema_version ORDER BY version") == [[v] for v in ALL]
     with open_database(sqld.url, None, timeout=30) as db:
         assert db.ensure_schema() == []
-    assert sqld.scalar("SELECT count(*) FROM schema_version") == 1
+    assert sqld.scalar("SELECT count(*) FROM schema_version") == len(ALL)
     assert "libsql" not in sys.modules
 
 
@@ -276,5 +282,5 @@ def test_two_processes_migrating_sqld_at_once_apply_it_once(sqld: Sqld) -> None:
     outputs = [p.communicate(timeout=120)[0] for p in procs]
     assert all(p.returncode == 0 for p in procs), outputs
     applied = [line for out in outputs for line in out.splitlines() if line.startswith("APPLIED")]
-    assert sorted(applied) == sorted(["APPLIED []"] * 3 + ["APPLIED [1]"])
-    assert sqld.scalar("SELECT count(*) FROM schema_version") == 1
+    assert sorted(applied) == sorted(["APPLIED []"] * 3 + [f"APPLIED {ALL}"])
+    assert sqld.scalar("SELECT count(*) FROM schema_version") == len(ALL)

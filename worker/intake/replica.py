@@ -24,6 +24,14 @@ from typing import Any
 from agentspool.producer import events as ev
 from agentspool.producer.transaction import transaction
 from agentspool.worker import migrations
+from agentspool.worker.intake.accounting import (
+    ACCOUNTING_COLUMNS,
+    MODEL_KEY,
+    USAGE_KEY,
+    accounting_of,
+    fill_accounting_columns,
+    sum_usage_into_metadata,
+)
 
 REPLICAS_DIRNAME = "replicas"
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,119}$")
@@ -114,12 +122,6 @@ ABANDONED_ERROR = "the producer process ended without ending the session"
 TOOL_OPEN_AT_END_ERROR = "the session ended before the tool call finished"
 TOOL_OPEN_AT_ABANDON_ERROR = "the session was abandoned before the tool finished"
 
-# A message's token counts and model, in its metadata (docs/EVENTS.md); summed into
-# the session's metadata under the same names when the session ends.
-USAGE_KEY = "usage"
-MODEL_KEY = "model"
-MODELS_KEY = "models"
-
 
 def replica_path(spool_dir: Path, session_id: str) -> Path:
     """A file name for any session id: the id itself when it is safe, else its hash."""
@@ -182,14 +184,17 @@ class SessionRows:
     tool_executions: list[tuple[Any, ...]]
 
 
-MESSAGE_COLUMNS = ("session_id", "seq", "role", "content", "created_at", "metadata")
+MESSAGE_COLUMNS = (
+    "session_id", "seq", "role", "content", "created_at", "metadata", *ACCOUNTING_COLUMNS,
+)  # fmt: skip
 TOOL_COLUMNS = (
     "session_id", "call_id", "name", "input", "output", "status", "error",
     "started_at", "ended_at", "duration_ms",
 )  # fmt: skip
 SESSION_COLUMNS = (
     "id", "agent", "status", "started_at", "ended_at", "error", "metadata", "host", "pid",
-    "producer_id", "event_count", "message_count", "tool_count",
+    "producer_id", "event_count", "message_count", "tool_count", "parent_id",
+    *ACCOUNTING_COLUMNS,
 )  # fmt: skip
 
 
@@ -204,8 +209,11 @@ class Replica:
         # NORMAL in WAL: a commit survives a crash of the worker; the queue item is
         # acked only after this commit, and replays are harmless.
         self.conn.execute("PRAGMA synchronous=NORMAL")
-        migrations.migrate(self.conn)  # a copy of the template: up to date, one query
+        applied = migrations.migrate(self.conn)  # a copy of the template: one query
         ensure_local_tables(self.conn)
+        if 2 in applied:  # a replica written by a version-1 worker: fill the new columns
+            with transaction(self.conn):
+                fill_accounting_columns(self.conn)
 
     def close(self) -> None:
         self.conn.close()
@@ -230,8 +238,6 @@ class Replica:
         if cur.rowcount == 0:
             self._check_replay(e)
             return False  # a replay
-        if e["type"] == ev.SESSION_END:
-            self._check_first_end(e)
         at = iso(e["ts"])
         kind = e["type"]
         sid = e["session_id"]
@@ -245,27 +251,32 @@ class Replica:
             )
         if kind == ev.SESSION_START:
             self.conn.execute(
-                "INSERT INTO sessions (id, agent, status, started_at, metadata, host, pid, producer_id)"
-                " VALUES (?, ?, 'running', ?, ?, ?, ?, ?)"
+                "INSERT INTO sessions (id, agent, status, started_at, metadata, host, pid,"
+                " producer_id, parent_id, model) VALUES (?, ?, 'running', ?, ?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT (id) DO UPDATE SET agent = excluded.agent,"
                 " started_at = excluded.started_at, metadata = excluded.metadata,"
-                " host = excluded.host, pid = excluded.pid, producer_id = excluded.producer_id",
+                " host = excluded.host, pid = excluded.pid, producer_id = excluded.producer_id,"
+                " parent_id = excluded.parent_id, model = coalesce(excluded.model, model)",
                 (sid, to_text(e["agent"]), at, to_text(e.get("metadata")), e.get("host"),
-                 e.get("pid"), e["producer_id"]),
+                 e.get("pid"), e["producer_id"], to_text(e.get("parent_id")),
+                 to_text(e.get("model"))),
             )  # fmt: skip
             if self._ended(sid):  # arrived after the end: its metadata replaced the totals
-                self._sum_usage_into_session(sid)
+                sum_usage_into_metadata(self.conn, sid)
         elif kind == ev.MESSAGE:
-            self.conn.execute(
-                "INSERT OR IGNORE INTO messages (session_id, seq, role, content, created_at, metadata)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                (sid, e["seq"], to_text(e["role"]), to_text(e.get("content")), at,
-                 to_text(e.get("metadata"))),
-            )  # fmt: skip
             metadata = e.get("metadata")
+            accounting = accounting_of(metadata)
+            inserted = self.conn.execute(
+                f"INSERT OR IGNORE INTO messages ({', '.join(MESSAGE_COLUMNS)})"
+                f" VALUES ({', '.join('?' * len(MESSAGE_COLUMNS))})",
+                (sid, e["seq"], to_text(e["role"]), to_text(e.get("content")), at,
+                 to_text(metadata), *(accounting or (None,) * len(ACCOUNTING_COLUMNS))),
+            ).rowcount  # fmt: skip
+            if inserted and accounting is not None:
+                self._add_to_session_totals(sid, accounting)
             if isinstance(metadata, dict) and (USAGE_KEY in metadata or MODEL_KEY in metadata):
-                if self._ended(sid):  # arrived after the end (another producer): recount
-                    self._sum_usage_into_session(sid)
+                if self._ended_after(sid, e["seq"]):  # a late message of an ended part
+                    sum_usage_into_metadata(self.conn, sid)
         elif kind == ev.TOOL_STARTED:
             self.conn.execute(
                 "INSERT INTO tool_executions (session_id, call_id, name, input, status, started_at)"
@@ -275,7 +286,7 @@ class Replica:
                 (sid, e["call_id"], to_text(e["name"]), to_text(e.get("input")),
                  _when(e, "started_at")),
             )  # fmt: skip
-            if self._ended(sid):  # its start arrived after the session's end
+            if self._ended_after(sid, e["seq"]):  # its start arrived after its session's end
                 self._close_running_tools(sid, at, TOOL_OPEN_AT_END_ERROR)
         elif kind == ev.TOOL_FINISHED:
             error = e.get("error")
@@ -296,21 +307,33 @@ class Replica:
                  _when(e, "ended_at"), e.get("duration_ms")),
             )  # fmt: skip
         elif kind == ev.SESSION_END:
-            self.conn.execute(
-                "UPDATE sessions SET status = ?, ended_at = ?, error = ? WHERE id = ?",
-                (e["status"], at, to_text(e.get("error")), sid),
-            )
-            self._close_running_tools(sid, at, TOOL_OPEN_AT_END_ERROR)
+            # A session may go on after it ended (a resumed agent) and end again: the
+            # end with the highest seq decides its status and end; an earlier end that
+            # arrives after it (from another process) changes neither.
+            earlier_end = self._last_end_seq(excluding=e["seq"])
+            latest = earlier_end is None or e["seq"] > earlier_end
+            if latest:
+                self.conn.execute(
+                    "UPDATE sessions SET status = ?, ended_at = ?, error = ? WHERE id = ?",
+                    (e["status"], at, to_text(e.get("error")), sid),
+                )
+                self._close_running_tools(sid, at, TOOL_OPEN_AT_END_ERROR)
             if e.get("metadata"):
                 # What a producer learns only at the end is merged into the start's
                 # metadata (before the messages' usage is summed into it, which wins);
-                # metadata cut to size is no JSON: kept as is.
+                # the latest end's keys win over an earlier one's; metadata cut to size
+                # is no JSON: kept as is.
+                patch = (
+                    "json_patch(coalesce(metadata, '{}'), ?1)"
+                    if latest
+                    else "json_patch(?1, coalesce(metadata, '{}'))"
+                )
                 self.conn.execute(
-                    "UPDATE sessions SET metadata = json_patch(coalesce(metadata, '{}'), ?1)"
+                    f"UPDATE sessions SET metadata = {patch}"
                     " WHERE id = ?2 AND json_valid(coalesce(metadata, '{}')) AND json_valid(?1)",
                     (to_text(e["metadata"]), sid),
                 )
-            self._sum_usage_into_session(sid)
+            sum_usage_into_metadata(self.conn, sid)
         return True
 
     def _ended(self, session_id: str) -> bool:
@@ -318,6 +341,35 @@ class Replica:
             "SELECT status FROM sessions WHERE id = ?", (session_id,)
         ).fetchone()
         return row is not None and row[0] != "running"
+
+    def _ended_after(self, session_id: str, seq: int) -> bool:
+        """Has the session ended after the event at ``seq`` (a late event of a part
+        that ended, not the first event of a continuation)? Sealing it abandoned counts."""
+        if not self._ended(session_id):
+            return False
+        last_end = self._last_end_seq()
+        return last_end is None or last_end > seq  # sealed without an end: abandoned
+
+    def _last_end_seq(self, excluding: int | None = None) -> int | None:
+        row = self.conn.execute(
+            "SELECT max(seq) FROM applied_events WHERE type = ? AND seq != ?",
+            (ev.SESSION_END, -1 if excluding is None else excluding),
+        ).fetchone()
+        return None if row[0] is None else int(row[0])
+
+    def _add_to_session_totals(self, session_id: str, accounting: tuple[Any, ...]) -> None:
+        """A new message's tokens and cost are added to its session's (NULL stays NULL
+        until some message knows the count); the first model named is the session's."""
+        model, *amounts = accounting
+        sums = ", ".join(
+            f"{c} = CASE WHEN ?{n} IS NULL THEN {c} ELSE coalesce({c}, 0) + ?{n} END"
+            for n, c in enumerate(ACCOUNTING_COLUMNS[1:], start=1)
+        )
+        n = len(amounts)
+        self.conn.execute(
+            f"UPDATE sessions SET {sums}, model = coalesce(model, ?{n + 1}) WHERE id = ?{n + 2}",
+            (*amounts, model, session_id),
+        )
 
     def _close_running_tools(self, session_id: str, ended_at: str | None, error: str) -> None:
         """Tool calls still running are closed: status error, an end time (the
@@ -329,51 +381,6 @@ class Replica:
             "  ELSE max(0.0, (julianday(?) - julianday(started_at)) * 86400000.0) END"
             " WHERE session_id = ? AND status = 'running'",
             (error, ended_at, ended_at, ended_at, session_id),
-        )
-
-    def _sum_usage_into_session(self, session_id: str) -> None:
-        """The session's metadata gets ``usage`` (each token count summed over its
-        messages) and ``models`` (the models named, sorted). Metadata that is not a
-        JSON object (truncated text) is left as it is."""
-        # json_valid first: a message's metadata may be truncated text, not JSON.
-        usage = {
-            key: total
-            for key, total in self.conn.execute(
-                "SELECT u.key, sum(u.value) FROM messages, json_each("
-                " CASE WHEN json_valid(messages.metadata)"
-                "  AND json_type(messages.metadata, '$.usage') = 'object'"
-                "  THEN messages.metadata ELSE '{}' END, '$.usage') AS u"
-                " WHERE messages.session_id = ? AND u.type IN ('integer', 'real')"
-                " GROUP BY u.key ORDER BY u.key",
-                (session_id,),
-            )
-        }
-        models = [
-            row[0]
-            for row in self.conn.execute(
-                "SELECT DISTINCT json_extract(metadata, '$.model') AS m FROM messages"
-                " WHERE session_id = ? AND json_valid(metadata)"
-                " AND json_type(metadata, '$.model') = 'text' ORDER BY m",
-                (session_id,),
-            )
-        ]
-        if not usage and not models:
-            return
-        row = self.conn.execute(
-            "SELECT metadata FROM sessions WHERE id = ?", (session_id,)
-        ).fetchone()
-        try:
-            metadata = {} if row is None or row[0] is None else json.loads(row[0])
-        except ValueError:
-            return
-        if not isinstance(metadata, dict):
-            return
-        if usage:
-            metadata[USAGE_KEY] = usage
-        if models:
-            metadata[MODELS_KEY] = models
-        self.conn.execute(
-            "UPDATE sessions SET metadata = ? WHERE id = ?", (to_text(metadata), session_id)
         )
 
     def _check_replay(self, e: dict[str, Any]) -> None:
@@ -388,17 +395,6 @@ class Replica:
                 f" ({row[0]} from producer {row[1]} pseq {row[2]})"
             )
 
-    def _check_first_end(self, e: dict[str, Any]) -> None:
-        """The first session_end decides how the session ended; a second is rejected."""
-        row = self.conn.execute(
-            "SELECT seq FROM applied_events WHERE type = ? AND seq != ? LIMIT 1",
-            (ev.SESSION_END, e["seq"]),
-        ).fetchone()
-        if row is not None:
-            raise ConflictingEvent(
-                f"session {e['session_id']!r} already ended (session_end at seq {row[0]})"
-            )
-
     def seal_abandoned(self, session_id: str) -> None:
         """Close a session whose producer is gone: status ``abandoned``, and tool calls
         still running marked failed (they will never finish)."""
@@ -410,7 +406,7 @@ class Replica:
                 (last, ABANDONED_ERROR, session_id),
             )
             self._close_running_tools(session_id, last, TOOL_OPEN_AT_ABANDON_ERROR)
-            self._sum_usage_into_session(session_id)
+            sum_usage_into_metadata(self.conn, session_id)
 
     # ---- reading -----------------------------------------------------------
 

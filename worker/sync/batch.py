@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from agentspool.producer.transaction import transaction
+from agentspool.producer.usage import TOKEN_COLUMNS
 from agentspool.worker.intake.replica import (
     MESSAGE_COLUMNS,
     SESSION_COLUMNS,
@@ -57,7 +58,15 @@ _SESSION_UPSERT_TAIL = (
     " error = CASE WHEN excluded.status = 'running' THEN sessions.error ELSE excluded.error END,"
     " event_count = max(sessions.event_count, excluded.event_count),"
     " message_count = max(sessions.message_count, excluded.message_count),"
-    " tool_count = max(sessions.tool_count, excluded.tool_count)"
+    " tool_count = max(sessions.tool_count, excluded.tool_count),"
+    " parent_id = coalesce(excluded.parent_id, sessions.parent_id),"
+    " model = coalesce(excluded.model, sessions.model),"
+    # Sums only grow in a replica: the larger one is the later (NULL: not known yet).
+    + ",".join(
+        f" {c} = CASE WHEN excluded.{c} IS NULL THEN sessions.{c}"
+        f" WHEN sessions.{c} IS NULL THEN excluded.{c} ELSE max(sessions.{c}, excluded.{c}) END"
+        for c in (*TOKEN_COLUMNS, "cost_usd")
+    )
 )
 _TOOL_UPSERT_TAIL = (
     " ON CONFLICT (session_id, call_id) DO UPDATE SET name = excluded.name,"

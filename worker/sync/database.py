@@ -121,15 +121,17 @@ class RemoteDatabase(_Closing):
         except migrations.SchemaError as exc:
             raise DatabaseError(PERMANENT, str(exc)) from None
 
-    def _applied_versions(self) -> set[int]:
+    def _applied_versions(self) -> migrations.AppliedVersions:
         try:
-            return {
-                int(r[0]) for r in self.client.execute("SELECT version FROM schema_version").rows
-            }
+            return migrations.applied_versions(self)
         except DatabaseError as exc:
             if "no such table" in str(exc).lower():
-                return set()
+                return {}
             raise
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> hrana.Cursor:
+        """One statement in one request, DB-API-like (``migrations.applied_versions``)."""
+        return hrana.Cursor(self.client.execute(sql, params).rows)
 
     def schema_plan(self) -> tuple[list[int], list[migrations.Migration]]:
         stream = hrana.Stream(self.client)

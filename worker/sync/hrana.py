@@ -372,7 +372,7 @@ class Stream:
         self.client = client
         self._baton: str | None = None
 
-    def execute(self, sql: str, parameters: Sequence[Any] = ()) -> _Cursor:
+    def execute(self, sql: str, parameters: Sequence[Any] = ()) -> Cursor:
         try:
             results, self._baton = self.client.pipeline(
                 [{"type": "execute", "stmt": statement(sql, parameters, want_rows=True)}],
@@ -381,7 +381,7 @@ class Stream:
         except HranaError as exc:
             self._baton = exc.baton
             raise
-        return _Cursor(decode_rows(results[0]["result"]).rows)
+        return Cursor(decode_rows(results[0]["result"]).rows)
 
     def close(self) -> None:
         if self._baton is not None:
@@ -392,7 +392,7 @@ class Stream:
             self._baton = None
 
 
-class _Cursor:
+class Cursor:
     def __init__(self, rows: list[tuple[Any, ...]]) -> None:
         self._rows = rows
 
