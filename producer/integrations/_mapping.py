@@ -20,6 +20,7 @@ from datetime import datetime
 from typing import Any
 
 from agentspool.producer import Session
+from agentspool.producer.usage import TOKEN_COLUMNS, tokens_of
 
 # Framework message types and roles -> the roles agentspool stores.
 _ROLES = {
@@ -171,49 +172,39 @@ class Transcript:
 
 @dataclass
 class Usage:
-    """Token counts, summed over model calls."""
+    """Token counts of one or more model calls, read by the one mapping every producer
+    shares (agentspool.producer.usage): ``input_tokens`` includes cached tokens, the
+    cache columns break them out. ``None``: a count no call reported."""
 
-    input_tokens: int = 0
-    output_tokens: int = 0
-    total_tokens: int = 0
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    cache_read_tokens: int | None = None
+    cache_write_tokens: int | None = None
     calls: int = 0
 
     @classmethod
     def from_mapping(cls, usage: Any) -> Usage | None:
-        """Read the names the frameworks use (``input_tokens``/``prompt_tokens``, ...)
-        from a dict or an object; ``None`` when it holds no counts."""
-        if usage is None:
+        """Read a provider's or framework's usage (a dict, an SDK's object, OTel span
+        attributes); ``None`` when it holds no counts."""
+        tokens = tokens_of(usage)
+        if tokens is None:
             return None
-
-        def get(*names: str) -> int | None:
-            for name in names:
-                value = (
-                    usage.get(name) if isinstance(usage, Mapping) else getattr(usage, name, None)
-                )
-                if isinstance(value, int | float) and not isinstance(value, bool):
-                    return int(value)
-            return None
-
-        inputs = get("input_tokens", "prompt_tokens")
-        outputs = get("output_tokens", "completion_tokens")
-        total = get("total_tokens")
-        if inputs is None and outputs is None and total is None:
-            return None
-        inputs, outputs = inputs or 0, outputs or 0
-        return cls(inputs, outputs, total if total is not None else inputs + outputs, 1)
+        return cls(*tokens.values(), calls=1)
 
     def add(self, other: Usage) -> None:
-        self.input_tokens += other.input_tokens
-        self.output_tokens += other.output_tokens
-        self.total_tokens += other.total_tokens
+        for name in TOKEN_COLUMNS:
+            mine, theirs = getattr(self, name), getattr(other, name)
+            if theirs is not None:
+                setattr(self, name, theirs if mine is None else mine + theirs)
         self.calls += other.calls
 
     def as_dict(self) -> dict[str, int]:
-        return {
-            "input_tokens": self.input_tokens,
-            "output_tokens": self.output_tokens,
-            "total_tokens": self.total_tokens,
-        }
+        """The known counts under agentspool's own names (what the worker reads back
+        as they are), plus ``total_tokens`` (input + output)."""
+        counts = {name: getattr(self, name) for name in TOKEN_COLUMNS}
+        known = {name: n for name, n in counts.items() if n is not None}
+        known["total_tokens"] = (self.input_tokens or 0) + (self.output_tokens or 0)
+        return known
 
 
 class SessionLog:

@@ -200,14 +200,7 @@ def _model_ended(log: SessionLog, span: ReadableSpan, attributes: Mapping[str, A
         history += history_events
     log.history(history)
     model = attributes.get("gen_ai.response.model") or attributes.get("gen_ai.request.model")
-    usage = Usage.from_mapping(
-        {
-            "input_tokens": attributes.get("gen_ai.usage.input_tokens"),
-            "prompt_tokens": attributes.get("gen_ai.usage.prompt_tokens"),
-            "output_tokens": attributes.get("gen_ai.usage.output_tokens"),
-            "completion_tokens": attributes.get("gen_ai.usage.completion_tokens"),
-        }
-    )
+    usage = Usage.from_mapping(attributes)  # gen_ai.usage.* (agentspool.producer.usage)
     log.outputs(outputs, model=None if model is None else str(model), usage=usage)
 
 

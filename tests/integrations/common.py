@@ -30,10 +30,16 @@ def _json(text: Any) -> Any:
     return json.loads(text) if text else None
 
 
+SESSION_FIELDS = (
+    "id agent status error metadata parent_id model"
+    " input_tokens output_tokens cache_read_tokens cache_write_tokens cost_usd"
+)
+
+
 def sessions(sqld: Sqld) -> list[dict[str, Any]]:
     found = _dicts(
-        "id agent status error metadata",
-        sqld.query("SELECT id, agent, status, error, metadata FROM sessions ORDER BY started_at"),
+        SESSION_FIELDS,
+        sqld.query(f"SELECT {', '.join(SESSION_FIELDS.split())} FROM sessions ORDER BY started_at"),
     )
     for row in found:
         row["metadata"] = _json(row["metadata"])
@@ -50,11 +56,17 @@ def completed_and_failed(sqld: Sqld) -> tuple[dict[str, Any], dict[str, Any]]:
     return ok, failed
 
 
+MESSAGE_FIELDS = (
+    "role content metadata model input_tokens output_tokens cache_read_tokens cache_write_tokens"
+)
+
+
 def messages(sqld: Sqld, session_id: str) -> list[dict[str, Any]]:
     found = _dicts(
-        "role content metadata",
+        MESSAGE_FIELDS,
         sqld.query(
-            "SELECT role, content, metadata FROM messages WHERE session_id = ? ORDER BY seq",
+            f"SELECT {', '.join(MESSAGE_FIELDS.split())} FROM messages WHERE session_id = ?"
+            " ORDER BY seq",
             (session_id,),
         ),
     )

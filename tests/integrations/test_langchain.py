@@ -147,6 +147,7 @@ def test_an_agent_run_lands_as_one_session(mode: str, spool: Path, sqld: Sqld) -
     assert ok["metadata"]["run_name"] == "weather-agent"
     assert ok["metadata"]["models"] == ["fake-chat"]
     assert ok["metadata"]["usage"] == {"input_tokens": 20, "output_tokens": 10, "total_tokens": 30}
+    assert (ok["model"], ok["input_tokens"], ok["output_tokens"]) == ("fake-chat", 20, 10)
     assert failed["status"] == "error" and "the agent crashed" in failed["error"]
 
     transcript = messages(sqld, ok["id"])

@@ -162,6 +162,7 @@ def test_genai_traces_land_as_sessions(
     assert meta["source"] == "otel" and meta["conversation_id"] == "conv-42"
     assert meta["provider"] == "openai" and meta["models"] == ["gpt-fake-2026"]
     assert meta["usage"] == {"input_tokens": 40, "output_tokens": 12, "total_tokens": 52}
+    assert (ok["model"], ok["input_tokens"], ok["output_tokens"]) == ("gpt-fake-2026", 40, 12)
     assert failed["agent"] == "weather-bot"
     assert failed["status"] == "error" and failed["error"] == "model quota exceeded"
 
