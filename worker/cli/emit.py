@@ -42,9 +42,12 @@ _FIELD_OPTIONS: dict[str, tuple[str, frozenset[str]]] = {
     "error": ("error", frozenset({ev.TOOL_FINISHED, ev.SESSION_END})),
     "duration_ms": ("duration_ms", frozenset({ev.TOOL_FINISHED})),
     "status": ("status", frozenset({ev.SESSION_END})),
-    # Folded into the message's metadata (ingest.fold_model_and_usage).
-    "model": ("model", frozenset({ev.MESSAGE})),
+    "parent_id": ("parent_id", frozenset({ev.SESSION_START})),
+    # A session's model at its start; a message's goes into its metadata, like its
+    # usage and cost (ingest.fold_model_and_usage).
+    "model": ("model", frozenset({ev.SESSION_START, ev.MESSAGE})),
     "usage": ("usage", frozenset({ev.MESSAGE})),
+    "cost_usd": ("cost_usd", frozenset({ev.MESSAGE})),
 }
 _OPTION_FLAG = {"tool_input": "--input"}
 
@@ -76,12 +79,19 @@ def _flag(option: str) -> str:
 @click.option("--metadata", help="session_start, message: a JSON object.")
 @click.option("--role", help="message: user, assistant, system, tool... (required).")
 @click.option("--content", help="message: the text; - reads it from stdin.")
-@click.option("--model", help="message: the model that wrote it (kept in its metadata).")
+@click.option(
+    "--parent-id", help="session_start: the session that started this one (a subagent's parent)."
+)
+@click.option(
+    "--model", help="session_start: the model the session runs; message: the model that wrote it."
+)
 @click.option(
     "--usage",
-    help='message: token counts as a JSON object, e.g. \'{"input_tokens": 812,'
-    " \"output_tokens\": 64}' (summed into the session's metadata at its end).",
+    help="message: the provider's token usage as a JSON object, e.g. '{\"input_tokens\": 812,"
+    ' "output_tokens": 64}\' (Anthropic, OpenAI and OpenCode names are understood;'
+    " docs/EVENTS.md).",
 )
+@click.option("--cost-usd", type=float, help="message: what the model call cost, in US dollars.")
 @click.option(
     "--call-id",
     help="tool_started, tool_finished: the call's id, unique in the session (required).",

@@ -127,9 +127,11 @@ def prepare_event(
 
 
 def fold_model_and_usage(event: dict[str, Any]) -> None:
-    """A message's ``model`` and ``usage`` fields move into its metadata, where the
-    Python producer puts them and the worker sums them (docs/EVENTS.md)."""
-    given = {name: event.pop(name) for name in (MODEL_FIELD, USAGE_FIELD) if name in event}
+    """A message's ``model``, ``usage`` and ``cost_usd`` fields move into its metadata,
+    where the Python producer puts them and the worker reads them (docs/EVENTS.md)."""
+    given = {
+        name: event.pop(name) for name in (MODEL_FIELD, USAGE_FIELD, COST_FIELD) if name in event
+    }
     given = {name: value for name, value in given.items() if value is not None}
     if not given:
         return
@@ -144,22 +146,26 @@ def fold_model_and_usage(event: dict[str, Any]) -> None:
                 f' "output_tokens": 64}}, not {_json_kind(usage)}'
             )
         for key, count in usage.items():
-            if (
-                isinstance(count, bool)
-                or not isinstance(count, int | float | dict)
-                or (not isinstance(count, dict) and count < 0)
-            ):
+            # A provider's usage also holds text and objects (Anthropic's service_tier,
+            # OpenAI's *_details): kept as they are; a count must not be negative.
+            if isinstance(count, int | float) and not isinstance(count, bool) and count < 0:
                 raise EventRejected(f"usage.{key} must be a count (a number of 0 or more)")
+    cost = given.get(COST_FIELD)
+    if cost is not None and (
+        isinstance(cost, bool) or not isinstance(cost, int | float) or not 0 <= cost < 1e12
+    ):
+        raise EventRejected("cost_usd must be a number of US dollars, 0 or more")
     metadata = event.get("metadata")
     if metadata is None:
         metadata = {}
     elif not isinstance(metadata, dict):
-        raise EventRejected("metadata must be a JSON object when model or usage is given")
+        raise EventRejected("metadata must be a JSON object when model, usage or cost_usd is given")
     event["metadata"] = {**metadata, **given}
 
 
 MODEL_FIELD = "model"
 USAGE_FIELD = "usage"
+COST_FIELD = "cost_usd"
 
 
 def encode_event(event: dict[str, Any]) -> bytes:

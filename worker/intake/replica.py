@@ -92,6 +92,18 @@ def ensure_local_tables(conn: sqlite3.Connection, *, name_log: bool = True) -> N
         conn.execute("INSERT INTO change_log (log_id) VALUES (?)", (secrets.token_hex(8),))
 
 
+def upgrade(conn: sqlite3.Connection) -> None:
+    """Bring a replica opened for writing to this agentspool's schema: the pending
+    migrations, the replica-only tables, and for one a version-1 worker wrote, the
+    version-2 columns filled from its messages' metadata. Costs one query when the
+    replica is up to date."""
+    applied = migrations.migrate(conn)
+    ensure_local_tables(conn)
+    if 2 in applied:
+        with transaction(conn):
+            fill_accounting_columns(conn)
+
+
 # A new replica is a copy of a template that already has the schema, the change log
 # and WAL mode: creating those in every new file costs several fsyncs (~30 ms on a
 # busy disk, for each new session); a copy costs none. One template per schema
@@ -209,11 +221,7 @@ class Replica:
         # NORMAL in WAL: a commit survives a crash of the worker; the queue item is
         # acked only after this commit, and replays are harmless.
         self.conn.execute("PRAGMA synchronous=NORMAL")
-        applied = migrations.migrate(self.conn)  # a copy of the template: one query
-        ensure_local_tables(self.conn)
-        if 2 in applied:  # a replica written by a version-1 worker: fill the new columns
-            with transaction(self.conn):
-                fill_accounting_columns(self.conn)
+        upgrade(self.conn)  # a copy of the template: up to date, one query
 
     def close(self) -> None:
         self.conn.close()
@@ -445,15 +453,18 @@ def read_session_rows(conn: sqlite3.Connection, session_id: str) -> SessionRows:
 
 
 def _read_session_rows(conn: sqlite3.Connection, session_id: str) -> SessionRows:
+    # A replica a version-1 worker wrote and no worker has upgraded yet (readers never
+    # write) has no version-2 columns: they read as NULL.
     session_row = conn.execute(
-        f"SELECT {', '.join(SESSION_COLUMNS)} FROM sessions WHERE id = ?",
+        f"SELECT {_existing(conn, 'sessions', SESSION_COLUMNS)} FROM sessions WHERE id = ?",
         (session_id,),
     ).fetchone()
     if session_row is None:
         raise LookupError(f"session {session_id} has no session row in the replica")
     session = dict(zip(SESSION_COLUMNS, session_row, strict=True))
     messages = conn.execute(
-        f"SELECT {', '.join(MESSAGE_COLUMNS)} FROM messages WHERE session_id = ? ORDER BY seq",
+        f"SELECT {_existing(conn, 'messages', MESSAGE_COLUMNS)} FROM messages"
+        " WHERE session_id = ? ORDER BY seq",
         (session_id,),
     ).fetchall()
     tools = conn.execute(
@@ -465,3 +476,9 @@ def _read_session_rows(conn: sqlite3.Connection, session_id: str) -> SessionRows
     session["message_count"] = len(messages)
     session["tool_count"] = len(tools)
     return SessionRows(session, messages, tools)
+
+
+def _existing(conn: sqlite3.Connection, table: str, columns: tuple[str, ...]) -> str:
+    """``columns`` as a select list, ``NULL`` for those the table does not have."""
+    have = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+    return ", ".join(c if c in have else f"NULL AS {c}" for c in columns)

@@ -30,7 +30,7 @@ from agentspool.worker.intake.replica import (
     MESSAGE_COLUMNS,
     SESSION_COLUMNS,
     TOOL_COLUMNS,
-    ensure_local_tables,
+    upgrade,
 )
 from agentspool.worker.sync.hrana import Statement
 
@@ -195,7 +195,7 @@ def _add_session(
         raise LookupError(f"{cursor.replica.name} does not exist")
     conn = sqlite3.connect(cursor.replica, isolation_level=None, timeout=10)
     try:
-        ensure_local_tables(conn)
+        upgrade(conn)  # a replica an older worker left waiting: migrated in place
         with transaction(conn, begin="BEGIN"):  # one snapshot for the whole part
             return _read_part(conn, cursor, rows, max_bytes, first=first)
     finally:
