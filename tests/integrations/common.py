@@ -39,7 +39,11 @@ SESSION_FIELDS = (
 def sessions(sqld: Sqld) -> list[dict[str, Any]]:
     found = _dicts(
         SESSION_FIELDS,
-        sqld.query(f"SELECT {', '.join(SESSION_FIELDS.split())} FROM sessions ORDER BY started_at"),
+        sqld.query(
+            "SELECT id, agent, status, error, metadata, parent_id, model, input_tokens,"
+            " output_tokens, cache_read_tokens, cache_write_tokens, cost_usd"
+            " FROM sessions ORDER BY started_at"
+        ),
     )
     for row in found:
         row["metadata"] = _json(row["metadata"])
@@ -65,7 +69,8 @@ def messages(sqld: Sqld, session_id: str) -> list[dict[str, Any]]:
     found = _dicts(
         MESSAGE_FIELDS,
         sqld.query(
-            f"SELECT {', '.join(MESSAGE_FIELDS.split())} FROM messages WHERE session_id = ?"
+            "SELECT role, content, metadata, model, input_tokens, output_tokens,"
+            " cache_read_tokens, cache_write_tokens FROM messages WHERE session_id = ?"
             " ORDER BY seq",
             (session_id,),
         ),

@@ -15,9 +15,12 @@ import pytest
 
 from agentspool import Spool
 from tests.helpers import run_cli, worker_env
-from tests.sqld import REPO, Sqld
+from tests.sqld import Sqld
 
-TOKENS = "input_tokens, output_tokens, cache_read_tokens, cache_write_tokens"
+SESSION_COLUMNS = (
+    "status ended_at error parent_id model message_count event_count"
+    " input_tokens output_tokens cache_read_tokens cache_write_tokens cost_usd"
+).split()
 
 # Usages as the providers send them (the shapes agentspool.producer.usage reads).
 ANTHROPIC = {
@@ -41,20 +44,22 @@ def burst(spool: Path, db_url: str, **extra: str) -> subprocess.CompletedProcess
 
 
 def session_row(sqld: Sqld, session_id: str) -> dict[str, Any]:
-    columns = (
-        f"status, ended_at, error, parent_id, model, message_count, event_count, {TOKENS}, cost_usd"
+    rows = sqld.query(
+        "SELECT status, ended_at, error, parent_id, model, message_count, event_count,"
+        " input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, cost_usd"
+        " FROM sessions WHERE id = ?",
+        (session_id,),
     )
-    rows = sqld.query(f"SELECT {columns} FROM sessions WHERE id = ?", (session_id,))
     assert rows, f"session {session_id} is not in the database"
-    return dict(zip(columns.replace(" ", "").split(","), rows[0], strict=True))
+    return dict(zip(SESSION_COLUMNS, rows[0], strict=True))
 
 
 def message_rows(sqld: Sqld, session_id: str) -> list[tuple[Any, ...]]:
     return [
         tuple(r)
         for r in sqld.query(
-            f"SELECT role, content, model, {TOKENS}, cost_usd FROM messages"
-            " WHERE session_id = ? ORDER BY seq",
+            "SELECT role, content, model, input_tokens, output_tokens, cache_read_tokens,"
+            " cache_write_tokens, cost_usd FROM messages WHERE session_id = ? ORDER BY seq",
             (session_id,),
         )
     ]
