@@ -83,10 +83,11 @@ def tokens_of(usage: Any) -> Tokens | None:
       ``input_tokens`` that excludes them);
     - OpenCode (``input``, ``output``, ``reasoning``, ``cache: {read, write}``; input and
       output both exclude the rest);
-    - OpenAI chat completions (``prompt_tokens`` with ``prompt_tokens_details.cached_tokens``,
-      ``completion_tokens``);
+    - OpenAI chat completions (``prompt_tokens`` with ``prompt_tokens_details.cached_tokens``
+      and ``.cache_write_tokens``, ``completion_tokens``);
     - OpenAI Responses and the Agents SDK (``input_tokens`` with
-      ``input_tokens_details.cached_tokens``, ``output_tokens``), LangChain's
+      ``input_tokens_details.cached_tokens`` and ``.cache_write_tokens``, ``output_tokens``),
+      LangChain's
       ``usage_metadata`` (``input_token_details: {cache_read, cache_creation}``), and a
       plain ``{"input_tokens": ..., "output_tokens": ...}``.
     """
@@ -117,17 +118,20 @@ def tokens_of(usage: Any) -> Tokens | None:
     if _any(get, "prompt_tokens", "completion_tokens"):  # OpenAI chat completions
         details = _getter(_nested(usage, "prompt_tokens_details"))
         return _complete(
-            get("prompt_tokens"), get("completion_tokens"), details("cached_tokens"), None
+            get("prompt_tokens"),
+            get("completion_tokens"),
+            details("cached_tokens"),
+            details("cache_write_tokens"),
         )
     if _any(get, "input_tokens", "output_tokens"):  # OpenAI Responses, LangChain, plain
         details = _getter(_nested(usage, "input_tokens_details"))
         langchain = _getter(_nested(usage, "input_token_details"))
-        read = details("cached_tokens")
+        read, write = details("cached_tokens"), details("cache_write_tokens")
         if read is None:
             read = langchain("cache_read")
-        return _complete(
-            get("input_tokens"), get("output_tokens"), read, langchain("cache_creation")
-        )
+        if write is None:
+            write = langchain("cache_creation")
+        return _complete(get("input_tokens"), get("output_tokens"), read, write)
     return None
 
 

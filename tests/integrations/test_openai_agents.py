@@ -203,7 +203,8 @@ def test_a_run_lands_as_one_session(
     assert ok["metadata"]["models"] == ["gpt-fake"]
     # The SDK reports cached input tokens (0 here): the usage mapping keeps them.
     assert ok["metadata"]["usage"] == {
-        "input_tokens": 20, "output_tokens": 10, "cache_read_tokens": 0, "total_tokens": 30
+        "input_tokens": 20, "output_tokens": 10, "cache_read_tokens": 0,
+        "cache_write_tokens": 0, "total_tokens": 30,
     }  # fmt: skip
     # Schema version 2: the model and the token counts in the session's columns.
     assert (ok["model"], ok["input_tokens"], ok["output_tokens"], ok["cache_read_tokens"]) == (
