@@ -28,6 +28,22 @@ if TYPE_CHECKING:
 
 TOKEN_COLUMNS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens")
 
+# Top-level keys ``tokens_of`` reads as counts (an input check can hold them to it;
+# other keys of a provider's usage are text or objects, kept as they are).
+COUNT_KEYS = frozenset(
+    {
+        *TOKEN_COLUMNS,
+        "total_tokens",
+        "prompt_tokens",
+        "completion_tokens",
+        "cache_creation_input_tokens",
+        "cache_read_input_tokens",
+        "input",
+        "output",
+        "reasoning",
+    }
+)
+
 
 class Tokens:
     """Four token counts (see the module's docstring), each an int >= 0 or None."""

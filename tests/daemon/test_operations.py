@@ -178,7 +178,7 @@ def test_migrate_shows_then_applies(spool: Path, sqld: Sqld) -> None:
     tables = "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'sessions'"
     assert sqld.scalar(tables) == 0  # a dry run changes nothing
     applied = run_cli("migrate", "--yes", env=env, check=True).stdout
-    assert "applied: [1]" in applied
+    assert "applied: [1, 2]" in applied
     assert sqld.scalar(tables) == 1
     again = run_cli("migrate", env=env, check=True).stdout
     assert "up to date" in again

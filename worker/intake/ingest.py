@@ -39,6 +39,7 @@ from typing import IO, Any
 
 from agentspool.producer import events as ev
 from agentspool.producer import queuefile
+from agentspool.producer.usage import COUNT_KEYS
 
 EMIT_LOCK_FILENAME = "emit.lock"  # serializes emits: queue creation and pseq reservation
 EMIT_LOCK_TIMEOUT_S = 10.0
@@ -147,8 +148,10 @@ def fold_model_and_usage(event: dict[str, Any]) -> None:
             )
         for key, count in usage.items():
             # A provider's usage also holds text and objects (Anthropic's service_tier,
-            # OpenAI's *_details): kept as they are; a count must not be negative.
-            if isinstance(count, int | float) and not isinstance(count, bool) and count < 0:
+            # OpenAI's *_details): kept as they are. What the mapping reads as a count
+            # (agentspool.producer.usage) must be one, and no number may be negative.
+            number = isinstance(count, int | float) and not isinstance(count, bool)
+            if (number and count < 0) or (key in COUNT_KEYS and count is not None and not number):
                 raise EventRejected(f"usage.{key} must be a count (a number of 0 or more)")
     cost = given.get(COST_FIELD)
     if cost is not None and (
