@@ -91,6 +91,13 @@ def worker() -> None:
     help="Drain everything, seal sessions whose producers are gone, sync, and exit.",
 )
 @click.option(
+    "--timeout",
+    "burst_timeout",
+    type=DURATION,
+    help="With --burst: how long to keep retrying a sync that fails before giving up"
+    " (exit 3): seconds or 30s, 5m... [env: AGENTSPOOL_BURST_TIMEOUT; default: 5m].",
+)
+@click.option(
     "--sync-timeout",
     type=DURATION,
     help="How long one sync attempt may take: seconds or 30s, 2m..."
@@ -106,6 +113,7 @@ def worker_run(
     spool_dir: Path | None,
     db_url: str | None,
     burst: bool,
+    burst_timeout: float | None,
     sync_timeout: float | None,
     metrics_port: int | None,
     verbose: bool,
@@ -119,8 +127,14 @@ def worker_run(
     from agentspool.worker.daemon.service import Worker
 
     setup_logging(verbose)
+    if burst_timeout is not None and not burst:
+        raise click.UsageError("--timeout goes with --burst (a service runs until stopped)")
     settings = settings_from(
-        spool_dir=spool_dir, db_url=db_url, sync_timeout=sync_timeout, metrics_port=metrics_port
+        spool_dir=spool_dir,
+        db_url=db_url,
+        burst_timeout=burst_timeout,
+        sync_timeout=sync_timeout,
+        metrics_port=metrics_port,
     )
     refuse_unusable_spool(settings.spool_dir, writable=True)
     try:

@@ -26,7 +26,8 @@ from watchdog.observers.api import BaseObserver
 
 from agentspool.producer import queuefile
 from agentspool.worker import state as st
-from agentspool.worker.config import Settings
+from agentspool.worker.config import Settings, display_url
+from agentspool.worker.durations import format_duration
 from agentspool.worker.daemon.lock import SpoolLock
 from agentspool.worker.daemon.metrics import WorkerMetrics
 from agentspool.worker.daemon.notify import SystemdNotifier
@@ -162,6 +163,8 @@ class Worker:
                 "no TURSO_DATABASE_URL set: syncing to the embedded database %s",
                 self.spool_dir / "agentspool.db",
             )
+        else:  # named without credentials or query string (either may carry a token)
+            log.info("syncing to the database %s", display_url(self.settings.effective_db_url))
         log.info(
             "worker %d draining %s%s", os.getpid(), self.spool_dir, " (burst)" if self.burst else ""
         )
@@ -248,8 +251,13 @@ class Worker:
                     return EXIT_OK
             elif self.burst:
                 if self.syncer.misconfigured is not None and not self.syncer.busy():
-                    log.error("--burst: %s; the sessions stay pending", self.syncer.misconfigured)
-                    return self._burst_exit_code()
+                    code = self._burst_exit_code()
+                    log.error(  # the error itself was logged just before: not again
+                        "--burst: stopped: %s is not a libSQL server (the error above);"
+                        " the sessions stay pending",
+                        display_url(self.settings.effective_db_url),
+                    )
+                    return code
                 if not self._sync_work_left(include_backoff=True) and not self._undrained():
                     if not self._final_round_done:
                         self._final_round_done = True  # checkpoint what is still open
@@ -257,8 +265,9 @@ class Worker:
                         continue
                     return self._burst_exit_code()
                 if self.monotonic() >= burst_deadline:
-                    log.error("--burst: gave up after %gs", self.settings.burst_timeout)
-                    return self._burst_exit_code()
+                    code = self._burst_exit_code()
+                    self._log_burst_gave_up()
+                    return code
             if failed:
                 self._pause_after_failure(stop_deadline)
             else:
@@ -359,6 +368,18 @@ class Worker:
             except Exception:
                 return True
         return False
+
+    def _log_burst_gave_up(self) -> None:
+        """The last line of a --burst that ran out of time: what failed, where, and
+        the setting that gives it longer."""
+        last = self.syncer.last_error
+        log.error(
+            "--burst: gave up after %s syncing to %s%s; the sessions stay in the spool"
+            " (more time: worker run --burst --timeout, or AGENTSPOOL_BURST_TIMEOUT)",
+            format_duration(self.settings.burst_timeout),
+            display_url(self.settings.effective_db_url),
+            f" (last error: {last})" if last else "",
+        )
 
     def _burst_exit_code(self) -> int:
         if self._progress_on_tty:
