@@ -27,11 +27,11 @@ from watchdog.observers.api import BaseObserver
 from agentspool.producer import queuefile
 from agentspool.worker import state as st
 from agentspool.worker.config import Settings, display_url
-from agentspool.worker.durations import format_duration
 from agentspool.worker.daemon.lock import SpoolLock
 from agentspool.worker.daemon.metrics import WorkerMetrics
 from agentspool.worker.daemon.notify import SystemdNotifier
 from agentspool.worker.daemon.retention import prune
+from agentspool.worker.durations import format_duration
 from agentspool.worker.exitcodes import EXIT_LEFT_PENDING, EXIT_OK, EXIT_REFUSED
 from agentspool.worker.intake.drain import Drainer
 from agentspool.worker.intake.producers import producer_gone
