@@ -24,6 +24,7 @@ from agentspool.worker.cli.options import (
     spool_option,
 )
 from agentspool.worker.config import EMBEDDED_DB_FILENAME, Settings
+from agentspool.worker.reports.transcript import end_reason, plural, unquoted
 
 if TYPE_CHECKING:
     from agentspool.worker.reports.transcript import Transcript
@@ -378,7 +379,7 @@ def show(
     click.echo(f"agent    {s['agent'] or '?'}   status {status}{sync}")
     if transcript.database:
         click.echo(f"from     {transcript.database}")
-    reason = _end_reason(s.get("metadata"))
+    reason = end_reason(s.get("metadata"))
     click.echo(
         f"started  {s['started_at']}   ended {s['ended_at'] or '-'}"
         + (f" (reason: {reason})" if reason else "")
@@ -455,34 +456,6 @@ def _echo_tool(t: dict[str, Any], limit: int | None) -> None:
         click.echo(_indent("output: " + _shorten(unquoted(t["output"]), limit)))
     if t["error"]:
         click.echo(click.style(_indent("error:  " + t["error"]), fg="red"))
-
-
-def plural(n: int, noun: str) -> str:
-    return f"{n} {noun}" + ("" if n == 1 else "s")
-
-
-def unquoted(text: str) -> str:
-    """Text stored as a JSON string (``"total 8\\n-rw..."``, as some tools return
-    their output) shown as the text it holds; anything else as it is."""
-    if len(text) >= 2 and text[0] == '"' and text[-1] == '"':
-        try:
-            value = json.loads(text)
-        except ValueError:
-            return text
-        if isinstance(value, str):
-            return value
-    return text
-
-
-def _end_reason(metadata: Any) -> str | None:
-    """Why the session ended, where its integration said (Claude Code's SessionEnd)."""
-    if isinstance(metadata, str):
-        try:
-            metadata = json.loads(metadata)
-        except ValueError:
-            return None
-    reason = metadata.get("end_reason") if isinstance(metadata, dict) else None
-    return reason if isinstance(reason, str) else None
 
 
 def _status_colour(status: str) -> str | None:

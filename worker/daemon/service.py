@@ -27,11 +27,11 @@ from watchdog.observers.api import BaseObserver
 from agentspool.producer import queuefile
 from agentspool.worker import state as st
 from agentspool.worker.config import Settings, display_url
+from agentspool.worker.daemon.burst_report import burst_gave_up, burst_stopped_misconfigured
 from agentspool.worker.daemon.lock import SpoolLock
 from agentspool.worker.daemon.metrics import WorkerMetrics
 from agentspool.worker.daemon.notify import SystemdNotifier
 from agentspool.worker.daemon.retention import prune
-from agentspool.worker.durations import format_duration
 from agentspool.worker.exitcodes import EXIT_LEFT_PENDING, EXIT_OK, EXIT_REFUSED
 from agentspool.worker.intake.drain import Drainer
 from agentspool.worker.intake.producers import producer_gone
@@ -252,11 +252,7 @@ class Worker:
             elif self.burst:
                 if self.syncer.misconfigured is not None and not self.syncer.busy():
                     code = self._burst_exit_code()
-                    log.error(  # the error itself was logged just before: not again
-                        "--burst: stopped: %s is not a libSQL server (the error above);"
-                        " the sessions stay pending",
-                        display_url(self.settings.effective_db_url),
-                    )
+                    log.error(burst_stopped_misconfigured(self.settings))
                     return code
                 if not self._sync_work_left(include_backoff=True) and not self._undrained():
                     if not self._final_round_done:
@@ -266,7 +262,7 @@ class Worker:
                     return self._burst_exit_code()
                 if self.monotonic() >= burst_deadline:
                     code = self._burst_exit_code()
-                    self._log_burst_gave_up()
+                    log.error(burst_gave_up(self.settings, self.syncer.last_error))
                     return code
             if failed:
                 self._pause_after_failure(stop_deadline)
@@ -368,18 +364,6 @@ class Worker:
             except Exception:
                 return True
         return False
-
-    def _log_burst_gave_up(self) -> None:
-        """The last line of a --burst that ran out of time: what failed, where, and
-        the setting that gives it longer."""
-        last = self.syncer.last_error
-        log.error(
-            "--burst: gave up after %s syncing to %s%s; the sessions stay in the spool"
-            " (more time: worker run --burst --timeout, or AGENTSPOOL_BURST_TIMEOUT)",
-            format_duration(self.settings.burst_timeout),
-            display_url(self.settings.effective_db_url),
-            f" (last error: {last})" if last else "",
-        )
 
     def _burst_exit_code(self) -> int:
         if self._progress_on_tty:

@@ -7,6 +7,7 @@ retention: their rows then live only in the remote database, and ``show`` says s
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
 from dataclasses import dataclass
@@ -183,3 +184,34 @@ def _known_session(spool_dir: Path, session_id: str) -> st.SessionState | None:
             return None if store is None else store.get(session_id)
     except sqlite3.OperationalError:
         return None  # a worker creating its state right now
+
+
+# ---- how the text of a transcript reads -------------------------------------------
+
+
+def plural(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
+def unquoted(text: str) -> str:
+    """Text stored as a JSON string (``"total 8\\n-rw..."``, as some tools return
+    their output) shown as the text it holds; anything else as it is."""
+    if len(text) >= 2 and text[0] == '"' and text[-1] == '"':
+        try:
+            value = json.loads(text)
+        except ValueError:
+            return text
+        if isinstance(value, str):
+            return value
+    return text
+
+
+def end_reason(metadata: Any) -> str | None:
+    """Why the session ended, where its integration said (Claude Code's SessionEnd)."""
+    if isinstance(metadata, str):
+        try:
+            metadata = json.loads(metadata)
+        except ValueError:
+            return None
+    reason = metadata.get("end_reason") if isinstance(metadata, dict) else None
+    return reason if isinstance(reason, str) else None
