@@ -9,7 +9,7 @@ SOURCES := $(wildcard producer worker tests bench)
 # is downloaded. Where it is missing, `make test` installs it (CI runs as root).
 CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: demo test lint typecheck install bench bench-smoke clean screenshots
+.PHONY: demo test lint typecheck install bench bench-smoke clean screenshots dist
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +49,13 @@ test: lint typecheck $(CHROMIUM)
 # README screenshots of `agentspool ui` with the demo's data (docs/screenshots/).
 screenshots: install $(CHROMIUM)
 	AGENTSPOOL_TEST_CHROMIUM=$(CHROMIUM) $(BIN)/python -m tests.ui.screenshots
+
+# The wheel to install agentspool elsewhere (docs: README "Installing it in another
+# project"): dist/agentspool-<version>-py3-none-any.whl, extras and all.
+dist: $(BIN)/python
+	rm -rf dist
+	$(BIN)/pip wheel --quiet --disable-pip-version-check --no-deps --wheel-dir dist .
+	@ls dist/*.whl
 
 clean:
 	rm -rf $(VENV) .cache build dist .mypy_cache .ruff_cache .pytest_cache

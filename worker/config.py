@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 from agentspool.producer import default_spool_dir
 from agentspool.worker.durations import parse_duration
+from agentspool.worker.sizes import parse_size
 
 EMBEDDED_DB_FILENAME = "agentspool.db"
 
@@ -109,6 +110,10 @@ def load_settings(
     return settings
 
 
+_BYTE_SETTINGS = ("max_replica_bytes", "batch_bytes")
+_INT_FORMS = {name: "a number of bytes or a size (64M, 1G)" for name in _BYTE_SETTINGS}
+
+
 def _convert(name: str, raw: Any) -> Any:
     if name == "spool_dir":
         return Path(raw).expanduser()
@@ -126,6 +131,11 @@ def _convert(name: str, raw: Any) -> Any:
         value = kind(raw)
     except (TypeError, ValueError, OverflowError):
         value = None
+    if value is None and name in _BYTE_SETTINGS and isinstance(raw, str):
+        try:  # sizes take units: 64M, 1G (sizes.py)
+            value = parse_size(raw)
+        except ValueError:
+            value = None
     if value is None and kind is float and isinstance(raw, str):
         try:  # every float setting is seconds: 90, 15m, 7d, ... (durations.py)
             value = parse_duration(raw)
@@ -135,7 +145,7 @@ def _convert(name: str, raw: Any) -> Any:
     if value is None or not math.isfinite(value):
         raise ConfigError(
             f"{_ENV[name]} must be"
-            f" {'a whole number' if kind is int else 'a number of seconds or a duration (15m, 2h, 7d)'},"
+            f" {_INT_FORMS.get(name, 'a whole number') if kind is int else 'a number of seconds or a duration (15m, 2h, 7d)'},"
             f" got {raw!r}"
         )
     return value

@@ -31,3 +31,22 @@ def parse_duration(text: str) -> float:
     if not math.isfinite(seconds) or seconds < 0:
         raise ValueError(f"{text!r} is not {DURATION_FORMS}")
     return seconds
+
+
+def format_duration(seconds: float) -> str:
+    """``seconds`` the way people type it back: 600 -> ``10m``, 90 -> ``90s``, 604800 -> ``7d``
+    (the largest unit it is a whole number of; help texts show defaults this way)."""
+    for unit in ("w", "d", "h", "m", "s"):
+        count = seconds / UNIT_SECONDS[unit]
+        if count >= 1 and count == int(count):
+            return f"{int(count)}{unit}"
+    return f"{seconds:g}s"
+
+
+def has_unit(text: str) -> bool:
+    """Whether ``text`` names its unit (``10m``), as opposed to a bare number (``10``)."""
+    try:
+        float(str(text).strip())
+    except ValueError:
+        return True
+    return False

@@ -51,7 +51,9 @@ CREATE TABLE IF NOT EXISTS session_state (
     synced_at       REAL,
     synced_change   INTEGER NOT NULL DEFAULT 0, -- watermark: the replica change landed last
     synced_log      TEXT,                       -- the replica change log it refers to
-    checkpointed_at REAL NOT NULL DEFAULT 0     -- worker clock: last checkpoint sent
+    checkpointed_at REAL NOT NULL DEFAULT 0,    -- worker clock: last checkpoint sent
+    error_at        REAL,                       -- when last_error was recorded
+    rejected_events INTEGER NOT NULL DEFAULT 0  -- its events kept as dead letters
 );
 CREATE INDEX IF NOT EXISTS session_state_by_sync_state ON session_state (sync_state, next_attempt_at);
 CREATE TABLE IF NOT EXISTS dead_letters (
@@ -61,6 +63,7 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     data        BLOB,
     reason      TEXT NOT NULL,
     created_at  REAL NOT NULL,
+    session_id  TEXT,                   -- the session it belonged to, when it says
     UNIQUE (producer_id, item_id)
 );
 CREATE TABLE IF NOT EXISTS worker_meta (key TEXT PRIMARY KEY, value TEXT);
@@ -86,6 +89,10 @@ class SessionState:
     synced_change: int = 0
     synced_log: str | None = None
     checkpointed_at: float = 0.0
+    error_at: float | None = None
+    # Events of this session that are dead letters (rejected by `ingest`'s checks or
+    # by the worker): the session is missing them until they are requeued.
+    rejected_events: int = 0
 
 
 # Columns added after the first release, for a worker.db an older worker created.
@@ -93,6 +100,8 @@ _ADDED_COLUMNS = (
     ("synced_change", "INTEGER NOT NULL DEFAULT 0"),
     ("synced_log", "TEXT"),
     ("checkpointed_at", "REAL NOT NULL DEFAULT 0"),
+    ("error_at", "REAL"),
+    ("rejected_events", "INTEGER NOT NULL DEFAULT 0"),
 )
 
 
@@ -129,6 +138,12 @@ class StateStore:
             for name, decl in _ADDED_COLUMNS:
                 if name not in have:
                     self.conn.execute(f"ALTER TABLE session_state ADD COLUMN {name} {decl}")
+            have = {r[1] for r in self.conn.execute("PRAGMA table_info(dead_letters)")}
+            if "session_id" not in have:
+                self.conn.execute("ALTER TABLE dead_letters ADD COLUMN session_id TEXT")
+            self.conn.execute(
+                "CREATE INDEX IF NOT EXISTS dead_letters_by_session ON dead_letters (session_id)"
+            )
 
     def close(self) -> None:
         self.conn.close()
@@ -158,8 +173,9 @@ class StateStore:
         sync_state = OPEN if status == "running" else PENDING
         self.conn.execute(
             "INSERT INTO session_state (session_id, replica, agent, status, sync_state,"
-            " producer_id, event_count, max_seq, last_event_at, seen_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " producer_id, event_count, max_seq, last_event_at, seen_at, rejected_events)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?,"
+            "  (SELECT count(*) FROM dead_letters WHERE session_id = ?1))"
             " ON CONFLICT (session_id) DO UPDATE SET agent = excluded.agent,"
             " status = excluded.status, producer_id = excluded.producer_id,"
             " event_count = excluded.event_count, max_seq = excluded.max_seq,"
@@ -227,15 +243,15 @@ class StateStore:
     def mark_retry(self, session_id: str, error: str, next_attempt_at: float) -> None:
         self.conn.execute(
             "UPDATE session_state SET attempts = attempts + 1, last_error = ?,"
-            " next_attempt_at = ? WHERE session_id = ?",
-            (error, next_attempt_at, session_id),
+            " next_attempt_at = ?, error_at = ? WHERE session_id = ?",
+            (error, next_attempt_at, time.time(), session_id),
         )
 
     def mark_failed(self, session_id: str, error: str) -> None:
         self.conn.execute(
-            "UPDATE session_state SET sync_state = ?, attempts = attempts + 1, last_error = ?"
-            " WHERE session_id = ?",
-            (FAILED, error, session_id),
+            "UPDATE session_state SET sync_state = ?, attempts = attempts + 1, last_error = ?,"
+            " error_at = ? WHERE session_id = ?",
+            (FAILED, error, time.time(), session_id),
         )
 
     def retry_failed(self, session_id: str | None = None) -> int:
@@ -295,18 +311,45 @@ class StateStore:
     def last_error(self) -> tuple[str, str] | None:
         row = self.conn.execute(
             "SELECT session_id, last_error FROM session_state WHERE last_error IS NOT NULL"
-            " AND sync_state IN (?, ?) ORDER BY seen_at DESC LIMIT 1",
+            # The newest error, whichever session it is of (not the newest session's).
+            " AND sync_state IN (?, ?) ORDER BY coalesce(error_at, 0) DESC, seen_at DESC LIMIT 1",
             (PENDING, FAILED),
         ).fetchone()
         return (row[0], row[1]) if row else None
 
     # ---- dead letters ------------------------------------------------------
 
-    def add_dead_letter(self, producer_id: str, item_id: int, data: bytes, reason: str) -> None:
+    def add_dead_letter(
+        self,
+        producer_id: str,
+        item_id: int,
+        data: bytes,
+        reason: str,
+        session_id: str | None = None,
+    ) -> None:
+        """Keep an item the worker could not apply; the session it names is marked."""
         self.conn.execute(
-            "INSERT OR IGNORE INTO dead_letters (producer_id, item_id, data, reason, created_at)"
-            " VALUES (?, ?, ?, ?, ?)",
-            (producer_id, item_id, data, reason, time.time()),
+            "INSERT OR IGNORE INTO dead_letters"
+            " (producer_id, item_id, data, reason, created_at, session_id)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (producer_id, item_id, data, reason, time.time(), session_id),
+        )
+        if session_id is not None:
+            self._count_rejected([session_id])
+
+    def _count_rejected(self, session_ids: list[str]) -> None:
+        for session_id in session_ids:
+            self.conn.execute(
+                "UPDATE session_state SET rejected_events ="
+                " (SELECT count(*) FROM dead_letters WHERE session_id = ?1) WHERE session_id = ?1",
+                (session_id,),
+            )
+
+    def sessions_with_rejected_events(self) -> int:
+        return int(
+            self.conn.execute(
+                "SELECT count(*) FROM session_state WHERE rejected_events > 0"
+            ).fetchone()[0]
         )
 
     def dead_letters(self, limit: int = 100) -> Iterator[tuple[int, str, int, bytes, str, float]]:
@@ -338,10 +381,20 @@ class StateStore:
     def delete_dead_letters(self, dead_ids: list[int]) -> int:
         """Delete dead letters by id (after a requeue or a purge); return how many."""
         with self.transaction() as conn:
-            return sum(
+            sessions = [
+                row[0]
+                for i in dead_ids
+                for row in conn.execute(
+                    "SELECT session_id FROM dead_letters WHERE id = ? AND session_id IS NOT NULL",
+                    (i,),
+                )
+            ]
+            deleted = sum(
                 conn.execute("DELETE FROM dead_letters WHERE id = ?", (i,)).rowcount
                 for i in dead_ids
             )
+            self._count_rejected(sorted(set(sessions)))
+            return deleted
 
     # ---- meta --------------------------------------------------------------
 

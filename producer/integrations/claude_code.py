@@ -140,7 +140,9 @@ def map_event(payload: dict[str, Any], session: SessionAppend) -> None:
         for call_id in state.pop("tools", {}):  # their PostToolUse will never come
             session.add("tool_finished", call_id=call_id, error=UNFINISHED_TOOL)
         if not state.get("ended"):
-            session.add("session_end", status="completed")
+            reason = payload.get("reason")
+            end = {"metadata": {"end_reason": reason}} if isinstance(reason, str) else {}
+            session.add("session_end", status="completed", **end)
             state["ended"] = True
     elif name != "SessionStart":
         _hook_message(payload, session)

@@ -145,7 +145,7 @@ def test_queue_ls_and_peek_are_read_only(spool: Path, tmp_path: Path) -> None:
 
 def test_sessions_filters_and_show_transcript(spool: Path, tmp_path: Path) -> None:
     env = worker_env(spool)
-    assert run_cli("sessions", env=env, check=True).stdout.strip() == "no sessions yet"
+    assert run_cli("sessions", env=env, check=True).stdout.strip() == f"no sessions yet in {spool}"
     ingest(env, SESSION_A, tmp_path)
     emit_session_b(env)
     assert run_cli("worker", "run", "--burst", env=env).returncode == 3  # b-1 stays open

@@ -122,7 +122,7 @@ def test_ingest_good_and_bad_lines_then_burst_lands_exact_rows(
     ]
 
 
-def test_ingest_with_every_line_bad_writes_no_queue_file(spool: Path) -> None:
+def test_ingest_with_every_line_bad_keeps_the_lines_for_the_dead_letters(spool: Path) -> None:
     env = worker_env(spool)
     result = subprocess.run(
         [AGENTSPOOL, "ingest"], input="nope\n[]\n", env=env, capture_output=True, text=True,
@@ -132,12 +132,19 @@ def test_ingest_with_every_line_bad_writes_no_queue_file(spool: Path) -> None:
     assert (
         "line 1: not JSON" in result.stderr and "line 2: an event is a JSON object" in result.stderr
     )
-    assert result.stdout.strip() == "wrote 0 event(s); 2 line(s) rejected"
-    assert queuefile.list_queue_dirs(spool) == []
+    assert result.stdout.startswith("wrote 0 events as producer ingest-")
+    assert "; 2 lines rejected, kept for `agentspool dead ls`" in result.stdout
+    # No event, but the two lines, on their way to the worker's dead letters (issue 23).
+    (queue,) = queuefile.list_queue_dirs(spool)
+    subprocess.run([AGENTSPOOL, "worker", "run", "--burst"], env=env, timeout=60, check=True)
+    dead = subprocess.run([AGENTSPOOL, "dead", "ls"], env=env, capture_output=True, text=True,
+                          timeout=30)  # fmt: skip
+    assert "line 1: rejected: not JSON" in dead.stdout
+    assert "line 2: rejected: an event is a JSON object" in dead.stdout
     empty = subprocess.run(
         [AGENTSPOOL, "ingest"], input="", env=env, capture_output=True, text=True, timeout=30
     )
-    assert empty.returncode == 0 and empty.stdout.strip() == "wrote 0 event(s)"
+    assert empty.returncode == 0 and empty.stdout.strip() == "wrote 0 events"
 
 
 def test_ingest_streams_each_line_to_disk_as_it_arrives(spool: Path) -> None:

@@ -24,7 +24,10 @@ from agentspool.worker.cli.hook import hook
 from agentspool.worker.cli.inspect import queue, sessions, show
 from agentspool.worker.cli.options import (
     DURATION,
+    SIZE,
+    EndsQuietlyOnClosedStdout,
     database_errors_explained,
+    duration_default,
     echo_json,
     json_option,
     load_env_file,
@@ -46,7 +49,7 @@ from agentspool.worker.reports.health import DEFAULT_MAX_AGE_S
 __all__ = ["main", "settings_from", "setup_logging", "spool_option"]
 
 
-@click.group()
+@click.group(cls=EndsQuietlyOnClosedStdout)
 @click.version_option(package_name="agentspool")
 @click.option(
     "--env-file",
@@ -58,7 +61,7 @@ __all__ = ["main", "settings_from", "setup_logging", "spool_option"]
 @click.option(
     "--spool",
     "spool_dir",
-    type=click.Path(file_okay=False, path_type=Path),
+    type=click.Path(path_type=Path),  # checked by the command, as AGENTSPOOL_DIR is
     help="Spool directory for the command that follows (as its own --spool)"
     " [env: AGENTSPOOL_DIR; default: $XDG_STATE_HOME/agentspool].",
 )
@@ -88,10 +91,17 @@ def worker() -> None:
     help="Drain everything, seal sessions whose producers are gone, sync, and exit.",
 )
 @click.option(
+    "--timeout",
+    "burst_timeout",
+    type=DURATION,
+    help="With --burst: how long to keep retrying a sync that fails before giving up"
+    " (exit 3): seconds or 30s, 5m... [env: AGENTSPOOL_BURST_TIMEOUT; default: 5m].",
+)
+@click.option(
     "--sync-timeout",
     type=DURATION,
     help="How long one sync attempt may take: seconds or 30s, 2m..."
-    " [env: AGENTSPOOL_SYNC_TIMEOUT; default: 30].",
+    " [env: AGENTSPOOL_SYNC_TIMEOUT; default: 30s].",
 )
 @click.option(
     "--metrics-port",
@@ -103,6 +113,7 @@ def worker_run(
     spool_dir: Path | None,
     db_url: str | None,
     burst: bool,
+    burst_timeout: float | None,
     sync_timeout: float | None,
     metrics_port: int | None,
     verbose: bool,
@@ -116,8 +127,14 @@ def worker_run(
     from agentspool.worker.daemon.service import Worker
 
     setup_logging(verbose)
+    if burst_timeout is not None and not burst:
+        raise click.UsageError("--timeout goes with --burst (a service runs until stopped)")
     settings = settings_from(
-        spool_dir=spool_dir, db_url=db_url, sync_timeout=sync_timeout, metrics_port=metrics_port
+        spool_dir=spool_dir,
+        db_url=db_url,
+        burst_timeout=burst_timeout,
+        sync_timeout=sync_timeout,
+        metrics_port=metrics_port,
     )
     refuse_unusable_spool(settings.spool_dir, writable=True)
     try:
@@ -143,7 +160,7 @@ def worker_run(
 @click.option(
     "--max-age",
     type=DURATION,
-    default=DEFAULT_MAX_AGE_S,
+    default=duration_default(DEFAULT_MAX_AGE_S),
     show_default=True,
     help="How long a queue item may wait to be drained, or an ended session to be synced:"
     " seconds or 30s, 10m, 1h...",
@@ -195,6 +212,11 @@ def status(spool_dir: Path | None, as_json: bool, check: bool, max_age: float) -
         f" failed {s[st.FAILED]}, abandoned {s['abandoned']}"
     )
     click.echo(f"dead letters  {report.dead_letters}")
+    if report.sessions_with_rejected_events:
+        click.echo(click.style(
+            f"rejected events  {report.sessions_with_rejected_events} session(s) miss events"
+            " kept as dead letters (agentspool sessions shows which; agentspool dead ls)",
+            fg="red"))  # fmt: skip
     if report.last_sync_error:
         e = report.last_sync_error
         click.echo(f"last sync error  {e['session_id']}: {e['error']}")
@@ -256,7 +278,7 @@ def demo(spool_dir: Path | None) -> None:
 
 @main.command()
 @spool_option
-@click.option("--timeout", type=DURATION, default=120.0, show_default=True,
+@click.option("--timeout", type=DURATION, default="2m", show_default=True,
               help="How long to wait for the worker to finish: seconds or 30s, 5m...")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print the final status as JSON.")
 @database_errors_explained
@@ -311,7 +333,7 @@ def drain(spool_dir: Path | None, timeout: float, as_json: bool) -> None:
 @click.option(
     "--timeout",
     type=DURATION,
-    default=60.0,
+    default="1m",
     show_default=True,
     help="How long to wait for the database: seconds or 30s, 2m...",
 )
@@ -356,8 +378,9 @@ def migrate(
 )
 @click.option(
     "--max-bytes",
-    type=int,
-    help="Cap on all replicas' size [env: AGENTSPOOL_MAX_REPLICA_BYTES; default: none].",
+    type=SIZE,
+    help="Cap on all replicas' size: bytes or 500M, 2G... [env: AGENTSPOOL_MAX_REPLICA_BYTES;"
+    " default: none].",
 )
 @click.option("--dry-run", is_flag=True, help="Only list what would be deleted.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON object instead of text.")

@@ -97,8 +97,10 @@ def _flag(option: str) -> str:
     help="tool_started, tool_finished: the call's id, unique in the session (required).",
 )
 @click.option("--name", help="tool_started: the tool's name (required).")
-@click.option("--input", "tool_input", help="tool_started: the tool's input, as JSON.")
-@click.option("--output", help="tool_finished: the tool's output (text).")
+@click.option(
+    "--input", "tool_input", help="tool_started: the tool's input, as JSON; - reads it from stdin."
+)
+@click.option("--output", help="tool_finished: the tool's output (text); - reads it from stdin.")
 @click.option("--error", help="tool_finished: marks the call failed; session_end: why it failed.")
 @click.option("--duration-ms", type=float, help="tool_finished: how long the call took.")
 @click.option(
@@ -147,6 +149,9 @@ def emit(
         event["seq"] = 0
     if ts is not None:
         event["ts"] = _parse_ts(ts)
+    from_stdin = [_flag(o) for o in STDIN_OPTIONS if options.get(o) == "-"]
+    if len(from_stdin) > 1:
+        raise click.UsageError(f"only one option can read stdin ('-'): {', '.join(from_stdin)}")
     for option, value in options.items():
         if value is None:
             continue
@@ -187,19 +192,35 @@ def _option_for(field: str) -> str:
     return next(o for o, (f, _) in _FIELD_OPTIONS.items() if f == field)
 
 
+# Options whose value ``-`` means "read it from stdin" (one of them per emit).
+STDIN_OPTIONS = ("content", "output", "tool_input")
+_OBJECT_EXAMPLES = {
+    "metadata": '\'{"task": "fix-123"}\'',
+    "usage": '\'{"input_tokens": 812, "output_tokens": 64}\'',
+}
+
+
 def _option_value(option: str, value: Any) -> Any:
-    if option == "content" and value == "-":
-        return sys.stdin.read()
+    if option in STDIN_OPTIONS and value == "-":
+        value = sys.stdin.read()
+        if option != "tool_input":
+            return value
     if option in ("metadata", "tool_input", "usage"):
         try:
             parsed = json.loads(value)
         except ValueError as exc:
+            hint = (
+                f"it must be a JSON object, e.g. {_OBJECT_EXAMPLES[option]}"
+                if option in _OBJECT_EXAMPLES
+                else "quote text as a JSON string, e.g. '\"ls -la\"'"
+            )
             raise click.BadParameter(
-                f"not JSON ({exc}); quote text as a JSON string, e.g. '\"ls -la\"'",
-                param_hint=_flag(option),
+                f"not JSON ({exc}); {hint}", param_hint=_flag(option)
             ) from None
         if option in ("metadata", "usage") and not isinstance(parsed, dict):
-            raise click.BadParameter("must be a JSON object", param_hint=_flag(option))
+            raise click.BadParameter(
+                f"must be a JSON object, e.g. {_OBJECT_EXAMPLES[option]}", param_hint=_flag(option)
+            )
         return parsed
     return value
 
@@ -231,7 +252,8 @@ def ingest(spool_dir: Path | None, source: IO[bytes], as_json: bool) -> None:
 
     One event per line, the queue's schema (docs/EVENTS.md); ts, producer_id and
     pseq are filled in when missing. Good lines are written (fsynced) as they
-    arrive; each bad one is reported on stderr with its line number. Exit 0: all
+    arrive; each bad one is reported on stderr with its line number and kept: the
+    worker makes it a dead letter and marks its session. Exit 0: all
     written; 4: some lines rejected (the others are written); 1: the spool could
     not be written."""
     from agentspool.worker.intake.ingest import OwnQueue, ingest_lines
@@ -254,7 +276,7 @@ def ingest(spool_dir: Path | None, source: IO[bytes], as_json: bool) -> None:
     if as_json:
         echo_json(
             {
-                "producer_id": report.producer_id if report.written else None,
+                "producer_id": report.producer_id if queue.written else None,
                 "written": report.written,
                 "rejected": len(report.rejected),
                 "errors": [{"line": n, "error": e} for n, e in report.rejected[:1000]],
@@ -262,9 +284,18 @@ def ingest(spool_dir: Path | None, source: IO[bytes], as_json: bool) -> None:
         )
     else:
         click.echo(
-            f"wrote {report.written} event(s)"
-            + (f" as producer {report.producer_id}" if report.written else "")
-            + (f"; {len(report.rejected)} line(s) rejected" if report.rejected else "")
+            f"wrote {_count(report.written, 'event')}"
+            + (f" as producer {report.producer_id}" if queue.written else "")
+            + (
+                f"; {_count(len(report.rejected), 'line')} rejected, kept for"
+                " `agentspool dead ls` (the worker marks their sessions)"
+                if report.rejected
+                else ""
+            )
         )
     if report.rejected:
         sys.exit(EXIT_REJECTED)
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")

@@ -24,6 +24,7 @@ from agentspool.worker.cli.options import (
     spool_option,
 )
 from agentspool.worker.config import EMBEDDED_DB_FILENAME, Settings
+from agentspool.worker.reports.transcript import end_reason, plural, unquoted
 
 if TYPE_CHECKING:
     from agentspool.worker.reports.transcript import Transcript
@@ -139,19 +140,40 @@ def _event_gist(e: dict[str, Any]) -> str:
 SESSION_STATUSES = ("running", "completed", "error", "abandoned")
 
 
+class OtherFilterHint(click.Choice):
+    """A choice that, given a value of the other filter (``--state error``), says
+    which option takes it instead of only listing its own values."""
+
+    def __init__(self, choices: tuple[str, ...], other: str, other_choices: tuple[str, ...]):
+        super().__init__(choices)
+        self.other = other
+        self.other_choices = other_choices
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if value in self.other_choices and value not in self.choices:
+            self.fail(
+                f"{value!r} is not one of {', '.join(map(repr, self.choices))};"
+                f" did you mean {self.other} {value}?",
+                param,
+                ctx,
+            )
+        return super().convert(value, param, ctx)
+
+
 @click.command()
 @spool_option
 @click.option(
-    "--state", "sync_state", type=click.Choice(st.SYNC_STATES),
-    help="Only sessions in this sync state (local only).",
+    "--state", "sync_state", type=OtherFilterHint(st.SYNC_STATES, "--status", SESSION_STATUSES),
+    help="Only sessions in this sync state (local only): open, pending, synced, failed.",
 )  # fmt: skip
 @click.option(
-    "--status", type=click.Choice(SESSION_STATUSES), help="Only sessions with this status."
-)
+    "--status", type=OtherFilterHint(SESSION_STATUSES, "--state", st.SYNC_STATES),
+    help="Only sessions with this status: running, completed, error, abandoned.",
+)  # fmt: skip
 @click.option("--agent", help="Only this agent's sessions.")
 @click.option(
     "--since", metavar="WHEN",
-    help="Only sessions active since WHEN: a duration ago (30m, 2h, 7d) or an ISO-8601 time (UTC unless it has an offset).",
+    help="Only sessions active since WHEN: a duration ago with its unit (30m, 2h, 7d) or an ISO-8601 time (UTC unless it has an offset).",
 )  # fmt: skip
 @click.option(
     "--limit", type=click.IntRange(min=1), default=100, show_default=True,
@@ -175,9 +197,15 @@ def sessions(
     """List sessions, most recently active first: the ones the worker has seen, or
     with --remote the ones in the database (agent, status, start, duration,
     message and tool counts)."""
+    from agentspool.worker.durations import has_unit
     from agentspool.worker.reports.transcript import list_sessions, session_json, since_to_iso
 
     settings = settings_from(spool_dir=spool_dir, db_url=db_url)
+    if since is not None and not has_unit(since):
+        raise click.BadParameter(
+            f"{since!r} has no unit: say {since}s, {since}m, {since}h or {since}d",
+            param_hint="--since",
+        )
     try:
         since_iso = None if since is None else since_to_iso(since)
     except ValueError as exc:
@@ -206,7 +234,8 @@ def sessions(
         return
     if not found:
         filtered = sync_state or status or agent or since
-        click.echo("no sessions match" if filtered else "no sessions yet")
+        where = settings.spool_dir
+        click.echo(f"no sessions match in {where}" if filtered else f"no sessions yet in {where}")
         return
     sid_width = max(len("SESSION"), *(len(s.session_id) for s in found))
     agent_width = max(len("AGENT"), *(len(s.agent) for s in found))
@@ -221,6 +250,10 @@ def sessions(
             f"{s.last_event_at or '-':<24}  {s.session_id:<{sid_width}}  {s.agent:<{agent_width}}"
             f"  {status_text}  {sync}  {s.event_count}"
         )
+        if s.rejected_events:
+            click.echo(click.style(
+                f"  {plural(s.rejected_events, 'event')} rejected (dead letters): agentspool dead ls",
+                fg="red"))  # fmt: skip
         if s.last_error and s.sync_state in (st.PENDING, st.FAILED):
             click.echo(click.style(f"  sync error: {_one_line(s.last_error, 200)}", fg="red"))
 
@@ -346,14 +379,30 @@ def show(
     click.echo(f"agent    {s['agent'] or '?'}   status {status}{sync}")
     if transcript.database:
         click.echo(f"from     {transcript.database}")
-    click.echo(f"started  {s['started_at']}   ended {s['ended_at'] or '-'}")
+    reason = end_reason(s.get("metadata"))
+    click.echo(
+        f"started  {s['started_at']}   ended {s['ended_at'] or '-'}"
+        + (f" (reason: {reason})" if reason else "")
+    )
     if s.get("host") or s.get("pid"):
-        click.echo(f"host     {s.get('host') or '?'} (pid {s.get('pid') or '?'})")
+        click.echo(
+            f"host     {s.get('host') or '?'}" + (f" (pid {s['pid']})" if s.get("pid") else "")
+        )
     if s.get("metadata"):
         click.echo(f"metadata {s['metadata']}")
     click.echo(
-        f"events   {s['event_count']} ({s['message_count']} messages, {s['tool_count']} tool calls)"
+        f"events   {s['event_count']} ({plural(s['message_count'], 'message')},"
+        f" {plural(s['tool_count'], 'tool call')})"
     )
+    if transcript.rejected_events:
+        click.echo(click.style(
+            f"rejected {plural(transcript.rejected_events, 'event')} of this session"
+            " kept as dead letters, not in this transcript: agentspool dead ls", fg="red"))  # fmt: skip
+    if transcript.missing_seqs:
+        seqs = ", ".join(map(str, transcript.missing_seqs))
+        click.echo(click.style(f"missing  seq {seqs}: never applied (see above)"
+                               if transcript.rejected_events else
+                               f"missing  seq {seqs}: not (yet) applied", fg="red"))  # fmt: skip
     if s.get("error"):
         click.echo(click.style(f"error    {s['error']}", fg="red"))
     limit = None if full else TOOL_FIELD_CHARS
@@ -394,12 +443,17 @@ def _echo_tool(t: dict[str, Any], limit: int | None) -> None:
         t["status"], fg={"error": "red", "running": "yellow"}.get(t["status"], "green")
     )
     at = _clock(t["started_at"] or t["ended_at"])
-    name = click.style(f"tool {t['name'] or '?'}", fg="cyan", bold=True)
+    headless = t["started_at"] is None and not t["name"]
+    name = click.style("tool (start missing)" if headless else f"tool {t['name'] or '?'}",
+                       fg="cyan", bold=True)  # fmt: skip
     click.echo(f"{at}  {name} [{t['call_id']}]{duration}  {status}")
+    if headless:  # a finish without its tool_started: only half of the call is known
+        click.echo(click.style(_indent("its tool_started event never arrived: the tool's"
+                                       " name, input and start are unknown"), fg="yellow"))  # fmt: skip
     if t["input"] is not None:
         click.echo(_indent("input:  " + _shorten(t["input"], limit)))
     if t["output"] is not None:
-        click.echo(_indent("output: " + _shorten(t["output"], limit)))
+        click.echo(_indent("output: " + _shorten(unquoted(t["output"]), limit)))
     if t["error"]:
         click.echo(click.style(_indent("error:  " + t["error"]), fg="red"))
 

@@ -17,7 +17,8 @@ import click
 
 from agentspool.producer import default_spool_dir
 from agentspool.worker.config import ConfigError, Settings, load_settings
-from agentspool.worker.durations import parse_duration
+from agentspool.worker.durations import format_duration, parse_duration
+from agentspool.worker.sizes import parse_size
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -25,6 +26,30 @@ F = TypeVar("F", bound=Callable[..., Any])
 SPOOL_HELP = "Spool directory [env: AGENTSPOOL_DIR; default: $XDG_STATE_HOME/agentspool]."
 # Where the group-level ``agentspool --spool S <command>`` keeps its value.
 _GROUP_SPOOL = "agentspool.group_spool_dir"
+
+
+class EndsQuietlyOnClosedStdout(click.Group):
+    """The ``agentspool`` group: a reader that closes our stdout early (``| head -1``)
+    ends the command as it ends every Unix tool, by SIGPIPE, with nothing on stderr
+    (click alone would exit 1, and an ``except OSError`` on the way could blame the
+    spool)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except BrokenPipeError:
+            end_on_closed_stdout()
+
+
+def end_on_closed_stdout() -> None:
+    import os
+    import signal
+
+    # What is still buffered for stdout must not raise again on the way out.
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # Python starts with SIGPIPE ignored
+    os.kill(os.getpid(), signal.SIGPIPE)
 
 
 def remember_group_spool(ctx: click.Context, spool_dir: Path | None) -> None:
@@ -49,7 +74,7 @@ def spool_option(func: F) -> F:
     decorator = click.option(
         "--spool",
         "spool_dir",
-        type=click.Path(file_okay=False, path_type=Path),
+        type=click.Path(path_type=Path),  # unusable paths get the one-line answer below
         callback=spool_or_group_default,
         help=SPOOL_HELP,
     )
@@ -73,6 +98,29 @@ class DurationType(click.ParamType):
 DURATION = DurationType()
 
 
+def duration_default(seconds: float) -> str:
+    """A duration option's default as its help shows it: ``10s``, ``2m``, ``7d`` (click
+    converts the text like any value typed, and ``show_default`` prints it as is)."""
+    return format_duration(seconds)
+
+
+class SizeType(click.ParamType):
+    """Bytes, or a size with units: 1048576, 500K, 64M, 1G (sizes.py)."""
+
+    name = "size"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, int):
+            return value
+        try:
+            return parse_size(value)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+SIZE = SizeType()
+
+
 def remote_options(func: F) -> F:
     """``--remote`` with ``--db`` and ``--timeout``: read the database instead of the spool."""
     for decorator in reversed([
@@ -82,7 +130,7 @@ def remote_options(func: F) -> F:
         click.option("--db", "db_url",
                      help="With --remote: the database URL [env: TURSO_DATABASE_URL;"
                      " default: the embedded file in the spool]."),
-        click.option("--timeout", "remote_timeout", type=DURATION, default=10.0,
+        click.option("--timeout", "remote_timeout", type=DURATION, default="10s",
                      show_default=True,
                      help="With --remote: how long to wait for the database (10s, 1m...)."),
     ]):  # fmt: skip
@@ -171,8 +219,9 @@ def load_env_file(path: Path) -> None:
         raise click.ClickException(f"{exc} (after reading {path})") from None
 
 
-# Environment variables read by the CLI itself rather than by Settings.
-_OTHER_ENV_VARS = ("AGENTSPOOL_ENV_FILE", "AGENTSPOOL_OWNER_PID")
+# Environment variables read by the CLI itself or by producers rather than by Settings
+# (.env.example documents AGENTSPOOL_MAX_QUEUE_BYTES for the agents' side).
+_OTHER_ENV_VARS = ("AGENTSPOOL_ENV_FILE", "AGENTSPOOL_OWNER_PID", "AGENTSPOOL_MAX_QUEUE_BYTES")
 
 
 def refuse_unusable_spool(spool_dir: Path, *, writable: bool) -> None:
@@ -203,10 +252,12 @@ def database_errors_explained(func: F) -> F:
                 f"cannot read the spool's files: {exc}; a damaged worker.db or replica is"
                 " quarantined and rebuilt by the worker (agentspool worker run); see agentspool status"
             ) from None
+        except BrokenPipeError:
+            raise  # stdout was closed (`| head`): not the spool's fault; see cli.run
         except OSError as exc:  # permission denied, not a directory, ...
             where = f" {exc.filename}" if exc.filename else ""
             raise click.ClickException(
-                f"cannot read the spool's files:{where}: {exc.strerror or exc}"
+                f"cannot read the spool's files{where}: {exc.strerror or exc}"
             ) from None
 
     return wrapper  # type: ignore[return-value]

@@ -26,7 +26,8 @@ from watchdog.observers.api import BaseObserver
 
 from agentspool.producer import queuefile
 from agentspool.worker import state as st
-from agentspool.worker.config import Settings
+from agentspool.worker.config import Settings, display_url
+from agentspool.worker.daemon.burst_report import burst_gave_up, burst_stopped_misconfigured
 from agentspool.worker.daemon.lock import SpoolLock
 from agentspool.worker.daemon.metrics import WorkerMetrics
 from agentspool.worker.daemon.notify import SystemdNotifier
@@ -162,6 +163,8 @@ class Worker:
                 "no TURSO_DATABASE_URL set: syncing to the embedded database %s",
                 self.spool_dir / "agentspool.db",
             )
+        else:  # named without credentials or query string (either may carry a token)
+            log.info("syncing to the database %s", display_url(self.settings.effective_db_url))
         log.info(
             "worker %d draining %s%s", os.getpid(), self.spool_dir, " (burst)" if self.burst else ""
         )
@@ -248,8 +251,9 @@ class Worker:
                     return EXIT_OK
             elif self.burst:
                 if self.syncer.misconfigured is not None and not self.syncer.busy():
-                    log.error("--burst: %s; the sessions stay pending", self.syncer.misconfigured)
-                    return self._burst_exit_code()
+                    code = self._burst_exit_code()
+                    log.error(burst_stopped_misconfigured(self.settings))
+                    return code
                 if not self._sync_work_left(include_backoff=True) and not self._undrained():
                     if not self._final_round_done:
                         self._final_round_done = True  # checkpoint what is still open
@@ -257,8 +261,9 @@ class Worker:
                         continue
                     return self._burst_exit_code()
                 if self.monotonic() >= burst_deadline:
-                    log.error("--burst: gave up after %gs", self.settings.burst_timeout)
-                    return self._burst_exit_code()
+                    code = self._burst_exit_code()
+                    log.error(burst_gave_up(self.settings, self.syncer.last_error))
+                    return code
             if failed:
                 self._pause_after_failure(stop_deadline)
             else:

@@ -23,6 +23,7 @@ from typing import Any
 from agentspool.producer import events as ev
 from agentspool.producer import queuefile
 from agentspool.worker.intake import quarantine
+from agentspool.worker.intake.ingest import read_rejected_line
 from agentspool.worker.intake.replica import Replica, iso, replica_path
 from agentspool.worker.state import SessionState, StateStore
 
@@ -154,7 +155,12 @@ class Drainer:
                 dead.append((item.item_id, item.data, reason))
                 continue
             try:
-                event = ev.validate(json.loads(item.data))
+                decoded = json.loads(item.data)
+                rejected = read_rejected_line(decoded, producer_id)
+                if rejected is not None:  # a line `ingest` refused: kept as a dead letter
+                    dead.append((item.item_id, *rejected))
+                    continue
+                event = ev.validate(decoded)
             except (ValueError, TypeError, RecursionError) as exc:
                 dead.append((item.item_id, item.data, f"invalid event: {exc}"))
                 continue
@@ -176,7 +182,10 @@ class Drainer:
 
         for item_id, data, reason in dead:
             log.warning("dead-lettered item %d of %s: %s", item_id, producer_id, reason)
-            self.state.add_dead_letter(producer_id, item_id, data, reason)
+            session = _session_of(data)
+            self.state.add_dead_letter(
+                producer_id, item_id, data, reason, session if isinstance(session, str) else None
+            )
         try:
             queuefile.ack(cursor.conn, done_ids)
         except sqlite3.Error as exc:  # acks are retried by replaying: harmless

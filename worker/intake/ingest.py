@@ -193,7 +193,7 @@ def _host_label() -> str:
 
 class OwnQueue:
     """A queue file of this process, for one invocation: created on the first write
-    (so rejected input leaves no file behind), marked closed by ``close``."""
+    (so empty input leaves no file behind), marked closed by ``close``."""
 
     def __init__(self, spool_dir: Path, kind: str) -> None:
         self.producer_id = f"{kind}-{_host_label()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
@@ -236,13 +236,48 @@ class OwnQueue:
             self._conn = None
 
 
+# ---- rejected lines: kept, never lost ---------------------------------------------
+# ``ingest`` runs without the worker, and the worker alone writes worker.db (its
+# dead letters and session index). So a rejected line goes into the same fsynced
+# queue file as the good lines around it, wrapped in a record no event validates
+# as; the worker dead-letters it (the line's bytes, its number and the reason) and
+# marks its session, before it can sync the session's end from the same file.
+
+REJECTED_LINE = "agentspool_rejected_line"
+KEPT_LINE_BYTES = 1 << 20  # a rejected line is kept up to this size (a longer one is cut)
+
+
+def rejected_line_item(number: int, reason: str, line: bytes | None) -> bytes:
+    """The queue item that carries a rejected input line to the worker's dead letters."""
+    kept = (line or b"")[:KEPT_LINE_BYTES]
+    record = {
+        REJECTED_LINE: {
+            "line": number,
+            "reason": reason,
+            "text": kept.decode("utf-8", "replace"),
+            "cut": line is None or len(line) > len(kept),
+        }
+    }
+    return json.dumps(record, separators=(",", ":")).encode()
+
+
+def read_rejected_line(obj: Any, producer_id: str) -> tuple[bytes, str] | None:
+    """(the line's bytes, the dead letter's reason) if ``obj`` is a rejected-line record."""
+    if not isinstance(obj, dict) or not isinstance(obj.get(REJECTED_LINE), dict):
+        return None
+    record = obj[REJECTED_LINE]
+    cut = " (the line was cut to its first MiB)" if record.get("cut") else ""
+    reason = f"{producer_id} line {record.get('line')}: rejected: {record.get('reason')}{cut}"
+    return str(record.get("text", "")).encode("utf-8", "surrogatepass"), reason
+
+
 # ---- ingest: JSON Lines ----------------------------------------------------------
 
 
 @dataclass
 class IngestReport:
     producer_id: str
-    written: int = 0
+    written: int = 0  # queue items: the events, and a record of each rejected line
     rejected: list[tuple[int, str]] = field(default_factory=list)  # (line number, reason)
 
 
@@ -276,12 +311,13 @@ def ingest_lines(
             except EventRejected as exc:
                 report.rejected.append((number, str(exc)))
                 on_rejected(number, str(exc))
+                items.append(rejected_line_item(number, str(exc), line))
                 continue
             if len(items) >= MAX_BATCH:
                 queue.append(items)
                 items = []
         queue.append(items)
-        report.written = queue.written
+        report.written = queue.written - len(report.rejected)
     return report
 
 

@@ -39,6 +39,8 @@ class SpoolStatus:
     producers: list[ProducerStatus] = field(default_factory=list)
     sessions: dict[str, int] = field(default_factory=dict)
     dead_letters: int = 0
+    # Sessions missing events that are dead letters (a line `ingest` rejected, ...).
+    sessions_with_rejected_events: int = 0
     last_sync_error: dict[str, str] | None = None
     # Damaged files moved to <spool>/quarantine/ (never deleted): name, reason, at.
     quarantined: list[dict[str, Any]] = field(default_factory=list)
@@ -87,6 +89,7 @@ def _add_worker_state(status: SpoolStatus, store: st.StateStore) -> dict[str, in
     """Fill in sessions, dead letters and the last error; return dead letters by producer."""
     status.sessions = store.counts()
     status.dead_letters = store.dead_letter_count()
+    status.sessions_with_rejected_events = store.sessions_with_rejected_events()
     last = store.last_error()
     if last is not None:
         status.last_sync_error = {"session_id": last[0], "error": last[1]}

@@ -7,6 +7,7 @@ retention: their rows then live only in the remote database, and ``show`` says s
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
 from dataclasses import dataclass
@@ -80,6 +81,7 @@ def session_json(s: st.SessionState, spool_dir: Path) -> dict[str, Any]:
         "attempts": s.attempts,
         "last_error": s.last_error,
         "synced_at": iso(s.synced_at) if s.synced_at else None,
+        "rejected_events": s.rejected_events,
         "replica": (spool_dir / REPLICAS_DIRNAME / s.replica).exists(),
     }
 
@@ -100,6 +102,10 @@ class Transcript:
     sync_state: str | None  # None: the worker's index does not know the session
     replica: Path | None  # None: read from the remote database
     database: str | None = None  # the database it was read from (redacted URL)
+    # Local only: events of the session kept as dead letters, and the seqs below the
+    # highest one that never reached the replica (rejected, dropped, or still queued).
+    rejected_events: int = 0
+    missing_seqs: list[int] | None = None
 
     def timeline(self) -> list[tuple[str, dict[str, Any]]]:
         """Messages and tool calls in the order they happened: ("message", row) and
@@ -120,6 +126,8 @@ class Transcript:
             "tool_executions": self.tool_executions,
             "replica": None if self.replica is None else str(self.replica),
             "database": self.database,
+            "rejected_events": self.rejected_events,
+            "missing_seqs": self.missing_seqs,
         }
 
 
@@ -145,17 +153,25 @@ def load_transcript(spool_dir: Path, session_id: str) -> Transcript:
     conn = open_readonly(path)
     try:
         rows = read_session_rows(conn, session_id)
+        applied = [r[0] for r in conn.execute("SELECT DISTINCT seq FROM applied_events")]
     except LookupError:
         raise SessionNotFound(session_id) from None
     finally:
         conn.close()
+    highest = max(applied, default=-1)
+    missing = sorted(set(range(highest + 1)) - set(applied))[:MAX_MISSING_SHOWN]
     return Transcript(
         session=rows.session,
         messages=[_row(MESSAGE_COLUMNS, r) for r in rows.messages],
         tool_executions=[_row(TOOL_COLUMNS, r) for r in rows.tool_executions],
         sync_state=known.sync_state if known else None,
         replica=path,
+        rejected_events=known.rejected_events if known else 0,
+        missing_seqs=missing,
     )
+
+
+MAX_MISSING_SHOWN = 100
 
 
 def _row(columns: tuple[str, ...], values: tuple[Any, ...]) -> dict[str, Any]:
@@ -168,3 +184,34 @@ def _known_session(spool_dir: Path, session_id: str) -> st.SessionState | None:
             return None if store is None else store.get(session_id)
     except sqlite3.OperationalError:
         return None  # a worker creating its state right now
+
+
+# ---- how the text of a transcript reads -------------------------------------------
+
+
+def plural(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
+def unquoted(text: str) -> str:
+    """Text stored as a JSON string (``"total 8\\n-rw..."``, as some tools return
+    their output) shown as the text it holds; anything else as it is."""
+    if len(text) >= 2 and text[0] == '"' and text[-1] == '"':
+        try:
+            value = json.loads(text)
+        except ValueError:
+            return text
+        if isinstance(value, str):
+            return value
+    return text
+
+
+def end_reason(metadata: Any) -> str | None:
+    """Why the session ended, where its integration said (Claude Code's SessionEnd)."""
+    if isinstance(metadata, str):
+        try:
+            metadata = json.loads(metadata)
+        except ValueError:
+            return None
+    reason = metadata.get("end_reason") if isinstance(metadata, dict) else None
+    return reason if isinstance(reason, str) else None

@@ -132,6 +132,7 @@ class SyncEngine:
         self._round: deque[str] = deque()  # open sessions of the current checkpoint round
         self._next_round = monotonic()
         self._reported: str | None = None
+        self.last_error: str | None = None  # the latest failure, until a request succeeds
         self._since: float | None = None  # worker clock: requests in flight since
 
     # ---- the loop's interface ------------------------------------------------
@@ -345,6 +346,7 @@ class SyncEngine:
                 self._reserved.discard(part.session_id)
         if error is None:
             self._failures = 0
+            self.last_error = None
             self.misconfigured = None
             self._reported = None
             if batch is None:
@@ -353,6 +355,7 @@ class SyncEngine:
                 self._landed(batch, seconds)
             return
         self.stats.failures += 1
+        self.last_error = str(error)
         if error.kind == STATEMENT and batch is not None:
             self._isolate_poison(batch, error)
         elif error.kind == PERMANENT:
@@ -360,7 +363,9 @@ class SyncEngine:
             for session_id in sessions:
                 self._park(session_id, str(error))
             if batch is None:
-                self._pause(error)  # the schema check: try again after a backoff
+                # The schema check: the sessions are parked above (that is the news);
+                # it is tried again after a backoff, for sessions that come later.
+                self._pause(error, log_it=False)
         else:
             # A failed schema check holds up every due session: they say why.
             self._pause(error, [p.session_id for p in batch.parts] if batch else self._due_ids())
@@ -406,7 +411,9 @@ class SyncEngine:
         self._isolate.appendleft(sessions[half:])
         self._isolate.appendleft(sessions[:half])
 
-    def _pause(self, error: DatabaseError, sessions: list[str] | None = None) -> None:
+    def _pause(
+        self, error: DatabaseError, sessions: list[str] | None = None, *, log_it: bool = True
+    ) -> None:
         delay = backoff_delay(self._failures, self.retry_base, self.retry_cap)
         if error.retry_after is not None:  # the server said when: honour it (within reason)
             delay = max(delay, min(error.retry_after, MAX_RETRY_AFTER_S))
@@ -417,6 +424,8 @@ class SyncEngine:
         for session_id in sessions or ():
             self.state.mark_retry(session_id, str(error), self.now() + delay)
         message = str(error)
+        if not log_it:
+            return
         level = logging.ERROR if error.kind == MISCONFIGURED else logging.WARNING
         log.log(
             level, "sync failed (attempt %d): %s; retrying in %.1fs", self._failures, message, delay

@@ -21,6 +21,7 @@ import base64
 import json
 import logging
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -233,7 +234,15 @@ def classify_status(status: int) -> str:
     return MISCONFIGURED  # 404, 405, 501, ...: this URL is not a libSQL server
 
 
-def _status_message(status: int, where: str, body: str) -> str:
+CHECK_URL = "check the database URL (--db or TURSO_DATABASE_URL)"
+
+
+def _status_message(status: int, where: str, body: str, *, had_token: bool = True) -> str:
+    if status == 401 and not had_token:
+        return (
+            f"the database wants an auth token and none was given (HTTP 401 from {where}):"
+            " set TURSO_AUTH_TOKEN"
+        )
     if status == 401:
         return (
             f"the database rejected the auth token (HTTP 401 from {where}): check TURSO_AUTH_TOKEN"
@@ -241,12 +250,33 @@ def _status_message(status: int, where: str, body: str) -> str:
     if status == 403:
         return f"the auth token may not use this database (HTTP 403 from {where}): check TURSO_AUTH_TOKEN"
     kind = classify_status(status)
-    detail = " ".join(body.split())[:160]
+    detail = body_gist(body)
     if kind == MISCONFIGURED:
-        return f"HTTP {status} from {where}: not a libSQL server? check TURSO_DATABASE_URL" + (
+        return f"HTTP {status} from {where}: not a libSQL server? {CHECK_URL}" + (
             f" ({detail})" if detail else ""
         )
     return f"HTTP {status} from {where}" + (f": {detail}" if detail else "")
+
+
+_TITLE = re.compile(r"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
+_TAG = re.compile(r"<[^>]*>?")
+
+
+def body_gist(body: str, limit: int = 160) -> str:
+    """An error body as one short line: an HTML page by its title (or its text without
+    tags), anything else cut at a word boundary."""
+    if body.lstrip()[:1] == "<":
+        title = _TITLE.search(body)
+        text = title.group(1) if title else _TAG.sub(" ", body)
+        text = " ".join(text.split())
+        return f"an HTML page: {_cut(text, limit)}" if text else "an HTML page"
+    return _cut(" ".join(body.split()), limit)
+
+
+def _cut(text: str, limit: int) -> str:
+    if len(text) <= limit:
+        return text
+    return text[:limit].rsplit(" ", 1)[0] + " …"
 
 
 def _retry_after(response: httpx.Response) -> float | None:
@@ -311,7 +341,14 @@ class HranaClient:
         if response.status_code != 200:
             raise HranaError(
                 classify_status(response.status_code),
-                self._scrub(_status_message(response.status_code, self.where, response.text)),
+                self._scrub(
+                    _status_message(
+                        response.status_code,
+                        self.where,
+                        response.text,
+                        had_token=self._token is not None,
+                    )
+                ),
                 retry_after=_retry_after(response),
             )
         try:
@@ -321,7 +358,7 @@ class HranaClient:
             raise HranaError(
                 MISCONFIGURED,
                 f"HTTP 200 from {self.where} is not a Hrana answer: not a libSQL server?"
-                " check TURSO_DATABASE_URL",
+                f" {CHECK_URL}",
             ) from None
         results = []
         for entry in entries:
