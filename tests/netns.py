@@ -90,8 +90,9 @@ class LoopbackNamespace:
 
 def _readline_within(proc: subprocess.Popen[bytes], timeout: float) -> bytes:
     result: list[bytes] = []
-    assert proc.stdout is not None
-    reader = threading.Thread(target=lambda: result.append(proc.stdout.readline()), daemon=True)  # type: ignore[union-attr]
+    stdout = proc.stdout
+    assert stdout is not None
+    reader = threading.Thread(target=lambda: result.append(stdout.readline()), daemon=True)
     reader.start()
     reader.join(timeout)
     if not result:

@@ -93,7 +93,7 @@ class Request:
         """Claude Code's session id, which it sends in ``metadata.user_id`` (a JSON text)."""
         metadata = self.body.get("metadata") if isinstance(self.body, dict) else None
         try:
-            user = json.loads(metadata["user_id"])
+            user = json.loads(metadata["user_id"])  # type: ignore[index]
         except (TypeError, KeyError, ValueError):
             return None
         return user.get("session_id") if isinstance(user, dict) else None
