@@ -34,4 +34,5 @@ GROUPS: dict[str, Callable[[Config], list[Row]]] = {
     "ui": _group("ui"),
     "hook": _group("hook"),
     "integrations": _group("integrations"),
+    "claude_code": _group("claude_code"),
 }
