@@ -306,7 +306,9 @@ class StateStore:
         self.conn.execute(
             "INSERT OR IGNORE INTO dead_letters (producer_id, item_id, data, reason, created_at)"
             " VALUES (?, ?, ?, ?, ?)",
-            (producer_id, item_id, data, reason, time.time()),
+            # Text from a queue (a file name, a reason quoting an event) may not be
+            # UTF-8; a dead letter must be recordable whatever it holds.
+            (_storable(producer_id), item_id, data, _storable(reason), time.time()),
         )
 
     def dead_letters(self, limit: int = 100) -> Iterator[tuple[int, str, int, bytes, str, float]]:
@@ -352,3 +354,8 @@ class StateStore:
 
     def meta(self) -> dict[str, str]:
         return dict(self.conn.execute("SELECT key, value FROM worker_meta").fetchall())
+
+
+def _storable(text: str) -> str:
+    """``text`` with anything UTF-8 cannot hold (lone surrogates) as visible escapes."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")

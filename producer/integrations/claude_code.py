@@ -38,7 +38,7 @@ import os
 import sys
 import time
 
-from agentspool.producer import layout
+from agentspool.producer import events, layout
 from agentspool.producer.sharedqueue import SessionAppend, SharedQueue
 
 TYPE_CHECKING = False  # typing costs milliseconds to import; mypy reads this block
@@ -105,6 +105,8 @@ def parse_event(data: bytes) -> dict[str, Any]:
     session_id = payload.get("session_id")
     if not isinstance(session_id, str) or not 0 < len(session_id) <= MAX_SESSION_ID:
         raise BadEvent("the event has no session_id (a string of 1 to 200 characters)")
+    if events.session_id_problem(session_id) is not None:
+        raise BadEvent("the event's session_id is not valid UTF-8 text")
     if not isinstance(payload.get("hook_event_name"), str):
         raise BadEvent("the event has no hook_event_name")
     return payload

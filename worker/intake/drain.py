@@ -164,7 +164,9 @@ class Drainer:
         done_ids = [item_id for item_id, _, _ in dead]
         first_blocked: int | None = None
         for session_id, session_events in by_session.items():
-            applied, failed_dead, blocked_at = self._apply_session(session_id, session_events, raw)
+            applied, failed_dead, blocked_at = self._apply_session_guarded(
+                session_id, session_events, raw
+            )
             result.applied += applied
             dead.extend(failed_dead)
             done_ids.extend(i for i, _ in session_events if blocked_at is None or i < blocked_at)
@@ -192,6 +194,29 @@ class Drainer:
         if first_blocked is not None:
             result.items = 0  # stop this queue for now; the next pass retries
         return result
+
+    def _apply_session_guarded(
+        self,
+        session_id: str,
+        session_events: list[tuple[int, dict[str, Any]]],
+        raw: dict[int, bytes],
+    ) -> tuple[int, list[tuple[int, bytes, str]], int | None]:
+        """``_apply_session``, with every failure kept to this session's items: a file
+        that cannot be written now (a full disk, a lock) blocks them until a later pass;
+        anything else is about the items themselves, and they are dead-lettered with the
+        reason. Nothing a session's events hold may stall the rest of the queue."""
+        try:
+            return self._apply_session(session_id, session_events, raw)
+        except (sqlite3.OperationalError, OSError) as exc:
+            log.error("cannot record session %r: %s (will retry)", session_id, exc)
+            self.failures += 1
+            self._drop_replica(session_id)
+            return 0, [], session_events[0][0]
+        except Exception as exc:
+            log.exception("cannot record session %r: its events are dead-lettered", session_id)
+            self._drop_replica(session_id)
+            reason = f"cannot record: {type(exc).__name__}: {exc}"
+            return 0, [(item_id, raw[item_id], reason) for item_id, _ in session_events], None
 
     def _apply_session(
         self,
