@@ -351,7 +351,10 @@ class Worker:
         return self.syncer.work_left(include_backoff=include_backoff)
 
     def _undrained(self) -> bool:
-        """Items still waiting in a queue file (e.g. their replica cannot be written)."""
+        """Items still waiting in a queue file (e.g. their replica cannot be written),
+        or hook calls not yet added to their queue."""
+        if self.drainer.deferred_hook_calls():
+            return True
         for cursor in list(self.drainer.cursors.values()):
             try:
                 if queuefile.read_pending(cursor.conn, cursor.last_id, 1):

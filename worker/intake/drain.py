@@ -20,8 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agentspool.integrations import claude_code
 from agentspool.producer import events as ev
 from agentspool.producer import queuefile
+from agentspool.producer.sharedqueue import SharedQueue
 from agentspool.worker.intake import quarantine
 from agentspool.worker.intake.replica import Replica, iso, replica_path
 from agentspool.worker.state import SessionState, StateStore
@@ -108,6 +110,7 @@ class Drainer:
     def drain_all(self, max_batches_per_queue: int = 50) -> DrainResult:
         """One pass over every queue file; returns what it did."""
         total = DrainResult()
+        self._add_deferred_hook_calls()
         for queue_dir in queuefile.list_queue_dirs(self.spool_dir):
             cursor = self.cursor(queue_dir)
             if cursor is None:
@@ -126,6 +129,23 @@ class Drainer:
                 if result.items < self.batch_size:
                     break
         return total
+
+    def _add_deferred_hook_calls(self) -> None:
+        """Hook calls that could not get their shared queue's write lock in time were
+        left in files of their own (sharedqueue.py): add them to the queue, whose
+        drain then takes them like any other event. A lock still held: next pass."""
+        try:
+            added = claude_code.replay_deferred(str(self.spool_dir))
+        except Exception as exc:
+            log.warning("cannot add deferred Claude Code hook calls yet: %s", exc)
+            self.failures += 1
+            return
+        if added:
+            log.info("added %d deferred Claude Code hook call(s) to the shared queue", added)
+
+    def deferred_hook_calls(self) -> int:
+        """How many deferred hook calls wait to be added (burst mode waits for them)."""
+        return len(SharedQueue(str(self.spool_dir), claude_code.AGENT).deferred())
 
     def drain_batch(self, cursor: QueueCursor) -> DrainResult:
         result = DrainResult()
