@@ -657,3 +657,53 @@ def test_hostile_values_in_any_field_never_stall_the_drain(events: list[dict[str
                 assert conn.execute("SELECT status FROM sessions").fetchone() == ("completed",)
             finally:
                 conn.close()
+
+
+def test_an_id_shaped_like_a_hashed_name_never_shares_a_replica() -> None:
+    """Issue 26, item 7: ``h-`` + 40 hex of sha256(``../../x``) was a safe name equal to
+    the hashed name of ``../../x``; the second session's events were dead-lettered as
+    conflicts and both sessions' rows sat in one file. Now each has its own replica."""
+    import hashlib
+
+    traversal = "../../x"
+    lookalike = "h-" + hashlib.sha256(traversal.encode()).hexdigest()[:40]
+    with fuzz_spool() as spool:
+        assert replica_path(spool.root, traversal) != replica_path(spool.root, lookalike)
+        spool.put(*good_session(traversal), *good_session(lookalike))
+        outcome = spool.drain()
+        assert outcome.dead == {} and outcome.left == 0
+        for sid in (traversal, lookalike):
+            conn = spool.replica(sid)
+            assert conn.execute("SELECT id FROM sessions").fetchall() == [(sid,)]
+            assert conn.execute("SELECT count(*) FROM messages").fetchone() == (3,)
+            conn.close()
+
+
+def test_a_replica_an_older_version_named_h_dash_is_still_used_for_its_session() -> None:
+    """Upgrading orphans nothing: a hashed replica named ``h-<hex>.db`` by an older
+    agentspool keeps receiving its session's events; a file of that name holding
+    another session (a literal id of that shape) is never handed to a hashed id."""
+    import hashlib
+
+    from agentspool.worker.intake.replica import REPLICAS_DIRNAME, Replica
+
+    traversal = "../../x"
+    digest = hashlib.sha256(traversal.encode()).hexdigest()[:40]
+    with fuzz_spool() as spool:
+        legacy = spool.root / REPLICAS_DIRNAME / f"h-{digest}.db"
+        old = Replica(legacy)  # as an older agentspool wrote it
+        old.apply([event(ev.SESSION_START, 0, traversal), event(ev.MESSAGE, 1, traversal)])
+        old.close()
+        assert replica_path(spool.root, traversal) == legacy
+        spool.put(raw(event(ev.MESSAGE, 2, traversal)))
+        assert spool.drain().dead == {}
+        conn = sqlite3.connect(legacy)
+        assert conn.execute("SELECT count(*) FROM messages").fetchone() == (2,)
+        conn.close()
+        # The same file name holding the literal session h-<digest> instead:
+        legacy.unlink()
+        lookalike = Replica(legacy)
+        lookalike.apply([event(ev.SESSION_START, 0, f"h-{digest}")])
+        lookalike.close()
+        assert replica_path(spool.root, f"h-{digest}") == legacy
+        assert replica_path(spool.root, traversal).name == f"h~{digest}.db"
