@@ -145,3 +145,30 @@ def test_a_deferred_call_is_added_once_even_if_its_file_comes_back(spool: Path) 
     assert claude_code.replay_deferred(str(spool)) == 0
     assert queue.deferred() == [] and (bad.parent / f".unusable-{bad.name}").exists()
     shutil.rmtree(queue.deferred_dir)
+
+
+def test_install_writes_through_a_symlinked_settings_file(tmp_path: Path, spool: Path) -> None:
+    """Issue 26, item 9: a settings.json kept in dotfiles (a symlink, relative here,
+    through a second link) stays a link; the file it points to gets the hooks."""
+    env = worker_env(spool)
+    dotfiles = tmp_path / "dotfiles" / "claude"
+    dotfiles.mkdir(parents=True)
+    real = dotfiles / "settings.json"
+    real.write_text(json.dumps({"model": "opus"}))
+    (tmp_path / "dotfiles" / "current").symlink_to("claude/settings.json")
+    claude_dir = tmp_path / "home" / ".claude"
+    claude_dir.mkdir(parents=True)
+    link = claude_dir / "settings.json"
+    link.symlink_to(tmp_path / "dotfiles" / "current")
+    result = run_cli("hook", "claude-code", "--install", str(link), env=env, check=True)
+    assert "added" in result.stdout
+    assert link.is_symlink() and os.readlink(link) == str(tmp_path / "dotfiles" / "current")
+    assert (tmp_path / "dotfiles" / "current").is_symlink()
+    merged = json.loads(real.read_text())
+    assert merged["model"] == "opus" and set(merged["hooks"]) == set(claude_code.HOOK_EVENTS)
+    assert sorted(p.name for p in claude_dir.iterdir()) == ["settings.json"]  # no temp left
+    # A link whose file does not exist yet: the file is created where it points.
+    dangling = claude_dir.parent / "project-settings.json"
+    dangling.symlink_to(dotfiles / "project.json")
+    run_cli("hook", "claude-code", "--install", str(dangling), env=env, check=True)
+    assert dangling.is_symlink() and "hooks" in json.loads((dotfiles / "project.json").read_text())
