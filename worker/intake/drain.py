@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sqlite3
 import time
 from collections import OrderedDict
@@ -74,6 +75,7 @@ class Drainer:
         self.cursors: dict[Path, QueueCursor] = {}
         self._rewind: dict[Path, int] = {}  # queue -> read again from after this id
         self._replicas: OrderedDict[str, Replica] = OrderedDict()
+        self._inodes: dict[str, tuple[int, int]] = {}  # session -> its open replica's file
         # Attempts that failed and will be retried (a file that cannot be opened, read
         # or written: a full disk, an I/O error); the loop pauses when this grows.
         self.failures = 0
@@ -253,6 +255,8 @@ class Drainer:
         dead: list[tuple[int, bytes, str]] = []
         try:
             replica = self.replica(session_id)
+        except ReplicaRebuilt:  # the next pass applies all of the session, in order
+            return 0, dead, session_events[0][0]
         except (sqlite3.Error, OSError, RuntimeError) as exc:
             log.error("cannot open replica of session %s: %s (will retry)", session_id, exc)
             self.failures += 1
@@ -336,8 +340,11 @@ class Drainer:
         opened is quarantined, and a new, empty one takes its place."""
         replica = self._replicas.get(session_id)
         if replica is not None:
-            self._replicas.move_to_end(session_id)
-            return replica
+            if self._still_in_place(session_id, replica):
+                self._replicas.move_to_end(session_id)
+                return replica
+            self.rebuild_replica(session_id, "was deleted or replaced while the worker had it open")
+            raise ReplicaRebuilt(session_id)
         path = replica_path(self.spool_dir, session_id)
         try:
             replica = Replica(path)
@@ -347,10 +354,33 @@ class Drainer:
             self.quarantine_replica(session_id, exc)
             replica = Replica(path)
         self._replicas[session_id] = replica
+        self._inodes[session_id] = _identity(path)
         while len(self._replicas) > MAX_OPEN_REPLICAS:
             _, oldest = self._replicas.popitem(last=False)
             oldest.close()
         return replica
+
+    def _still_in_place(self, session_id: str, replica: Replica) -> bool:
+        """Is the open replica still the file at its path? A file deleted (or replaced)
+        under the worker would take the rest of the session into an unlinked inode."""
+        return _identity(replica.path) == self._inodes.get(session_id, (-1, -1))
+
+    def rebuild_replica(self, session_id: str, why: str) -> int:
+        """A replica that is gone (or not the worker's any more) is rebuilt from the
+        session's events still in queue files: what is left at its path (a stranger's
+        file, a stale ``-wal``) is quarantined, the session's acked items are marked
+        ready again, and the next pass applies them all to a new replica. Returns how
+        many items were marked."""
+        self._drop_replica(session_id)
+        path = replica_path(self.spool_dir, session_id)
+        reason = f"replica of session {session_id!r} {why}"
+        if any(f.exists() for f in quarantine.sqlite_files(path)):
+            quarantine.quarantine(
+                self.spool_dir, path.name, reason, files=quarantine.sqlite_files(path)
+            )
+        replayed = self._replay_acked(session_id)
+        log.warning("%s: %d acked events queued again to rebuild it", reason, replayed)
+        return replayed
 
     def forget_replica(self, session_id: str) -> None:
         """Close a cached replica before its file is deleted (retention)."""
@@ -360,9 +390,13 @@ class Drainer:
         """After a failed sync whose error sounds like a damaged replica: check the
         file; if it is damaged, quarantine it and rebuild it from the queue files at
         once (so the retry finds it). Returns whether it did."""
+        path = replica_path(self.spool_dir, session_id)
+        if not path.exists():  # deleted: every event of an unsynced session is still queued
+            self.rebuild_replica(session_id, "does not exist")
+            self.drain_all()
+            return path.exists()
         if not quarantine.mentions_damage(error):
             return False
-        path = replica_path(self.spool_dir, session_id)
         try:
             verdict = quarantine.check_database(path)
         except sqlite3.Error as exc:  # busy, locked: not a verdict; the retry will tell
@@ -421,6 +455,7 @@ class Drainer:
         )
 
     def _drop_replica(self, session_id: str) -> None:
+        self._inodes.pop(session_id, None)
         replica = self._replicas.pop(session_id, None)
         if replica is not None:
             try:
@@ -434,6 +469,18 @@ class Drainer:
         self._replicas.clear()
         for queue_dir in list(self.cursors):
             self.forget(queue_dir)
+
+
+class ReplicaRebuilt(Exception):
+    """The session's open replica was gone: it is being rebuilt from the queue files."""
+
+
+def _identity(path: Path) -> tuple[int, int]:
+    try:
+        info = os.stat(path)
+    except OSError:
+        return (-2, -2)
+    return (info.st_dev, info.st_ino)
 
 
 def _session_of(data: bytes) -> object:
