@@ -105,6 +105,35 @@ def truncate_text(text: str, limit: int = MAX_FIELD_BYTES) -> str:
     return data[:end].decode("utf-8", "surrogatepass") + TRUNCATION_MARKER.format(len(data) - end)
 
 
+def is_utf8_text(text: str) -> bool:
+    """Can ``text`` be written as UTF-8? Not if it holds a lone surrogate (from a JSON
+    ``"\\udc80"`` escape, or bytes a shell argument could not decode)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def session_id_problem(session_id: object) -> str | None:
+    """Why ``session_id`` cannot name a session, or None. An id is a key in SQL, a
+    file name's source and a line in logs: it must be 1 to 200 characters of text
+    that UTF-8 can hold (every other character is allowed, escaped where shown)."""
+    if not isinstance(session_id, str):
+        return f"field 'session_id' has type {type(session_id).__name__}"
+    if not session_id or len(session_id) > MAX_SESSION_ID_LENGTH:
+        return "session_id must be 1 to 200 characters"
+    if not is_utf8_text(session_id):
+        return "session_id is not valid UTF-8 text (it holds a lone surrogate)"
+    return None
+
+
+# Text fields that are keys (bound to SQL as they are, compared, shown in logs): the
+# worker cannot store one that is not UTF-8, so such an event is refused whole. Other
+# text (content, names, metadata) is stored with a lone surrogate replaced by '?'.
+KEY_FIELDS: Final = ("session_id", "producer_id", "call_id")
+
+
 class InvalidEvent(ValueError):
     """An event that cannot be applied; the message says why (it is recorded)."""
 
@@ -120,8 +149,9 @@ def validate(event: object) -> dict[str, Any]:
     kind = event["type"]
     if kind not in EVENT_TYPES:
         raise InvalidEvent(f"unknown event type {kind!r}")
-    if not event["session_id"] or len(event["session_id"]) > MAX_SESSION_ID_LENGTH:
-        raise InvalidEvent("session_id must be 1 to 200 characters")
+    problem = session_id_problem(event["session_id"])
+    if problem is not None:
+        raise InvalidEvent(problem)
     if not 0 <= event["ts"] < MAX_TS:  # also false for NaN
         raise InvalidEvent("ts must be seconds since 1970 before the year 10000")
     if not (0 <= event["seq"] < MAX_SEQ and 0 <= event["pseq"] < MAX_SEQ):
@@ -130,12 +160,17 @@ def validate(event: object) -> dict[str, Any]:
         raise InvalidEvent("seq 0 is the session_start event and only it")
     for name, types in REQUIRED_FIELDS[kind].items():
         _check_field(event, name, types, required=True)
+    fields_of_kind = ENVELOPE_FIELDS.keys() | REQUIRED_FIELDS[kind].keys()
     for name, types in OPTIONAL_FIELDS[kind].items():
         _check_field(event, name, types, required=False)
     parent_id = event.get("parent_id")
     if parent_id is not None and kind == SESSION_START:
         if not parent_id or len(parent_id) > MAX_SESSION_ID_LENGTH:
             raise InvalidEvent("parent_id must be 1 to 200 characters (a session id)")
+    for name in KEY_FIELDS:
+        value = event.get(name)
+        if name in fields_of_kind and isinstance(value, str) and not is_utf8_text(value):
+            raise InvalidEvent(f"{name} is not valid UTF-8 text (it holds a lone surrogate)")
     for name in TIME_FIELDS:
         value = event.get(name)
         if value is not None and name in OPTIONAL_FIELDS[kind] and not 0 <= value < MAX_TS:

@@ -40,6 +40,10 @@ class Session:
     ) -> None:
         self.spool = spool
         self.id = str(session_id) if session_id else uuid.uuid4().hex
+        # An id no worker can store (not UTF-8 text, too long) is refused here, where
+        # it can be counted: each of the session's events is dropped (Spool.stats()),
+        # rather than written for the worker to dead-letter one by one.
+        self._refused = events.session_id_problem(self.id) is not None
         self.agent = str(agent)
         # call_id -> (perf_counter, time.time() at the start, the caller's started_at)
         self._tool_starts: dict[str, tuple[float, float, float | None]] = {}
@@ -63,6 +67,9 @@ class Session:
 
     def _emit(self, kind: str, **fields: Any) -> None:
         try:
+            if self._refused:
+                self.spool._count_drop()
+                return
             fields["v"] = events.FORMAT_VERSION
             fields["type"] = kind
             fields["session_id"] = self.id
@@ -193,7 +200,7 @@ class Session:
         this process) is fsynced to the spool: from then on a crash of this process
         loses nothing of it. A second call only flushes."""
         self._emit_end(status, error, metadata)
-        return self.spool.flush(timeout)
+        return self.spool.flush(timeout) and not self._refused
 
     async def aend(
         self,
@@ -208,7 +215,7 @@ class Session:
         import asyncio  # only agents that use asyncio pay for importing it
 
         self._emit_end(status, error, metadata)
-        return await asyncio.to_thread(self.spool.flush, timeout)
+        return await asyncio.to_thread(self.spool.flush, timeout) and not self._refused
 
     def _emit_end(
         self, status: str, error: str | None, metadata: dict[str, Any] | None = None

@@ -332,7 +332,16 @@ class StateStore:
             "INSERT OR IGNORE INTO dead_letters"
             " (producer_id, item_id, data, reason, created_at, session_id)"
             " VALUES (?, ?, ?, ?, ?, ?)",
-            (producer_id, item_id, data, reason, time.time(), session_id),
+            # Text from a queue (a file name, a reason quoting an event) may not be
+            # UTF-8; a dead letter must be recordable whatever it holds.
+            (
+                _storable(producer_id),
+                item_id,
+                data,
+                _storable(reason),
+                time.time(),
+                None if session_id is None else _storable(session_id),
+            ),
         )
         if session_id is not None:
             self._count_rejected([session_id])
@@ -405,3 +414,8 @@ class StateStore:
 
     def meta(self) -> dict[str, str]:
         return dict(self.conn.execute("SELECT key, value FROM worker_meta").fetchall())
+
+
+def _storable(text: str) -> str:
+    """``text`` with anything UTF-8 cannot hold (lone surrogates) as visible escapes."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")

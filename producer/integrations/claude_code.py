@@ -35,11 +35,14 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import sys
 import time
 
-from agentspool.producer import layout
+from agentspool.producer import events, layout
 from agentspool.producer.sharedqueue import SessionAppend, SharedQueue
+
+from .claude_code_transcript import transcript_reply
 
 TYPE_CHECKING = False  # typing costs milliseconds to import; mypy reads this block
 if TYPE_CHECKING:
@@ -66,7 +69,10 @@ COMMON_FIELDS = frozenset(
 )
 # Context that may change during a session: repeated in a message's metadata when it did.
 CONTEXT_FIELDS = ("cwd", "permission_mode")
-TRANSCRIPT_TAIL_BYTES = 4 << 20  # how much of the transcript's end is read for a reply
+# How long a hook waits for the shared queue's write lock (held for milliseconds by
+# each writer) before it defers its event: long enough for a burst of parallel hooks
+# on a slow disk, well inside Claude Code's 60 s hook timeout.
+LOCK_WAIT_S = 20.0
 MAX_SESSION_ID = 200
 UNFINISHED_TOOL = "the session ended before the tool finished"
 
@@ -86,7 +92,7 @@ def run_hook(stdin: IO[bytes] | None = None, environ: Mapping[str, str] | None =
             raise BadEvent("expects one Claude Code hook event (JSON) on stdin")
         payload = parse_event(stream.read())
         spool_dir = layout.spool_path(environ)
-        record(payload, spool_dir)
+        record(payload, spool_dir, lock_wait(environ))
     except BadEvent as exc:
         _say(f"ignored bad input: {_one_line(exc)}")
     except Exception as exc:  # never a traceback, never a non-zero exit
@@ -105,19 +111,83 @@ def parse_event(data: bytes) -> dict[str, Any]:
     session_id = payload.get("session_id")
     if not isinstance(session_id, str) or not 0 < len(session_id) <= MAX_SESSION_ID:
         raise BadEvent("the event has no session_id (a string of 1 to 200 characters)")
+    if events.session_id_problem(session_id) is not None:
+        raise BadEvent("the event's session_id is not valid UTF-8 text")
     if not isinstance(payload.get("hook_event_name"), str):
         raise BadEvent("the event has no hook_event_name")
     return payload
 
 
-def record(payload: dict[str, Any], spool_dir: str) -> None:
-    """Append the events for one hook call, durably, in the session's order."""
+def lock_wait(environ: Mapping[str, str] | None = None) -> float:
+    """How long a hook waits for the shared queue's write lock before it defers its
+    event (``AGENTSPOOL_HOOK_LOCK_WAIT`` seconds; default ``LOCK_WAIT_S``)."""
+    env = os.environ if environ is None else environ
+    try:
+        value = float(env.get("AGENTSPOOL_HOOK_LOCK_WAIT") or LOCK_WAIT_S)
+    except ValueError:
+        return LOCK_WAIT_S
+    return value if value > 0 else LOCK_WAIT_S
+
+
+def record(payload: dict[str, Any], spool_dir: str, lock_wait_s: float = LOCK_WAIT_S) -> None:
+    """Append the events for one hook call, durably, in the session's order.
+
+    Everything the mapping reads besides the queue (the transcript) is read first:
+    the write lock is held only for the queue's own reads and writes. A hook that
+    cannot get the lock in ``lock_wait_s`` (a process holds it and hangs) leaves its
+    event in a deferred file, which the session's next hook or the worker replays."""
+    reply = prefetch_reply(payload)
+    held = {"payload": payload, "reply": reply, "at": time.time()}
+    session_id = payload["session_id"]
     queue = SharedQueue(spool_dir, AGENT)
-    with queue.session(payload["session_id"]) as session:
-        map_event(payload, session)
+    try:
+        if queue.deferred(session_id):  # earlier events of this session come first
+            queue.replay_deferred(apply_held, session_id, lock_wait_s)
+        with queue.session(session_id, lock_wait_s) as session:
+            map_event(payload, session, reply)
+    except sqlite3.OperationalError as exc:
+        if "locked" not in str(exc) and "busy" not in str(exc):
+            raise
+        path = queue.defer(session_id, held)
+        _say(
+            f"the shared queue stayed locked for {lock_wait_s:g}s; the event is kept"
+            f" in {path} and the worker adds it"
+        )
 
 
-def map_event(payload: dict[str, Any], session: SessionAppend) -> None:
+def apply_held(session: SessionAppend, held: dict[str, Any]) -> None:
+    """Map a deferred hook call (``record``'s ``held``), with the time it was made."""
+    at = held.get("at")
+    session.at = float(at) if isinstance(at, int | float) else None
+    reply = held.get("reply")
+    map_event(held["payload"], session, tuple(reply) if isinstance(reply, list) else None)
+
+
+def replay_deferred(spool_dir: str, lock_wait_s: float = 0.5) -> int:
+    """The worker's part: add the hook calls that were deferred (any session)."""
+    queue = SharedQueue(spool_dir, AGENT)
+    if not queue.deferred():
+        return 0
+    return queue.replay_deferred(apply_held, None, lock_wait_s)
+
+
+def prefetch_reply(payload: dict[str, Any]) -> tuple[str | None, str | None] | None:
+    """For a ``Stop`` without ``last_assistant_message``: the transcript's last reply
+    (``transcript_reply``), read before any lock is taken. None for other events."""
+    if payload.get("hook_event_name") != "Stop":
+        return None
+    if isinstance(payload.get("last_assistant_message"), str):
+        return None
+    return transcript_reply(payload.get("transcript_path"), _say)
+
+
+def map_event(
+    payload: dict[str, Any],
+    session: SessionAppend,
+    reply: tuple[str | None, str | None] | None = None,
+) -> None:
+    """Add the events of one hook call; ``reply`` is ``prefetch_reply``'s answer
+    (read here when not given: a caller without a lock to care about)."""
     name = payload["hook_event_name"]
     state = session.state
     if not session.known:
@@ -132,7 +202,7 @@ def map_event(payload: dict[str, Any], session: SessionAppend) -> None:
             metadata=_metadata(payload, state, ("prompt",)),
         )
     elif name == "Stop":
-        _reply(payload, session)
+        _reply(payload, session, prefetch_reply(payload) if reply is None else reply)
     elif name in TOOL_EVENTS:
         _tool_event(name, payload, session)
     elif name == "SessionEnd":
@@ -170,14 +240,18 @@ def _start_session(payload: dict[str, Any], session: SessionAppend) -> None:
             session.state[key] = payload[key]
 
 
-def _reply(payload: dict[str, Any], session: SessionAppend) -> None:
+def _reply(
+    payload: dict[str, Any],
+    session: SessionAppend,
+    reply: tuple[str | None, str | None] | None,
+) -> None:
     state = session.state
     used: tuple[str, ...] = ("stop_hook_active",)
     if isinstance(payload.get("last_assistant_message"), str):
         text: str | None = payload["last_assistant_message"]
         used += ("last_assistant_message",)
     else:
-        text, entry_id = _transcript_reply(payload.get("transcript_path"))
+        text, entry_id = reply if reply is not None else (None, None)
         if entry_id is not None and entry_id == state.get("reply_entry"):
             text = None  # that reply is logged already (the transcript lagged)
         elif entry_id is not None:
@@ -196,7 +270,7 @@ def _tool_event(name: str, payload: dict[str, Any], session: SessionAppend) -> N
     call_id = payload.get("tool_use_id")
     if not isinstance(call_id, str) or not call_id:
         call_id = _fallback_call_id(payload)
-    now = time.time()
+    now = session.at or time.time()
     used = ("tool_name", "tool_input", "tool_use_id", "tool_response", "error", "is_interrupt")
     if name == "PreToolUse" or call_id not in tools:
         # A finish without a start (the start's hook did not run) still gets a name.
@@ -273,66 +347,6 @@ def _fallback_call_id(payload: dict[str, Any]) -> str:
 
     key = json.dumps([payload.get("tool_name"), payload.get("tool_input")], sort_keys=True)
     return "h-" + hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:24]
-
-
-def _transcript_reply(path: object) -> tuple[str | None, str | None]:
-    """The text of the assistant's last reply in a Claude Code transcript (JSON Lines),
-    and the id of the entry it ends with: assistant entries after the last user entry,
-    read from the file's end. (None, None) when there is none."""
-    if not isinstance(path, str) or not path:
-        return None, None
-    try:
-        with open(os.path.expanduser(path), "rb") as f:
-            size = f.seek(0, os.SEEK_END)
-            start = max(0, size - TRANSCRIPT_TAIL_BYTES)
-            f.seek(start)
-            tail = f.read()
-    except OSError:
-        return None, None
-    lines = tail.split(b"\n")
-    if start > 0:
-        lines = lines[1:]  # the first line is cut
-    texts: list[str] = []
-    last_id: str | None = None
-    for line in reversed(lines):
-        entry = _entry(line)
-        if entry is None or entry.get("isSidechain"):
-            continue  # not an entry, or a subagent's
-        kind = entry.get("type")
-        if kind == "user":
-            break
-        if kind != "assistant":
-            continue
-        message = entry.get("message")
-        content = message.get("content") if isinstance(message, dict) else None
-        if isinstance(content, str):
-            parts = [content]
-        elif isinstance(content, list):
-            parts = [
-                block["text"]
-                for block in content
-                if isinstance(block, dict)
-                and block.get("type") == "text"
-                and isinstance(block.get("text"), str)
-            ]
-        else:
-            parts = []
-        if parts and last_id is None:
-            uuid = entry.get("uuid")
-            last_id = uuid if isinstance(uuid, str) else str(len(tail))
-        texts[:0] = parts
-    text = "\n\n".join(t for t in texts if t)
-    return (text or None), (last_id if text else None)
-
-
-def _entry(line: bytes) -> dict[str, Any] | None:
-    if not line.strip():
-        return None
-    try:
-        value = json.loads(line)
-    except (ValueError, RecursionError):
-        return None
-    return value if isinstance(value, dict) else None
 
 
 # ---- settings ---------------------------------------------------------------------

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from agentspool.producer import events as ev
@@ -41,6 +41,7 @@ class Outcome:
     dead: dict[int, tuple[bytes, str]]  # item id -> (data kept, reason)
     left: int  # items neither acked nor dead-lettered
     items: int
+    failures: int = 0  # passes that failed and would be retried (a stalled queue)
 
 
 class FuzzSpool:
@@ -73,6 +74,7 @@ class FuzzSpool:
             for _ in range(100):
                 if drainer.drain_all().items == 0:
                     break
+            failures = drainer.failures
             dead = {
                 item_id: (bytes(data), reason)
                 for _, _, item_id, data, reason, _ in state.dead_letters(limit=10**6)
@@ -86,7 +88,7 @@ class FuzzSpool:
             ).fetchall()
         )
         left = sum(n for status, n in counts.items() if status < queuefile.STATUS_ACKED)
-        return Outcome(dead, left, sum(counts.values()))
+        return Outcome(dead, left, sum(counts.values()), failures)
 
     def replica(self, session_id: str) -> sqlite3.Connection:
         return sqlite3.connect(replica_path(self.root, session_id))
@@ -326,6 +328,53 @@ def test_lone_surrogates_are_stored_as_question_marks() -> None:
         assert conn.execute("SELECT content FROM messages").fetchone() == ("a?b",)
 
 
+def test_a_session_id_that_is_not_utf8_is_dead_lettered_and_the_queue_goes_on() -> None:
+    """Issue 26: sessions ``before``, a lone surrogate and ``after`` in one hand-written
+    queue file. The bad session's items are dead-lettered with the reason, in one pass
+    that fails nowhere; the sessions around it land."""
+    with fuzz_spool() as spool:
+        spool.put(*good_session("before"), *good_session("\udc80"), *good_session("after"))
+        spool.put(raw(event(ev.MESSAGE, 9, "before", producer_id="p\udc80")))
+        outcome = spool.drain()
+        assert outcome.left == 0 and outcome.failures == 0
+        reasons = [reason for _, reason in outcome.dead.values()]
+        assert len(reasons) == 5 + 1
+        assert reasons.count("invalid event: session_id is not valid UTF-8 text"
+                             " (it holds a lone surrogate)") == 5  # fmt: skip
+        assert "producer_id is not valid UTF-8 text" in reasons[-1]
+        for sid in ("before", "after"):
+            conn = spool.replica(sid)
+            assert conn.execute("SELECT status FROM sessions").fetchone() == ("completed",)
+            conn.close()
+
+
+def test_a_failure_while_recording_a_session_dead_letters_its_items_not_the_queue(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Whatever raises after a session's events are applied (here: reading its summary
+    back) stays with that session's items: they are dead-lettered with the reason and
+    the next session in the queue is drained in the same pass."""
+    from agentspool.worker.intake.replica import Replica
+
+    real_summary = Replica.summary
+
+    def summary(self: Replica, session_id: str) -> Any:
+        if session_id == "cursed":
+            raise UnicodeEncodeError("utf-8", session_id, 0, 1, "surrogates not allowed")
+        return real_summary(self, session_id)
+
+    monkeypatch.setattr(Replica, "summary", summary)
+    with fuzz_spool() as spool:
+        spool.put(*good_session("cursed"), *good_session("after"))
+        outcome = spool.drain()
+        assert outcome.left == 0 and outcome.failures == 0
+        assert len(outcome.dead) == 5
+        assert all("cannot record: UnicodeEncodeError" in r for _, r in outcome.dead.values())
+        conn = spool.replica("after")
+        assert conn.execute("SELECT count(*) FROM messages").fetchone() == (3,)
+        conn.close()
+
+
 def test_a_field_over_the_limit_is_truncated_with_a_marker() -> None:
     with fuzz_spool() as spool:
         structured = {"parts": ["y" * (ev.MAX_FIELD_BYTES + 10)]}
@@ -546,3 +595,118 @@ def test_any_mix_of_items_gets_one_outcome_each_and_good_sessions_survive(
             assert conn.execute("SELECT count(*) FROM messages").fetchone()[0] == 2
         finally:
             conn.close()
+
+
+# Values an attacker (or a buggy producer) can put in any field: text SQLite or UTF-8
+# cannot hold, NULs, terminal escapes, huge text and numbers no column holds.
+hostile_values = st.one_of(
+    st.text(st.characters(categories=["Cs", "Cc"]), min_size=1, max_size=8),
+    st.sampled_from(
+        [
+            "\udc80",
+            "ok\ud800",
+            "\x00",
+            "a\x00b",
+            "\x1b]52;c;aGFjaw==\x07\x1b[2J",
+            "line\nforged: worker log\r",
+            "x" * (ev.MAX_FIELD_BYTES + 7),
+            "€" * (ev.MAX_ITEM_BYTES // 3 + 10),
+            2**63,
+            -(2**80),
+            1e308,
+            -0.0,
+            {"\udc80": ["\x00", {"k\x1b": "\udfff"}]},
+        ]
+    ),
+)
+
+
+@st.composite
+def hostile_events(draw: st.DrawFn) -> dict[str, Any]:
+    """A valid event of a session ``victim-N`` with one or two of its fields (any field
+    its type has, envelope included) replaced by a hostile value."""
+    kind = draw(st.sampled_from(sorted(ev.EVENT_TYPES)))
+    seq = 0 if kind == ev.SESSION_START else draw(st.integers(1, 20))
+    e = event(kind, seq, f"victim-{draw(st.integers(0, 2))}", pseq=draw(st.integers(0, 10**6)))
+    fields = sorted({*ev.ENVELOPE_FIELDS, *ev.REQUIRED_FIELDS[kind], *ev.OPTIONAL_FIELDS[kind]})
+    for name in draw(st.lists(st.sampled_from(fields), min_size=1, max_size=2, unique=True)):
+        e[name] = draw(hostile_values)
+    return e
+
+
+@given(st.lists(hostile_events(), min_size=1, max_size=12))
+@example([event(ev.SESSION_START, 0, "\udc80"), event(ev.MESSAGE, 1, "\udc80")])  # issue 26
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+def test_hostile_values_in_any_field_never_stall_the_drain(events: list[dict[str, Any]]) -> None:
+    """Issue 26: one pass over a queue holding hostile events between good sessions
+    fails nowhere (no retry, nothing left behind), every bad item is applied or
+    dead-lettered with a reason, and the good sessions land whole."""
+    with fuzz_spool() as spool:
+        spool.put(*good_session("good-before", messages=2))
+        ids = spool.put(*(json.dumps(e).encode() for e in events))
+        spool.put(*good_session("good-after", messages=2))
+        outcome = spool.drain()
+        assert outcome.left == 0 and outcome.failures == 0
+        assert set(outcome.dead) <= set(ids)
+        assert all(reason for _, reason in outcome.dead.values())
+        for sid in ("good-before", "good-after"):
+            conn = spool.replica(sid)
+            try:
+                assert conn.execute("SELECT count(*) FROM messages").fetchone() == (2,)
+                assert conn.execute("SELECT status FROM sessions").fetchone() == ("completed",)
+            finally:
+                conn.close()
+
+
+def test_an_id_shaped_like_a_hashed_name_never_shares_a_replica() -> None:
+    """Issue 26, item 7: ``h-`` + 40 hex of sha256(``../../x``) was a safe name equal to
+    the hashed name of ``../../x``; the second session's events were dead-lettered as
+    conflicts and both sessions' rows sat in one file. Now each has its own replica."""
+    import hashlib
+
+    traversal = "../../x"
+    lookalike = "h-" + hashlib.sha256(traversal.encode()).hexdigest()[:40]
+    with fuzz_spool() as spool:
+        assert replica_path(spool.root, traversal) != replica_path(spool.root, lookalike)
+        spool.put(*good_session(traversal), *good_session(lookalike))
+        outcome = spool.drain()
+        assert outcome.dead == {} and outcome.left == 0
+        for sid in (traversal, lookalike):
+            conn = spool.replica(sid)
+            assert conn.execute("SELECT id FROM sessions").fetchall() == [(sid,)]
+            assert conn.execute("SELECT count(*) FROM messages").fetchone() == (3,)
+            conn.close()
+
+
+def test_a_replica_an_older_version_named_h_dash_is_still_used_for_its_session() -> None:
+    """Upgrading orphans nothing: a hashed replica named ``h-<hex>.db`` by an older
+    agentspool keeps receiving its session's events; a file of that name holding
+    another session (a literal id of that shape) is never handed to a hashed id."""
+    import hashlib
+
+    from agentspool.worker.intake.replica import REPLICAS_DIRNAME, Replica
+
+    traversal = "../../x"
+    digest = hashlib.sha256(traversal.encode()).hexdigest()[:40]
+    with fuzz_spool() as spool:
+        legacy = spool.root / REPLICAS_DIRNAME / f"h-{digest}.db"
+        old = Replica(legacy)  # as an older agentspool wrote it
+        old.apply([event(ev.SESSION_START, 0, traversal), event(ev.MESSAGE, 1, traversal)])
+        old.close()
+        assert replica_path(spool.root, traversal) == legacy
+        spool.put(raw(event(ev.MESSAGE, 2, traversal)))
+        assert spool.drain().dead == {}
+        conn = sqlite3.connect(legacy)
+        assert conn.execute("SELECT count(*) FROM messages").fetchone() == (2,)
+        conn.close()
+        # The same file name holding the literal session h-<digest> instead:
+        legacy.unlink()
+        lookalike = Replica(legacy)
+        lookalike.apply([event(ev.SESSION_START, 0, f"h-{digest}")])
+        lookalike.close()
+        assert replica_path(spool.root, f"h-{digest}") == legacy
+        assert replica_path(spool.root, traversal).name == f"h~{digest}.db"

@@ -317,3 +317,44 @@ def test_emit_sessions_belong_to_the_owner_process(spool: Path) -> None:
         for proc in (keeper, doomed):
             proc.kill()
             proc.wait(timeout=10)
+
+
+def test_ids_that_are_not_utf8_text_are_refused_by_emit_and_ingest(spool: Path, sqld: Sqld) -> None:
+    """The attack of issue 26: a lone surrogate as a session id (a JSON escape, or bytes
+    a shell passes that are not UTF-8) is refused with a reason (exit 4), and the
+    sessions around it land whole."""
+    env = worker_env(spool, sqld.url)
+    undecodable = subprocess.run(
+        [AGENTSPOOL.encode(), b"emit", b"--session", b"\xed\xb2\x80", b"--type",
+         b"session_start", b"--agent", b"a"],
+        env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert undecodable.returncode == 4, undecodable.stderr
+    assert "session_id is not valid UTF-8 text" in undecodable.stderr
+    assert queuefile.list_queue_dirs(spool) == []
+
+    lines = [
+        *({"v": 1, "type": t, "session_id": sid, "seq": n, "ts": TS, **extra}
+          for sid in ("before", "\udc80", "after")
+          for n, (t, extra) in enumerate([("session_start", {"agent": "a"}),
+                                          ("message", {"role": "user", "content": sid}),
+                                          ("session_end", {"status": "completed"})])),
+        {"v": 1, "type": "tool_started", "session_id": "before", "seq": 9, "call_id": "c\udc80",
+         "name": "t", "ts": TS},
+    ]  # fmt: skip
+    result = subprocess.run(
+        [AGENTSPOOL, "ingest"], input=jsonl(lines), env=env, capture_output=True, text=True,
+        timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 4, result.stderr
+    for line in (4, 5, 6):
+        assert f"line {line}: session_id is not valid UTF-8 text" in result.stderr
+    assert "line 10: call_id is not valid UTF-8 text" in result.stderr
+    assert result.stdout.strip().startswith("wrote 6 event(s)")
+
+    burst = run_cli("worker", "run", "--burst", env=env)
+    assert burst.returncode == 0, burst.stderr
+    assert sqld.query("SELECT id, status, message_count FROM sessions ORDER BY id") == [
+        ["after", "completed", 1],
+        ["before", "completed", 1],
+    ]

@@ -372,8 +372,8 @@ def test_replica_path_unsafe_id_is_hashed(spool: Path, session_id: str) -> None:
     replicas = (spool / REPLICAS_DIRNAME).resolve()
     assert path.parent == spool / REPLICAS_DIRNAME
     assert path.resolve().parent == replicas
-    assert path.name.startswith("h-") and path.name.endswith(".db")
-    assert len(path.name) == len("h-") + 40 + len(".db")
+    assert path.name.startswith("h~") and path.name.endswith(".db")
+    assert len(path.name) == len("h~") + 40 + len(".db")
     assert "/" not in path.name and ".." not in path.name
     # Deterministic, and distinct ids get distinct files.
     assert replica_path(spool, session_id) == path

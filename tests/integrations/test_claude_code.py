@@ -17,7 +17,7 @@ from typing import Any
 import persistqueue
 import persistqueue.serializers.json
 
-from agentspool.integrations import claude_code
+from agentspool.integrations import claude_code, claude_code_transcript
 from agentspool.producer import events, queuefile
 from agentspool.worker.intake.replica import replica_path
 from tests.helpers import AGENTSPOOL, finish, run_cli, run_python, worker_env
@@ -487,14 +487,17 @@ def test_the_hook_path_imports_neither_click_nor_the_worker(spool: Path) -> None
 def test_the_transcript_reply_is_the_text_after_the_last_user_entry(tmp_path: Path) -> None:
     path = tmp_path / "t.jsonl"
     write_transcript(path, "q", "the answer")
-    assert claude_code._transcript_reply(str(path)) == ("the answer", "a-2")
+    assert claude_code_transcript.transcript_reply(str(path), print) == ("the answer", "a-2")
     # A turn whose reply is not written yet: the tail is the user's entry.
     with path.open("a") as f:
         f.write(json.dumps({"type": "user", "uuid": "u-3", "message": {"content": "next"}}) + "\n")
         f.write("{truncated line")
-    assert claude_code._transcript_reply(str(path)) == (None, None)
-    assert claude_code._transcript_reply(str(tmp_path / "missing.jsonl")) == (None, None)
-    assert claude_code._transcript_reply(None) == (None, None)
+    assert claude_code_transcript.transcript_reply(str(path), print) == (None, None)
+    assert claude_code_transcript.transcript_reply(str(tmp_path / "missing.jsonl"), print) == (
+        None,
+        None,
+    )
+    assert claude_code_transcript.transcript_reply(None, print) == (None, None)
 
 
 def test_settings_merge_keeps_other_hooks_and_refuses_odd_shapes() -> None:

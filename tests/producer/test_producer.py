@@ -850,3 +850,25 @@ def test_a_full_queue_file_drops_new_events_without_blocking(spool: Path) -> Non
     assert rows == stats.written and rows + stats.dropped == stats.emitted
     assert size < 200_000 + 2 * 2_000 * 700  # at most the batches in flight past the bound
     producer.close()
+
+
+def test_a_session_id_no_worker_can_store_is_refused_and_counted(
+    spool: Path, spools: list[Spool]
+) -> None:
+    """A lone surrogate (from a JSON escape or undecodable bytes) or an id over 200
+    characters: every event of that session is dropped and counted, nothing raises,
+    ``end()`` says it failed, and the good session beside it is written whole."""
+    sp = Spool(spool)
+    spools.append(sp)
+    for bad_id in ("\udc80bad", "x" * 201):
+        bad = sp.session(agent="a", session_id=bad_id)
+        bad.message("user", "lost")
+        call = bad.tool_started("t")
+        bad.tool_finished(call)
+        assert bad.end(timeout=10) is False
+    good = sp.session(agent="a", session_id="good")
+    good.message("user", "kept")
+    assert good.end(timeout=10) is True
+    assert sp.stats().dropped == 2 * 5
+    _, _, events = only_queue(spool)
+    assert {e["session_id"] for e in events} == {"good"}

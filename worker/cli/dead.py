@@ -16,6 +16,7 @@ from agentspool.worker.cli.options import (
     settings_from,
     spool_option,
 )
+from agentspool.worker.cli.terminal import visible, visible_text
 
 if TYPE_CHECKING:
     from agentspool.worker.intake.deadletters import DeadLetter
@@ -55,12 +56,12 @@ def dead_ls(spool_dir: Path | None, limit: int, as_json: bool) -> None:
     for d in letters:
         j = d.to_json()
         what = (
-            f"{j['type']} of session {j['session_id']} seq {j['seq']}"
+            f"{visible(j['type'])} of session {visible(j['session_id'])} seq {j['seq']}"
             if j["session_id"]
             else f"{j['bytes']} bytes, not an event"
         )
-        click.echo(f"{d.id:>5}  {j['created_at']}  {d.producer_id} #{d.item_id}  {what}")
-        click.echo(click.style(f"       {d.reason}", fg="red"))
+        click.echo(f"{d.id:>5}  {j['created_at']}  {visible(d.producer_id)} #{d.item_id}  {what}")
+        click.echo(click.style(f"       {visible(d.reason)}", fg="red"))
     if total > len(letters):
         click.echo(f"... {total - len(letters)} more (--limit)")
     click.echo(
@@ -87,14 +88,14 @@ def dead_show(spool_dir: Path | None, dead_id: int, raw: bool, as_json: bool) ->
         return
     j = letter.to_json()
     click.echo(f"dead letter {letter.id}, recorded {j['created_at']}")
-    click.echo(f"from        {letter.producer_id} item {letter.item_id}")
-    click.echo(click.style(f"reason      {letter.reason}", fg="red"))
+    click.echo(f"from        {visible(letter.producer_id)} item {letter.item_id}")
+    click.echo(click.style(f"reason      {visible(letter.reason)}", fg="red"))
     event = letter.event()
     if event is not None:
-        click.echo(json.dumps(event, indent=2, ensure_ascii=False))
+        click.echo(visible_text(json.dumps(event, indent=2, ensure_ascii=False)))
     else:
         click.echo(f"item ({len(letter.data)} bytes, not a JSON object):")
-        click.echo(letter.data.decode("utf-8", "replace"))
+        click.echo(visible_text(letter.data.decode("utf-8", "replace")))
 
 
 @dead.command("requeue")

@@ -59,7 +59,10 @@ def _flag(option: str) -> str:
 @click.command()
 @spool_option
 @click.option(
-    "--session", "session_id", required=True, help="The session's id (any text, 1-200 characters)."
+    "--session",
+    "session_id",
+    required=True,
+    help="The session's id (1-200 characters of UTF-8 text).",
 )
 @click.option(
     "--type",

@@ -86,7 +86,8 @@ def default_command() -> str:
 def install(path: Path, command: str) -> list[str]:
     """Merge the hook into the settings file at ``path`` (created if missing); return
     the events it was added to. The file is replaced whole (written aside, fsynced,
-    renamed), so Claude Code never reads half of it."""
+    renamed), so Claude Code never reads half of it; through a symlink, the file it
+    points to is replaced and the link stays."""
     existing: dict[str, Any] = {}
     if path.exists():
         try:
@@ -102,7 +103,9 @@ def install(path: Path, command: str) -> list[str]:
     except ValueError as exc:
         raise click.ClickException(f"cannot merge into {path}: {exc}") from None
     if added:
-        _replace_file(path, json.dumps(merged, indent=2) + "\n")
+        # A settings file kept in dotfiles is a symlink: write the file it points to,
+        # so the link stays a link (replacing the path would put a copy in its place).
+        _replace_file(path.resolve(), json.dumps(merged, indent=2) + "\n")
     return added
 
 

@@ -23,6 +23,7 @@ from agentspool.worker.cli.options import (
     settings_from,
     spool_option,
 )
+from agentspool.worker.cli.terminal import visible, visible_text
 from agentspool.worker.config import EMBEDDED_DB_FILENAME, Settings
 from agentspool.worker.reports.transcript import end_reason, plural, unquoted
 
@@ -110,15 +111,19 @@ def queue_peek(spool_dir: Path | None, limit: int, producer: str | None, as_json
         click.echo("no events are waiting")
         return
     for p in found:
-        where = f"{p.producer_id} #{p.item_id}"
+        where = f"{visible(p.producer_id)} #{p.item_id}"
         if p.event is None:
-            click.echo(f"{where}  " + click.style(f"INVALID ({p.error})", fg="red") + f"  {p.raw}")
+            invalid = click.style(f"INVALID ({visible(p.error)})", fg="red")
+            click.echo(f"{where}  {invalid}  {visible(p.raw)}")
             continue
         e = p.event
-        line = f"{where}  {e.get('type')}  session {e.get('session_id')} seq {e.get('seq')}"
-        click.echo(line + "  " + _one_line(_event_gist(e), 100))
+        line = (
+            f"{where}  {visible(e.get('type'))}  session {visible(e.get('session_id'))}"
+            f" seq {visible(e.get('seq'))}"
+        )
+        click.echo(line + "  " + visible(_one_line(_event_gist(e), 100)))
         if p.error:
-            click.echo(click.style(f"  will be dead-lettered: {p.error}", fg="red"))
+            click.echo(click.style(f"  will be dead-lettered: {visible(p.error)}", fg="red"))
 
 
 def _event_gist(e: dict[str, Any]) -> str:
@@ -237,8 +242,10 @@ def sessions(
         where = settings.spool_dir
         click.echo(f"no sessions match in {where}" if filtered else f"no sessions yet in {where}")
         return
-    sid_width = max(len("SESSION"), *(len(s.session_id) for s in found))
-    agent_width = max(len("AGENT"), *(len(s.agent) for s in found))
+    ids = {s.session_id: visible(s.session_id) for s in found}
+    agents = {s.agent: visible(s.agent) for s in found}
+    sid_width = max(len("SESSION"), *(len(i) for i in ids.values()))
+    agent_width = max(len("AGENT"), *(len(a) for a in agents.values()))
     click.echo(
         f"{'LAST EVENT':<24}  {'SESSION':<{sid_width}}  {'AGENT':<{agent_width}}"
         f"  {'STATUS':<9}  {'SYNC':<7}  EVENTS"
@@ -247,15 +254,16 @@ def sessions(
         status_text = click.style(f"{s.status:<9}", fg=_status_colour(s.status))
         sync = click.style(f"{s.sync_state:<7}", fg="red" if s.sync_state == st.FAILED else None)
         click.echo(
-            f"{s.last_event_at or '-':<24}  {s.session_id:<{sid_width}}  {s.agent:<{agent_width}}"
-            f"  {status_text}  {sync}  {s.event_count}"
+            f"{s.last_event_at or '-':<24}  {ids[s.session_id]:<{sid_width}}"
+            f"  {agents[s.agent]:<{agent_width}}  {status_text}  {sync}  {s.event_count}"
         )
         if s.rejected_events:
             click.echo(click.style(
                 f"  {plural(s.rejected_events, 'event')} rejected (dead letters): agentspool dead ls",
                 fg="red"))  # fmt: skip
         if s.last_error and s.sync_state in (st.PENDING, st.FAILED):
-            click.echo(click.style(f"  sync error: {_one_line(s.last_error, 200)}", fg="red"))
+            error = visible(_one_line(s.last_error, 200))
+            click.echo(click.style(f"  sync error: {error}", fg="red"))
 
 
 def _remote_sessions(
@@ -279,8 +287,10 @@ def _remote_sessions(
         filtered = status or agent or since
         click.echo(f"no sessions match in {url}" if filtered else f"no sessions in {url} yet")
         return
-    sid_width = max(len("SESSION"), *(len(s.session_id) for s in found))
-    agent_width = max(len("AGENT"), *(len(s.agent) for s in found))
+    ids = {s.session_id: visible(s.session_id) for s in found}
+    agents = {s.agent: visible(s.agent) for s in found}
+    sid_width = max(len("SESSION"), *(len(i) for i in ids.values()))
+    agent_width = max(len("AGENT"), *(len(a) for a in agents.values()))
     click.echo(
         f"{'STARTED':<24}  {'SESSION':<{sid_width}}  {'AGENT':<{agent_width}}"
         f"  {'STATUS':<9}  {'DURATION':>8}  {'MESSAGES':>8}  {'TOOLS':>5}"
@@ -288,8 +298,8 @@ def _remote_sessions(
     for s in found:
         status_text = click.style(f"{s.status:<9}", fg=_status_colour(s.status))
         click.echo(
-            f"{s.started_at:<24}  {s.session_id:<{sid_width}}  {s.agent:<{agent_width}}"
-            f"  {status_text}  {_duration(s.duration_s):>8}  {s.message_count:>8}"
+            f"{visible(s.started_at):<24}  {ids[s.session_id]:<{sid_width}}"
+            f"  {agents[s.agent]:<{agent_width}}  {status_text}  {_duration(s.duration_s):>8}  {s.message_count:>8}"
             f"  {s.tool_count:>5}"
         )
 
@@ -372,9 +382,12 @@ def show(
     if as_json:
         echo_json(transcript.to_json())
         return
-    s = transcript.session
+    # Every value below came from an agent or the database: shown, never obeyed.
+    s = {k: v if v is None or isinstance(v, int | float) else visible(v) for k, v in
+         transcript.session.items()}  # fmt: skip
+    error = transcript.session.get("error")
     click.echo(click.style(f"session  {s['id']}", bold=True))
-    status = click.style(str(s["status"]), fg=_status_colour(s["status"]))
+    status = click.style(str(s["status"]), fg=_status_colour(transcript.session["status"]))
     sync = f"   sync {transcript.sync_state}" if transcript.sync_state else ""
     click.echo(f"agent    {s['agent'] or '?'}   status {status}{sync}")
     if transcript.database:
@@ -391,8 +404,8 @@ def show(
     if s.get("metadata"):
         click.echo(f"metadata {s['metadata']}")
     click.echo(
-        f"events   {s['event_count']} ({plural(s['message_count'], 'message')},"
-        f" {plural(s['tool_count'], 'tool call')})"
+        f"events   {s['event_count']} ({plural(int(s['message_count']), 'message')},"
+        f" {plural(int(s['tool_count']), 'tool call')})"
     )
     if transcript.rejected_events:
         click.echo(click.style(
@@ -403,16 +416,16 @@ def show(
         click.echo(click.style(f"missing  seq {seqs}: never applied (see above)"
                                if transcript.rejected_events else
                                f"missing  seq {seqs}: not (yet) applied", fg="red"))  # fmt: skip
-    if s.get("error"):
-        click.echo(click.style(f"error    {s['error']}", fg="red"))
+    if error:
+        click.echo(click.style(f"error    {visible_text(error)}", fg="red"))
     limit = None if full else TOOL_FIELD_CHARS
     for kind, row in transcript.timeline():
         click.echo("")
         if kind == "message":
-            at = _clock(row["created_at"])
-            head = click.style(f"{row['role']}", bold=True)
+            at = visible(_clock(row["created_at"]))
+            head = click.style(visible(row["role"]), bold=True)
             click.echo(f"{at}  #{row['seq']} {head}")
-            click.echo(_indent(row["content"] if row["content"] is not None else ""))
+            click.echo(_indent(visible_text(_text(row["content"]))))
         else:
             _echo_tool(row, limit)
 
@@ -440,22 +453,24 @@ def _remote_transcript(settings: Settings, given: str, timeout: float) -> Transc
 def _echo_tool(t: dict[str, Any], limit: int | None) -> None:
     duration = "" if t["duration_ms"] is None else f"  {t['duration_ms']:.1f} ms"
     status = click.style(
-        t["status"], fg={"error": "red", "running": "yellow"}.get(t["status"], "green")
+        visible(t["status"]), fg={"error": "red", "running": "yellow"}.get(t["status"], "green")
     )
-    at = _clock(t["started_at"] or t["ended_at"])
+    at = visible(_clock(t["started_at"] or t["ended_at"]))
     headless = t["started_at"] is None and not t["name"]
-    name = click.style("tool (start missing)" if headless else f"tool {t['name'] or '?'}",
+    name = click.style("tool (start missing)" if headless else f"tool {visible(t['name'] or '?')}",
                        fg="cyan", bold=True)  # fmt: skip
-    click.echo(f"{at}  {name} [{t['call_id']}]{duration}  {status}")
+    click.echo(f"{at}  {name} [{visible(t['call_id'])}]{duration}  {status}")
     if headless:  # a finish without its tool_started: only half of the call is known
         click.echo(click.style(_indent("its tool_started event never arrived: the tool's"
                                        " name, input and start are unknown"), fg="yellow"))  # fmt: skip
     if t["input"] is not None:
-        click.echo(_indent("input:  " + _shorten(t["input"], limit)))
+        click.echo(_indent("input:  " + visible_text(_shorten(_text(t["input"]), limit))))
     if t["output"] is not None:
-        click.echo(_indent("output: " + _shorten(unquoted(t["output"]), limit)))
+        click.echo(
+            _indent("output: " + visible_text(_shorten(unquoted(_text(t["output"])), limit)))
+        )
     if t["error"]:
-        click.echo(click.style(_indent("error:  " + t["error"]), fg="red"))
+        click.echo(click.style(_indent("error:  " + visible_text(t["error"])), fg="red"))
 
 
 def _status_colour(status: str) -> str | None:

@@ -33,7 +33,7 @@ from agentspool.worker.daemon.metrics import WorkerMetrics
 from agentspool.worker.daemon.notify import SystemdNotifier
 from agentspool.worker.daemon.retention import prune
 from agentspool.worker.exitcodes import EXIT_LEFT_PENDING, EXIT_OK, EXIT_REFUSED
-from agentspool.worker.intake.drain import Drainer
+from agentspool.worker.intake.drain import Drainer, ReplicaRebuilt
 from agentspool.worker.intake.producers import producer_gone
 from agentspool.worker.intake.quarantine import list_quarantined, open_state_store
 from agentspool.worker.intake.replica import REPLICAS_DIRNAME, Replica
@@ -356,7 +356,10 @@ class Worker:
         return self.syncer.work_left(include_backoff=include_backoff)
 
     def _undrained(self) -> bool:
-        """Items still waiting in a queue file (e.g. their replica cannot be written)."""
+        """Items still waiting in a queue file (e.g. their replica cannot be written),
+        or hook calls not yet added to their queue."""
+        if self.drainer.deferred_hook_calls():
+            return True
         for cursor in list(self.drainer.cursors.values()):
             try:
                 if queuefile.read_pending(cursor.conn, cursor.last_id, 1):
@@ -423,7 +426,10 @@ class Worker:
             )
             silent = self.drainer.silent(session, now, self.settings.abandon_after)
             if session.producer_id in gone or producer_missing or silent:
-                replica = self.drainer.replica(session.session_id)
+                try:
+                    replica = self.drainer.replica(session.session_id)
+                except ReplicaRebuilt:
+                    continue  # its replica was gone: sealed once it is rebuilt
                 replica.seal_abandoned(session.session_id)
                 self.state.mark_sealed(session.session_id)
                 self.stats.sealed += 1

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sqlite3
 import time
 from collections import OrderedDict
@@ -20,8 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agentspool.integrations import claude_code
 from agentspool.producer import events as ev
 from agentspool.producer import queuefile
+from agentspool.producer.sharedqueue import SharedQueue
 from agentspool.worker.intake import quarantine
 from agentspool.worker.intake.ingest import read_rejected_line
 from agentspool.worker.intake.replica import Replica, iso, replica_path
@@ -73,6 +76,7 @@ class Drainer:
         self.cursors: dict[Path, QueueCursor] = {}
         self._rewind: dict[Path, int] = {}  # queue -> read again from after this id
         self._replicas: OrderedDict[str, Replica] = OrderedDict()
+        self._inodes: dict[str, tuple[int, int]] = {}  # session -> its open replica's file
         # Attempts that failed and will be retried (a file that cannot be opened, read
         # or written: a full disk, an I/O error); the loop pauses when this grows.
         self.failures = 0
@@ -109,6 +113,7 @@ class Drainer:
     def drain_all(self, max_batches_per_queue: int = 50) -> DrainResult:
         """One pass over every queue file; returns what it did."""
         total = DrainResult()
+        self._add_deferred_hook_calls()
         for queue_dir in queuefile.list_queue_dirs(self.spool_dir):
             cursor = self.cursor(queue_dir)
             if cursor is None:
@@ -127,6 +132,23 @@ class Drainer:
                 if result.items < self.batch_size:
                     break
         return total
+
+    def _add_deferred_hook_calls(self) -> None:
+        """Hook calls that could not get their shared queue's write lock in time were
+        left in files of their own (sharedqueue.py): add them to the queue, whose
+        drain then takes them like any other event. A lock still held: next pass."""
+        try:
+            added = claude_code.replay_deferred(str(self.spool_dir))
+        except Exception as exc:
+            log.warning("cannot add deferred Claude Code hook calls yet: %s", exc)
+            self.failures += 1
+            return
+        if added:
+            log.info("added %d deferred Claude Code hook call(s) to the shared queue", added)
+
+    def deferred_hook_calls(self) -> int:
+        """How many deferred hook calls wait to be added (burst mode waits for them)."""
+        return len(SharedQueue(str(self.spool_dir), claude_code.AGENT).deferred())
 
     def drain_batch(self, cursor: QueueCursor) -> DrainResult:
         result = DrainResult()
@@ -170,7 +192,9 @@ class Drainer:
         done_ids = [item_id for item_id, _, _ in dead]
         first_blocked: int | None = None
         for session_id, session_events in by_session.items():
-            applied, failed_dead, blocked_at = self._apply_session(session_id, session_events, raw)
+            applied, failed_dead, blocked_at = self._apply_session_guarded(
+                session_id, session_events, raw
+            )
             result.applied += applied
             dead.extend(failed_dead)
             done_ids.extend(i for i, _ in session_events if blocked_at is None or i < blocked_at)
@@ -202,6 +226,29 @@ class Drainer:
             result.items = 0  # stop this queue for now; the next pass retries
         return result
 
+    def _apply_session_guarded(
+        self,
+        session_id: str,
+        session_events: list[tuple[int, dict[str, Any]]],
+        raw: dict[int, bytes],
+    ) -> tuple[int, list[tuple[int, bytes, str]], int | None]:
+        """``_apply_session``, with every failure kept to this session's items: a file
+        that cannot be written now (a full disk, a lock) blocks them until a later pass;
+        anything else is about the items themselves, and they are dead-lettered with the
+        reason. Nothing a session's events hold may stall the rest of the queue."""
+        try:
+            return self._apply_session(session_id, session_events, raw)
+        except (sqlite3.OperationalError, OSError) as exc:
+            log.error("cannot record session %r: %s (will retry)", session_id, exc)
+            self.failures += 1
+            self._drop_replica(session_id)
+            return 0, [], session_events[0][0]
+        except Exception as exc:
+            log.exception("cannot record session %r: its events are dead-lettered", session_id)
+            self._drop_replica(session_id)
+            reason = f"cannot record: {type(exc).__name__}: {exc}"
+            return 0, [(item_id, raw[item_id], reason) for item_id, _ in session_events], None
+
     def _apply_session(
         self,
         session_id: str,
@@ -217,6 +264,8 @@ class Drainer:
         dead: list[tuple[int, bytes, str]] = []
         try:
             replica = self.replica(session_id)
+        except ReplicaRebuilt:  # the next pass applies all of the session, in order
+            return 0, dead, session_events[0][0]
         except (sqlite3.Error, OSError, RuntimeError) as exc:
             log.error("cannot open replica of session %s: %s (will retry)", session_id, exc)
             self.failures += 1
@@ -300,8 +349,11 @@ class Drainer:
         opened is quarantined, and a new, empty one takes its place."""
         replica = self._replicas.get(session_id)
         if replica is not None:
-            self._replicas.move_to_end(session_id)
-            return replica
+            if self._still_in_place(session_id, replica):
+                self._replicas.move_to_end(session_id)
+                return replica
+            self.rebuild_replica(session_id, "was deleted or replaced while the worker had it open")
+            raise ReplicaRebuilt(session_id)
         path = replica_path(self.spool_dir, session_id)
         try:
             replica = Replica(path)
@@ -311,10 +363,33 @@ class Drainer:
             self.quarantine_replica(session_id, exc)
             replica = Replica(path)
         self._replicas[session_id] = replica
+        self._inodes[session_id] = _identity(path)
         while len(self._replicas) > MAX_OPEN_REPLICAS:
             _, oldest = self._replicas.popitem(last=False)
             oldest.close()
         return replica
+
+    def _still_in_place(self, session_id: str, replica: Replica) -> bool:
+        """Is the open replica still the file at its path? A file deleted (or replaced)
+        under the worker would take the rest of the session into an unlinked inode."""
+        return _identity(replica.path) == self._inodes.get(session_id, (-1, -1))
+
+    def rebuild_replica(self, session_id: str, why: str) -> int:
+        """A replica that is gone (or not the worker's any more) is rebuilt from the
+        session's events still in queue files: what is left at its path (a stranger's
+        file, a stale ``-wal``) is quarantined, the session's acked items are marked
+        ready again, and the next pass applies them all to a new replica. Returns how
+        many items were marked."""
+        self._drop_replica(session_id)
+        path = replica_path(self.spool_dir, session_id)
+        reason = f"replica of session {session_id!r} {why}"
+        if any(f.exists() for f in quarantine.sqlite_files(path)):
+            quarantine.quarantine(
+                self.spool_dir, path.name, reason, files=quarantine.sqlite_files(path)
+            )
+        replayed = self._replay_acked(session_id)
+        log.warning("%s: %d acked events queued again to rebuild it", reason, replayed)
+        return replayed
 
     def forget_replica(self, session_id: str) -> None:
         """Close a cached replica before its file is deleted (retention)."""
@@ -324,9 +399,13 @@ class Drainer:
         """After a failed sync whose error sounds like a damaged replica: check the
         file; if it is damaged, quarantine it and rebuild it from the queue files at
         once (so the retry finds it). Returns whether it did."""
+        path = replica_path(self.spool_dir, session_id)
+        if not path.exists():  # deleted: every event of an unsynced session is still queued
+            self.rebuild_replica(session_id, "does not exist")
+            self.drain_all()
+            return path.exists()
         if not quarantine.mentions_damage(error):
             return False
-        path = replica_path(self.spool_dir, session_id)
         try:
             verdict = quarantine.check_database(path)
         except sqlite3.Error as exc:  # busy, locked: not a verdict; the retry will tell
@@ -385,6 +464,7 @@ class Drainer:
         )
 
     def _drop_replica(self, session_id: str) -> None:
+        self._inodes.pop(session_id, None)
         replica = self._replicas.pop(session_id, None)
         if replica is not None:
             try:
@@ -398,6 +478,18 @@ class Drainer:
         self._replicas.clear()
         for queue_dir in list(self.cursors):
             self.forget(queue_dir)
+
+
+class ReplicaRebuilt(Exception):
+    """The session's open replica was gone: it is being rebuilt from the queue files."""
+
+
+def _identity(path: Path) -> tuple[int, int]:
+    try:
+        info = os.stat(path)
+    except OSError:
+        return (-2, -2)
+    return (info.st_dev, info.st_ino)
 
 
 def _session_of(data: bytes) -> object:

@@ -8,10 +8,8 @@ remote schema (same migrations), which makes a sync a plain copy of its rows.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import re
 import secrets
 import shutil
 import sqlite3
@@ -32,9 +30,8 @@ from agentspool.worker.intake.accounting import (
     fill_accounting_columns,
     sum_usage_into_metadata,
 )
-
-REPLICAS_DIRNAME = "replicas"
-_SAFE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,119}$")
+from agentspool.worker.intake.replica_names import REPLICAS_DIRNAME as REPLICAS_DIRNAME
+from agentspool.worker.intake.replica_names import replica_path as replica_path
 
 _APPLIED_EVENTS = (
     "CREATE TABLE IF NOT EXISTS applied_events ("
@@ -133,15 +130,6 @@ ABANDONED_ERROR = "the producer process ended without ending the session"
 # Tool calls still running when their session ends never finish: they are closed.
 TOOL_OPEN_AT_END_ERROR = "the session ended before the tool call finished"
 TOOL_OPEN_AT_ABANDON_ERROR = "the session was abandoned before the tool finished"
-
-
-def replica_path(spool_dir: Path, session_id: str) -> Path:
-    """A file name for any session id: the id itself when it is safe, else its hash."""
-    if _SAFE_NAME.match(session_id):
-        name = session_id
-    else:
-        name = "h-" + hashlib.sha256(session_id.encode("utf-8", "surrogatepass")).hexdigest()[:40]
-    return spool_dir / REPLICAS_DIRNAME / f"{name}.db"
 
 
 def iso(ts: float) -> str:
