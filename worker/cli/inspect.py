@@ -404,8 +404,9 @@ def show(
     if s.get("metadata"):
         click.echo(f"metadata {s['metadata']}")
     click.echo(
-        f"events   {s['event_count']} ({plural(int(s['message_count']), 'message')},"
-        f" {plural(int(s['tool_count']), 'tool call')})"
+        f"events   {s['event_count']}"
+        f" ({plural(transcript.session['message_count'] or 0, 'message')},"
+        f" {plural(transcript.session['tool_count'] or 0, 'tool call')})"
     )
     if transcript.rejected_events:
         click.echo(click.style(
