@@ -11,7 +11,9 @@ A queue file is ``<spool>/queues/<producer_id>/data.db`` holding
 - ``agentspool_producer``: who wrote the file and the producer's counters;
 - in a *shared* queue file only (one written by many short-lived processes, see
   ``sharedqueue.py``): ``agentspool_sessions``, each session's next ``seq`` and the
-  writer's own per-session state, advanced in the same transaction as each insert.
+  writer's own per-session state, advanced in the same transaction as each insert,
+  and ``agentspool_seen``, the keys of what a writer logged (exactly once across
+  sources).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ QUEUE_NAME = "default"
 TABLE = "ack_queue_default"  # persist-queue: f"{_TABLE_NAME}_{name}"
 META_TABLE = "agentspool_producer"
 SESSIONS_TABLE = "agentspool_sessions"
+SEEN_TABLE = "agentspool_seen"
 
 # persist-queue's AckStatus codes.
 STATUS_INITED = 0
@@ -48,6 +51,10 @@ META_SQL = f"CREATE TABLE IF NOT EXISTS {META_TABLE} (key TEXT PRIMARY KEY, valu
 SESSIONS_SQL = (
     f"CREATE TABLE IF NOT EXISTS {SESSIONS_TABLE} ("
     "session_id TEXT PRIMARY KEY, next_seq INTEGER NOT NULL, state TEXT)"
+)
+SEEN_SQL = (
+    f"CREATE TABLE IF NOT EXISTS {SEEN_TABLE} ("
+    "session_id TEXT NOT NULL, key TEXT NOT NULL, PRIMARY KEY (session_id, key)) WITHOUT ROWID"
 )
 
 

@@ -26,13 +26,10 @@ the session ``abandoned`` after its first event. So all such processes of one ki
 - ``pseq`` starts at the creation time in microseconds: if the file is ever
   replaced (a damaged file is quarantined), the new file's identities cannot repeat
   the old file's, so an event can never be mistaken for a replay of another.
-- A writer that waited ``lock_wait_s`` for the write lock in vain (a process holds it
-  and hangs) does not lose its input: it leaves it in a file of its own,
-  ``<spool>/queues/.deferred-<producer_id>/<time>-<pid>-<session hash>.json`` (the
-  dot keeps it out of the queue listings; the worker watches ``queues/``). The next
-  writer of that session, or the worker, replays it under the lock
-  (``replay_deferred``), exactly once: the file's name is recorded in the session's
-  state in the same transaction as its events, and the file is deleted after.
+- Exactly once across sources: a writer that learns of the same thing twice (a
+  Claude Code hook payload and the transcript line it matches, a transcript imported
+  again) marks what it logged with a key (``mark``) and asks before logging
+  (``seen``); the keys commit with the events, in a table of their own.
 
 Imports stay minimal (no dataclasses, pathlib or typing at run time): this runs in
 a fresh interpreter per hook call.
@@ -50,13 +47,10 @@ from . import events, layout
 
 TYPE_CHECKING = False  # typing costs milliseconds to import; mypy reads this block
 if TYPE_CHECKING:
-    from collections.abc import Callable
     from types import TracebackType
     from typing import Any
 
 LOCK_TIMEOUT_S = 10.0
-DEFERRED_DONE_KEY = "deferred_done"  # session state: deferred files already replayed
-DEFERRED_DONE_KEPT = 32
 NEXT_PSEQ = "next_pseq"  # the file's per-producer sequence (queue metadata)
 
 
@@ -69,103 +63,40 @@ class SharedQueue:
         self.queue_dir = os.path.join(spool_dir, layout.QUEUES_DIRNAME, self.producer_id)
         self.db_path = os.path.join(self.queue_dir, layout.DB_FILENAME)
 
-        self.deferred_dir = os.path.join(
-            spool_dir, layout.QUEUES_DIRNAME, f".deferred-{self.producer_id}"
-        )
-
-    def session(self, session_id: str, lock_wait_s: float = layout.BUSY_TIMEOUT_S) -> SessionAppend:
-        """A transaction on one session: read its state, add events, commit on exit.
-        Entering it waits up to ``lock_wait_s`` for the write lock, then raises
-        ``sqlite3.OperationalError`` ("database is locked")."""
+    def session(self, session_id: str) -> SessionAppend:
+        """A transaction on one session: read its state, add events, commit on exit."""
         if not os.path.exists(self.db_path):
             self._create()
-        return SessionAppend(self, session_id, lock_wait_s)
+        return SessionAppend(self, session_id)
 
-    # ---- input that could not wait for the lock -------------------------------
-
-    def defer(self, session_id: str, record: dict[str, Any]) -> str:
-        """Keep ``record`` (JSON) in a file of its own, durably, for a later
-        ``replay_deferred``; returns the file's path."""
-        os.makedirs(self.deferred_dir, mode=0o700, exist_ok=True)
-        name = f"{time.time_ns():020d}-{os.getpid()}-{_session_tag(session_id)}.json"
-        data = json.dumps({"session_id": session_id, "record": record}).encode()
-        path = os.path.join(self.deferred_dir, name)
-        building = os.path.join(self.deferred_dir, f".{name}.new")
-        fd = os.open(building, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-        try:
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(building, path)
-        dir_fd = os.open(self.deferred_dir, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(dir_fd)  # the rename survives a power loss
-        finally:
-            os.close(dir_fd)
-        return path
-
-    def deferred(self, session_id: str | None = None) -> list[str]:
-        """Names of the deferred files (of one session), oldest first."""
-        try:
-            names = os.listdir(self.deferred_dir)
-        except (FileNotFoundError, NotADirectoryError):
-            return []
-        names = [n for n in names if n.endswith(".json") and not n.startswith(".")]
-        if session_id is not None and names:
-            tag = f"-{_session_tag(session_id)}.json"
-            names = [n for n in names if n.endswith(tag)]
-        return sorted(names)
-
-    def replay_deferred(
+    def states(
         self,
-        apply: Callable[[SessionAppend, dict[str, Any]], None],
+        *,
         session_id: str | None = None,
-        lock_wait_s: float = layout.BUSY_TIMEOUT_S,
-    ) -> int:
-        """Apply each deferred file (of one session) in its session's transaction,
-        oldest first, and delete it; returns how many were applied. A file that cannot
-        be applied is set aside as ``.unusable-<name>`` (kept, never retried)."""
-        applied = 0
-        for name in self.deferred(session_id):
-            path = os.path.join(self.deferred_dir, name)
-            try:
-                fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-                try:
-                    data = os.read(fd, _MAX_DEFERRED_BYTES)
-                finally:
-                    os.close(fd)
-                kept = json.loads(data)
-                owner, record = kept["session_id"], kept["record"]
-            except FileNotFoundError:
-                continue  # another replayer took it
-            except (OSError, ValueError, KeyError, TypeError):
-                kept = owner = record = None  # set aside below
-            try:
-                if not isinstance(owner, str) or not isinstance(record, dict):
-                    raise ValueError("not a deferred record")
-                with self.session(owner, lock_wait_s) as session:
-                    done = session.state.get(DEFERRED_DONE_KEY)
-                    done = done if isinstance(done, list) else []
-                    if name not in done:
-                        apply(session, record)
-                        session.state[DEFERRED_DONE_KEY] = [*done, name][-DEFERRED_DONE_KEPT:]
-                        applied += 1
-            except sqlite3.OperationalError:
-                raise  # locked, or the disk: the file stays for a later replay
-            except Exception:
-                # Input this version cannot apply: set aside (a dot-name is never
-                # listed), not retried on every pass, not deleted.
-                try:
-                    os.replace(path, os.path.join(self.deferred_dir, f".unusable-{name}"))
-                except FileNotFoundError:
-                    pass
-                continue
-            try:
-                os.unlink(path)
-            except FileNotFoundError:
-                pass
-        return applied
+        having: str | None = None,
+        lacking: tuple[str, ...] = (),
+    ) -> list[tuple[str, dict[str, Any]]]:
+        """Sessions' writer state, read only (no lock): one session's, or those whose
+        state has the key ``having`` and none of ``lacking`` (top-level keys)."""
+        if not os.path.exists(self.db_path):
+            return []
+        sql = f"SELECT session_id, state FROM {layout.SESSIONS_TABLE} WHERE 1"
+        params: list[Any] = []
+        if session_id is not None:
+            sql += " AND session_id = ?"
+            params.append(session_id)
+        if having is not None:
+            sql += " AND json_extract(state, ?) IS NOT NULL"
+            params.append(f"$.{having}")
+        for key in lacking:
+            sql += " AND json_extract(state, ?) IS NULL"
+            params.append(f"$.{key}")
+        conn = sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True, timeout=5)
+        try:
+            rows = conn.execute(sql, params).fetchall()
+        finally:
+            conn.close()
+        return [(sid, _json_object(state)) for sid, state in rows]
 
     def _create(self) -> None:
         queues = os.path.dirname(self.queue_dir)
@@ -208,26 +139,26 @@ class SessionAppend:
     envelope. On a clean exit the events, the counters and the state commit
     together, fsynced; on an exception nothing is written."""
 
-    def __init__(
-        self, queue: SharedQueue, session_id: str, lock_wait_s: float = layout.BUSY_TIMEOUT_S
-    ) -> None:
+    def __init__(self, queue: SharedQueue, session_id: str) -> None:
         self.queue = queue
         self.session_id = session_id
-        self.lock_wait_s = lock_wait_s
-        # When the events happened, if not now (input replayed from a deferred file).
-        self.at: float | None = None
         self.known = False
         self.state: dict[str, Any] = {}
         self.events: list[dict[str, Any]] = []
+        self.at: float | None = None  # when the events happened, if not now
         self._next_seq = 0
+        self._marked: list[str] = []
         self._conn: sqlite3.Connection | None = None
 
     def __enter__(self) -> SessionAppend:
-        conn = sqlite3.connect(self.queue.db_path, timeout=self.lock_wait_s, isolation_level=None)
+        conn = sqlite3.connect(
+            self.queue.db_path, timeout=layout.BUSY_TIMEOUT_S, isolation_level=None
+        )
         self._conn = conn
         try:
             conn.execute("PRAGMA synchronous=FULL")  # durable when the commit returns
             conn.execute("BEGIN IMMEDIATE")  # the write lock first: counters stay exact
+            conn.execute(layout.SEEN_SQL)  # a file an older agentspool made has none
             row = conn.execute(
                 f"SELECT next_seq, state FROM {layout.SESSIONS_TABLE} WHERE session_id = ?",
                 (self.session_id,),
@@ -251,6 +182,23 @@ class SessionAppend:
         self._next_seq += 1
         self.events.append(fields)
         return fields
+
+    def seen(self, key: str) -> bool:
+        """Was ``key`` marked in this session (here or in an earlier transaction)?"""
+        if key in self._marked:
+            return True
+        assert self._conn is not None
+        return (
+            self._conn.execute(
+                f"SELECT 1 FROM {layout.SEEN_TABLE} WHERE session_id = ? AND key = ?",
+                (self.session_id, key),
+            ).fetchone()
+            is not None
+        )
+
+    def mark(self, key: str) -> None:
+        """Remember ``key`` for this session; it commits with the events."""
+        self._marked.append(key)
 
     def __exit__(
         self,
@@ -290,6 +238,10 @@ class SessionAppend:
                 f"INSERT OR REPLACE INTO {layout.META_TABLE} (key, value) VALUES (?, ?)",
                 (NEXT_PSEQ, str(pseq)),
             )
+            conn.executemany(
+                f"INSERT OR IGNORE INTO {layout.SEEN_TABLE} (session_id, key) VALUES (?, ?)",
+                [(self.session_id, key) for key in self._marked],
+            )
             conn.execute(
                 f"INSERT OR REPLACE INTO {layout.SESSIONS_TABLE} (session_id, next_seq, state)"
                 " VALUES (?, ?, ?)",
@@ -328,16 +280,6 @@ def _json_object(text: object) -> dict[str, Any]:
     except ValueError:
         value = None
     return value if isinstance(value, dict) else {}
-
-
-_MAX_DEFERRED_BYTES = 64 << 20  # a hook's input and its transcript reply, with room
-
-
-def _session_tag(session_id: str) -> str:
-    """A short, file-name-safe tag of a session id (to find its deferred files)."""
-    import hashlib  # only when a writer defers or finds deferred files
-
-    return hashlib.sha256(session_id.encode("utf-8", "surrogatepass")).hexdigest()[:16]
 
 
 def _lock(fd: int, path: str) -> None:

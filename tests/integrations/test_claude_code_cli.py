@@ -1,45 +1,54 @@
-"""The real Claude Code CLI, offline, with `agentspool hook claude-code` as its hooks.
+"""The real Claude Code CLI, offline, with the settings `agentspool hook claude-code
+--print-settings` prints: every reply, model, tokens, tools, subagents, resumes, kills.
 
 Each test scripts the model (tests/fakes/anthropic_api.py), runs ``claude -p`` inside a
-loopback-only namespace with the settings ``--print-settings`` prints, lands the spool
-in a real sqld, and holds what agentspool recorded against the transcript Claude Code
-wrote (read with agentspool.integrations.claude_transcript): the oracle.
-
-These cover what today's hook gets right: the session, the prompts, the final reply of
-each turn, every tool call by ``tool_use_id`` with its outcome, the session's end, and
-what survives a SIGKILL mid-turn.
+loopback-only namespace, lands the spool in a real sqld with a worker burst, and
+holds what agentspool recorded against the transcript Claude Code wrote (read with
+agentspool.integrations.claude_code.transcript): the oracle.
 """
 
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 from typing import Any
 
-from agentspool.integrations.claude_transcript import (
+from agentspool.integrations.claude_code.mapping import subagent_session_id
+from agentspool.integrations.claude_code.transcript import (
     AssistantResponse,
     ToolResult,
     UserPrompt,
     read_transcript,
     subagent_transcripts,
 )
+from agentspool.producer.usage import tokens_of
 from tests.claude_cli import ClaudeHome, subagent_call, wait_for
-from tests.fakes.anthropic_api import FakeAnthropicAPI, text, tool_use, turn
+from tests.fakes.anthropic_api import FakeAnthropicAPI, text, thinking, tool_use, turn
 from tests.integrations.common import burst, messages, sessions, tools
-from tests.producer.test_producer import only_queue
 from tests.sqld import Sqld
 
 PROMPT = "list, read, delegate"
 SUBTASK = "SUBTASK: echo from the subagent"
 
 
-def transcript_records(path: Path) -> list[Any]:
-    """Every record of a session: the main transcript's, then each subagent's."""
-    read = read_transcript(path, final=True)
-    records = list(read.records)
-    for sub in subagent_transcripts(path):
-        records += read_transcript(sub.path, final=True).records
-    return records
+def records_of(path: Path) -> list[Any]:
+    return list(read_transcript(path, final=True).records)
+
+
+def assert_responses_landed(found: list[dict[str, Any]], responses: list[AssistantResponse]) -> None:
+    """One assistant message per model response: its texts (the intermediate ones too),
+    its model and its usage counted once, in order."""
+    assistant = [m for m in found if m["role"] == "assistant"]
+    assert [m["metadata"]["message_id"] for m in assistant] == [r.message_id for r in responses]
+    assert [m["content"] for m in assistant] == [r.text or None for r in responses]
+    for message, response in zip(assistant, responses, strict=True):
+        expected = tokens_of(response.usage)
+        assert expected is not None
+        assert message["model"] == response.model
+        got = [message[k] for k in ("input_tokens", "output_tokens", "cache_read_tokens",
+                                    "cache_write_tokens")]  # fmt: skip
+        assert got == list(expected.values()), (message, response.usage)
 
 
 def test_a_session_with_tools_a_subagent_and_a_resume(
@@ -47,7 +56,9 @@ def test_a_session_with_tools_a_subagent_and_a_resume(
 ) -> None:
     fake_api.script(
         [
-            turn(text("Listing first."), tool_use("Bash", {"command": "echo hi"})),
+            turn(thinking("First, list."), text("Listing first."), text("Then more."),
+                 tool_use("Bash", {"command": "echo hi"}), input_tokens=40,
+                 cache_read_input_tokens=1000, cache_creation_input_tokens=200),
             turn(text("A file that is not there."), tool_use("Read", {"file_path": str(tmp_path / "nope")})),
             turn(text("Delegating."), subagent_call(SUBTASK)),
             turn(text("All done.")),
@@ -63,42 +74,62 @@ def test_a_session_with_tools_a_subagent_and_a_resume(
     assert fake_api.unscripted == [] and fake_api.remaining() == {}
     burst(spool, sqld)
 
-    oracle = transcript_records(first.transcript)
-    (session,) = sessions(sqld)
-    assert session["id"] == first.session_id
-    assert (session["agent"], session["status"]) == ("claude-code", "completed")
-    assert session["metadata"]["transcript_path"] == str(first.transcript)
+    sid = first.session_id
+    oracle = records_of(first.transcript)
+    (sub_transcript,) = subagent_transcripts(first.transcript)
+    sub_oracle = records_of(sub_transcript.path)
+    found_sessions = {s["id"]: s for s in sessions(sqld)}
+    sub_id = subagent_session_id(sid, sub_transcript.agent_id)
+    assert set(found_sessions) == {sid, sub_id}
+    main, sub = found_sessions[sid], found_sessions[sub_id]
+    assert (main["agent"], main["status"], main["parent_id"]) == ("claude-code", "completed", None)
+    assert (sub["status"], sub["parent_id"]) == ("completed", sid)
+    assert main["metadata"]["transcript_path"] == str(first.transcript)
 
-    found = messages(sqld, first.session_id)
-    prompts = [r.text for r in oracle if isinstance(r, UserPrompt) and not r.is_sidechain]
+    # Messages: every prompt and every model response once, with model and usage.
+    found = messages(sqld, sid)
+    prompts = [r.text for r in oracle if isinstance(r, UserPrompt)]
     assert [m["content"] for m in found if m["role"] == "user"] == prompts
-    # Today: the last response of each turn (from Stop), not the intermediate ones.
-    main_responses = [r for r in oracle if isinstance(r, AssistantResponse) and not r.is_sidechain]
-    turn_ends = [r.text for r in main_responses if r.stop_reason == "end_turn"]
-    assert [m["content"] for m in found if m["role"] == "assistant"] == turn_ends
+    responses = [r for r in oracle if isinstance(r, AssistantResponse)]
+    assert len(responses) == 5
+    assert_responses_landed(found, responses)
+    first_reply = next(m for m in found if m["role"] == "assistant")
+    assert first_reply["content"] == "Listing first.\n\nThen more."  # intermediate texts
+    assert first_reply["metadata"]["thinking"] == ["First, list."]  # kept apart
+    assert (first_reply["input_tokens"], first_reply["cache_read_tokens"]) == (1240, 1000)
+    # The resume's SessionStart is the one hook row; no stray rows for known fields.
+    assert [m["content"] for m in found if m["role"] == "hook"] == ["SessionStart"]
+    # The session's columns: its own responses' sums and model.
+    assert main["model"] == responses[0].model
+    assert main["input_tokens"] == sum(tokens_of(r.usage).input_tokens for r in responses)
+    assert main["output_tokens"] == sum(tokens_of(r.usage).output_tokens for r in responses)
 
-    # Every tool call of the session, the subagent's too, by tool_use_id and outcome.
-    calls = {t.id: t.name for r in oracle if isinstance(r, AssistantResponse) for t in r.tool_uses}
+    # The subagent: its task prompt, its responses, its tool call.
+    sub_found = messages(sqld, sub_id)
+    assert [m["content"] for m in sub_found if m["role"] == "user"] == [SUBTASK]
+    assert_responses_landed(sub_found, [r for r in sub_oracle if isinstance(r, AssistantResponse)])
+    assert [t["name"] for t in tools(sqld, sub_id)] == ["Bash"]
+
+    # Tool calls by tool_use_id, with Claude Code's own duration and the outcome.
+    calls = {t.id: t.name for r in responses for t in r.tool_uses}
     failed = {r.tool_use_id for r in oracle if isinstance(r, ToolResult) and r.is_error}
-    recorded = tools(sqld, first.session_id)
+    recorded = tools(sqld, sid)
     assert {t["call_id"]: t["name"] for t in recorded} == calls
-    assert sorted(calls.values()) == ["Agent", "Bash", "Bash", "Read"]
+    assert sorted(calls.values()) == ["Agent", "Bash", "Read"]
     for row in recorded:
         assert row["status"] == ("error" if row["call_id"] in failed else "completed"), row
+        assert row["duration_ms"] is not None and row["started_at"] is not None, row
     read_call = next(t for t in recorded if t["name"] == "Read")
     assert "does not exist" in read_call["error"]
-    assert (
-        json.loads(next(t for t in recorded if t["name"] == "Agent")["input"])["prompt"] == SUBTASK
-    )
+    assert json.loads(next(t for t in recorded if t["name"] == "Agent")["input"])["prompt"] == SUBTASK
 
 
-def test_a_claude_code_killed_mid_turn_keeps_what_its_hooks_wrote(
-    claude: ClaudeHome, fake_api: FakeAnthropicAPI, spool: Path
+def test_a_claude_code_killed_mid_turn_ends_abandoned_with_what_it_had(
+    claude: ClaudeHome, fake_api: FakeAnthropicAPI, spool: Path, sqld: Sqld
 ) -> None:
-    """SIGKILL while the model's second response is streaming: no Stop, no SessionEnd.
-    The prompt and the finished Bash call were written by the hooks before the kill.
-    (Claude Code writes a response to its transcript only once the response is whole,
-    and its other records with a lag: the hooks saw more than the transcript holds.)"""
+    """SIGKILL while the model's second response streams: no Stop, no SessionEnd. The
+    next burst seals the session (its Claude Code process is gone) with everything up
+    to the kill."""
     fake_api.script(
         [
             turn(text("Listing first."), tool_use("Bash", {"command": "echo before-kill"})),
@@ -113,20 +144,45 @@ def test_a_claude_code_killed_mid_turn_keeps_what_its_hooks_wrote(
         found = running.transcripts()
         return found[0] if found and call_id.encode() in found[0].read_bytes() else None
 
-    transcript = wait_for(transcript_has_the_call, 30, "the tool call in the transcript")
+    wait_for(transcript_has_the_call, 30, "the tool call in the transcript")
     running.kill()
+    fake_api.release()
+    burst(spool, sqld)
 
-    oracle = read_transcript(transcript, final=True).records
-    assert [r.text for r in oracle if isinstance(r, UserPrompt)] == [PROMPT]
-    responses = [r for r in oracle if isinstance(r, AssistantResponse)]
-    assert [r.texts for r in responses] == [["Listing first."]]  # not the unfinished one
-    assert [t.id for t in responses[0].tool_uses] == [call_id]
-
-    _, _, events = only_queue(spool)
-    kinds = [e["type"] for e in events]
-    assert "session_end" not in kinds
-    assert [e["content"] for e in events if e["type"] == "message" and e["role"] == "user"] == [
-        PROMPT
+    (session,) = sessions(sqld)
+    assert session["status"] == "abandoned"
+    found = messages(sqld, session["id"])
+    assert [(m["role"], m["content"]) for m in found] == [
+        ("user", PROMPT),
+        ("assistant", "Listing first."),
     ]
-    finished = [e for e in events if e["type"] == "tool_finished"]
-    assert [(e["call_id"], e["error"]) for e in finished] == [(call_id, None)]
+    (call,) = tools(sqld, session["id"])
+    assert (call["call_id"], call["status"], call["output"] is not None) == (call_id, "completed", True)
+
+
+def test_two_sessions_at_once(
+    claude: ClaudeHome, fake_api: FakeAnthropicAPI, spool: Path, sqld: Sqld
+) -> None:
+    prompts = ["first agent", "second agent"]
+    for prompt in prompts:
+        fake_api.script(
+            [turn(text(f"{prompt}: running"), tool_use("Bash", {"command": f"echo {prompt!r}"})),
+             turn(text(f"{prompt}: done"))],
+            when=prompt,
+        )  # fmt: skip
+    runs: list[Any] = []
+    threads = [threading.Thread(target=lambda p=p: runs.append(claude.run(p))) for p in prompts]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(300)
+    assert len(runs) == 2
+    burst(spool, sqld)
+    for run in runs:
+        oracle = records_of(run.transcript)
+        found = messages(sqld, run.session_id)
+        assert [m["content"] for m in found if m["role"] == "user"] == [
+            r.text for r in oracle if isinstance(r, UserPrompt)
+        ]
+        assert_responses_landed(found, [r for r in oracle if isinstance(r, AssistantResponse)])
+        assert [t["status"] for t in tools(sqld, run.session_id)] == ["completed"]

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from agentspool.integrations.claude_transcript import (
+from agentspool.integrations.claude_code.transcript import (
     AssistantResponse,
     ToolResult,
     UserPrompt,

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shlex
-import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -19,6 +17,7 @@ from typing import Any
 import click
 
 from agentspool.integrations import claude_code
+from agentspool.integrations.claude_code import inbox
 
 DEFAULT_SETTINGS = Path("~/.claude/settings.json")
 PLAIN_COMMAND = "agentspool hook claude-code"
@@ -50,37 +49,30 @@ def hook() -> None:
     "hook_command",
     default=None,
     metavar="CMD",
-    help="The command the settings run [default: agentspool hook claude-code, or this"
-    " program's full path when `agentspool` on PATH is another one].",
+    help="The command the settings run [default: one `dd` that appends the event to the"
+    " spool's inbox (GNU coreutils); `agentspool hook claude-code` does the same from"
+    " Python, where dd is not GNU's].",
 )
 def claude_code_hook(
     print_settings: bool, install_path: str | None, hook_command: str | None
 ) -> None:
-    """Log a Claude Code session: run as the command of every Claude Code hook, it reads
-    the event (JSON) on stdin, appends it to the session durably and prints nothing.
-    It always exits 0; a problem is one line on stderr."""
+    """Log Claude Code sessions. Run as the command of a Claude Code hook, it appends the
+    event (JSON on stdin) to the spool's inbox, fsynced, prints nothing and exits 0 (a
+    problem is one line on stderr); the worker maps it, with the session's transcript.
+    --print-settings and --install set Claude Code up to do the same with one `dd`."""
     if not print_settings and install_path is None:
         sys.exit(claude_code.run_hook())
-    command = hook_command or default_command()
+    command = hook_command or inbox.hook_command()
     if print_settings:
         click.echo(json.dumps(claude_code.settings_block(command), indent=2))
     if install_path is not None:
         path = Path(install_path).expanduser()
         added = install(path, command)
         if added:
-            click.echo(f"{path}: added `{command}` to {len(added)} events ({', '.join(added)})")
+            click.echo(f"{path}: added the agentspool hook to {len(added)} events"
+                       f" ({', '.join(added)})")  # fmt: skip
         else:
-            click.echo(f"{path}: every event already runs agentspool hook claude-code")
-
-
-def default_command() -> str:
-    """``agentspool hook claude-code`` when that finds this program on PATH, else this
-    program's full path (a virtualenv that Claude Code's PATH does not include)."""
-    me = Path(sys.argv[0]).resolve() if sys.argv and sys.argv[0] else None
-    found = shutil.which("agentspool")
-    if me is None or me.name != "agentspool" or (found and Path(found).resolve() == me):
-        return PLAIN_COMMAND
-    return f"{shlex.quote(str(me))} hook claude-code"
+            click.echo(f"{path}: every event already runs the agentspool hook")
 
 
 def install(path: Path, command: str) -> list[str]:

@@ -133,6 +133,7 @@ class Worker:
             now=self.now,
             monotonic=self.monotonic,
         )
+        self.drainer.final_collect = self.burst  # Claude Code has exited: ends at once
         self.syncer = SyncEngine(
             self.spool_dir,
             self.state,
@@ -200,6 +201,7 @@ class Worker:
             if self._finish_requested and not self.burst:
                 log.info("finish requested: draining, sealing and syncing everything, then exiting")
                 self.burst = True
+                self.drainer.final_collect = True
                 burst_deadline = self.monotonic() + self.settings.burst_timeout
             if self._stop_requests == 1 and stop_deadline is None:
                 self.notifier.stopping()
@@ -357,8 +359,8 @@ class Worker:
 
     def _undrained(self) -> bool:
         """Items still waiting in a queue file (e.g. their replica cannot be written),
-        or hook calls not yet added to their queue."""
-        if self.drainer.deferred_hook_calls():
+        or Claude Code hook calls still in the inbox."""
+        if self.drainer.inbox_waiting:
             return True
         for cursor in list(self.drainer.cursors.values()):
             try:
@@ -418,6 +420,10 @@ class Worker:
         if not open_sessions:
             return
         gone = self._gone_producers()
+        # Sessions of the shared Claude Code queue end with their Claude Code process.
+        claude_code_gone = set(self.drainer.claude_code_sessions_gone())
+        if claude_code_gone:  # their transcripts' last lines were just queued: apply them
+            self.drainer.drain_all()
         live_dirs = {p.name for p in queuefile.list_queue_dirs(self.spool_dir)}
         now = self.now()
         for session in open_sessions:
@@ -425,7 +431,8 @@ class Worker:
                 session.producer_id is not None and session.producer_id not in live_dirs
             )
             silent = self.drainer.silent(session, now, self.settings.abandon_after)
-            if session.producer_id in gone or producer_missing or silent:
+            owner_gone = session.session_id in claude_code_gone
+            if session.producer_id in gone or producer_missing or silent or owner_gone:
                 try:
                     replica = self.drainer.replica(session.session_id)
                 except ReplicaRebuilt:

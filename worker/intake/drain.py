@@ -21,10 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agentspool.integrations import claude_code
+from agentspool.integrations.claude_code import collector
 from agentspool.producer import events as ev
 from agentspool.producer import queuefile
-from agentspool.producer.sharedqueue import SharedQueue
 from agentspool.worker.intake import quarantine
 from agentspool.worker.intake.ingest import read_rejected_line
 from agentspool.worker.intake.replica import Replica, iso, replica_path
@@ -32,6 +31,7 @@ from agentspool.worker.state import SessionState, StateStore
 
 log = logging.getLogger("agentspool.worker")
 
+INBOX_PRODUCER = "inbox-claude-code"  # dead letters of hook input that was not JSON
 MAX_OPEN_REPLICAS = 64  # each open replica costs ~250 KB of SQLite cache
 CLEAR_ACKED_EVERY = 10_000  # acked rows deleted from a live producer's file this often
 MAX_BATCH_BYTES = 64 << 20  # queue data read per batch (a larger single item is read alone)
@@ -77,6 +77,10 @@ class Drainer:
         self._rewind: dict[Path, int] = {}  # queue -> read again from after this id
         self._replicas: OrderedDict[str, Replica] = OrderedDict()
         self._inodes: dict[str, tuple[int, int]] = {}  # session -> its open replica's file
+        # Claude Code's hook inbox: take an end at once (the agent has exited: a burst,
+        # a drain), and how many files the last pass left waiting.
+        self.final_collect = False
+        self.inbox_waiting = 0
         # Attempts that failed and will be retried (a file that cannot be opened, read
         # or written: a full disk, an I/O error); the loop pauses when this grows.
         self.failures = 0
@@ -113,7 +117,7 @@ class Drainer:
     def drain_all(self, max_batches_per_queue: int = 50) -> DrainResult:
         """One pass over every queue file; returns what it did."""
         total = DrainResult()
-        self._add_deferred_hook_calls()
+        self._collect_hook_inbox()
         for queue_dir in queuefile.list_queue_dirs(self.spool_dir):
             cursor = self.cursor(queue_dir)
             if cursor is None:
@@ -133,22 +137,33 @@ class Drainer:
                     break
         return total
 
-    def _add_deferred_hook_calls(self) -> None:
-        """Hook calls that could not get their shared queue's write lock in time were
-        left in files of their own (sharedqueue.py): add them to the queue, whose
-        drain then takes them like any other event. A lock still held: next pass."""
+    def _collect_hook_inbox(self) -> None:
+        """Claude Code's hook calls wait in the spool's inbox as they came: map them,
+        with their sessions' transcripts, into the shared queue that this pass then
+        drains (integrations/claude_code/collector.py). An inbox file that holds no
+        whole payload is kept as a dead letter."""
         try:
-            added = claude_code.replay_deferred(str(self.spool_dir))
-        except Exception as exc:
-            log.warning("cannot add deferred Claude Code hook calls yet: %s", exc)
+            collected = collector.collect(str(self.spool_dir), final=self.final_collect)
+        except Exception as exc:  # a locked or full disk: the files wait for a later pass
+            log.warning("cannot collect Claude Code hook calls yet: %s", exc)
             self.failures += 1
             return
-        if added:
-            log.info("added %d deferred Claude Code hook call(s) to the shared queue", added)
+        self.inbox_waiting = collected.waiting
+        for n, (name, data, reason) in enumerate(collected.unreadable):
+            log.warning("dead-lettered Claude Code hook input %s: %s", name, reason)
+            self.state.add_dead_letter(
+                INBOX_PRODUCER, time.time_ns() + n, data, f"hook input {name}: {reason}"
+            )
+        for warning in collected.warnings:
+            log.warning("%s", warning)
 
-    def deferred_hook_calls(self) -> int:
-        """How many deferred hook calls wait to be added (burst mode waits for them)."""
-        return len(SharedQueue(str(self.spool_dir), claude_code.AGENT).deferred())
+    def claude_code_sessions_gone(self) -> list[str]:
+        """Open Claude Code sessions whose Claude Code process is gone (to seal)."""
+        try:
+            return collector.gone_sessions(str(self.spool_dir))
+        except Exception as exc:
+            log.warning("cannot check Claude Code sessions' processes: %s", exc)
+            return []
 
     def drain_batch(self, cursor: QueueCursor) -> DrainResult:
         result = DrainResult()

@@ -28,7 +28,7 @@ stops at the start of the first response still open and the next read takes it u
 whole. Pass ``final=True`` when the writer is done (the session ended, an import) to
 flush the open responses too.
 
-Standard library only: the hook that reads this runs inside the user's agent loop.
+Standard library only (the producer's rule); the worker's collector reads with it.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from stat import S_ISREG
 from typing import Any
 
 # Records of the conversation; everything else (queue operations, request bookkeeping,
@@ -111,14 +112,34 @@ class SubagentTranscript:
     meta: dict[str, Any]  # agent-<id>.meta.json: agentType, description, toolUseId, …
 
 
+MAX_READ_BYTES = 16 << 20  # read per call; a longer rest is read by the next call
+
+
+class NotATranscript(OSError):
+    """A ``transcript_path`` that is not a regular file (a FIFO, a device, a folder)."""
+
+
 def read_transcript(
-    path: str | os.PathLike[str], offset: int = 0, *, final: bool = False
+    path: str | os.PathLike[str],
+    offset: int = 0,
+    *,
+    final: bool = False,
+    max_bytes: int = MAX_READ_BYTES,
 ) -> TranscriptRead:
-    """The complete records after ``offset``; see the module docstring."""
-    with open(path, "rb") as f:
-        f.seek(offset)
-        data = f.read()
-    return parse_transcript(data, offset, final=final)
+    """The complete records after ``offset``; see the module docstring. Only a regular
+    file is read (opened without blocking and checked first: a FIFO or a device given
+    as the path must not hang or flood the reader), at most ``max_bytes`` per call;
+    ``final`` takes effect only once the read reaches the file's end."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        stat = os.fstat(fd)
+        if not S_ISREG(stat.st_mode):
+            raise NotATranscript(f"{os.fspath(path)!r} is not a regular file: not read")
+        data = os.pread(fd, max_bytes, offset)
+        at_end = offset + len(data) >= stat.st_size
+    finally:
+        os.close(fd)
+    return parse_transcript(data, offset, final=final and at_end)
 
 
 def parse_transcript(data: bytes, offset: int = 0, *, final: bool = False) -> TranscriptRead:

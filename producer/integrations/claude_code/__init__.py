@@ -1,0 +1,15 @@
+"""Claude Code -> agentspool (docs/INTEGRATIONS.md).
+
+The parts, in the order an event goes through them:
+- ``hook``: the settings that make every Claude Code hook event a payload in the
+  spool's inbox (``inbox``), with nothing else done on Claude Code's time;
+- ``collector``: the worker's part: each payload mapped (``mapping``) together with
+  the session's transcript (``transcript``) into the shared queue of Claude Code
+  sessions, which the worker drains like any queue; also transcripts on disk
+  (``agentspool import claude-code``) and sessions whose Claude Code was killed.
+"""
+
+from .hook import merge_settings, run_hook, settings_block
+from .mapping import AGENT, HOOK_EVENTS
+
+__all__ = ["AGENT", "HOOK_EVENTS", "merge_settings", "run_hook", "settings_block"]
