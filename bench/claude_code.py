@@ -5,7 +5,8 @@ A scripted ``claude -p`` session of 8 Bash calls (8 model turns each calling Bas
 to exit. Each round runs three variants back to back, so each sees the same load: no
 hooks; ``/bin/true`` as the command of every event agentspool's settings register (the
 floor: what any command hook costs Claude Code); and agentspool's own hook, as
-``agentspool hook claude-code --print-settings`` configures it. Added wall time per
+``agentspool hook claude-code --print-settings`` configures it (one ``dd`` appending
+the event to the spool's inbox; the worker does the rest, off Claude Code's time). Added wall time per
 event = (median of a variant - median without hooks) / hook events per session. The
 events are counted once, from Claude Code's own debug log of an untimed agentspool run
 ("Hooks: <event> … finished with status 0 (N ms)"), which also gives how long Claude
@@ -149,8 +150,8 @@ def _hook_runs(debug_log: Path) -> tuple[int, list[float]]:
     durations = []
     for line in debug_log.read_text(errors="replace").splitlines():
         found = HOOK_RUN.search(line) or SESSION_END_RUN.search(line)
-        if not found or not found.group(2).endswith("hook claude-code"):
-            continue
+        if not found or "/inbox/claude-code" not in found.group(2):
+            continue  # not agentspool's hook (its command appends to the spool's inbox)
         if found.group(3) != "0":
             raise AssertionError(f"the agentspool hook exited {found.group(3)}: {line}")
         events += 1
@@ -162,10 +163,15 @@ def _hook_runs(debug_log: Path) -> tuple[int, list[float]]:
 
 
 def _sessions_in_spool(spool: Path) -> int:
+    """Sessions the hooks' payloads make, once the worker's collector has taken them."""
     import json
 
+    from agentspool.integrations.claude_code import collector
     from agentspool.producer import queuefile
 
+    collected = collector.collect(str(spool), final=True)
+    if collected.unreadable or collected.waiting:
+        raise AssertionError(f"hook input left behind: {collected}")
     starts = 0
     for queue_dir in queuefile.list_queue_dirs(spool):
         conn = queuefile.connect(queue_dir, readonly=True)

@@ -36,7 +36,9 @@ def records_of(path: Path) -> list[Any]:
     return list(read_transcript(path, final=True).records)
 
 
-def assert_responses_landed(found: list[dict[str, Any]], responses: list[AssistantResponse]) -> None:
+def assert_responses_landed(
+    found: list[dict[str, Any]], responses: list[AssistantResponse]
+) -> None:
     """One assistant message per model response: its texts (the intermediate ones too),
     its model and its usage counted once, in order."""
     assistant = [m for m in found if m["role"] == "assistant"]
@@ -121,7 +123,9 @@ def test_a_session_with_tools_a_subagent_and_a_resume(
         assert row["duration_ms"] is not None and row["started_at"] is not None, row
     read_call = next(t for t in recorded if t["name"] == "Read")
     assert "does not exist" in read_call["error"]
-    assert json.loads(next(t for t in recorded if t["name"] == "Agent")["input"])["prompt"] == SUBTASK
+    assert (
+        json.loads(next(t for t in recorded if t["name"] == "Agent")["input"])["prompt"] == SUBTASK
+    )
 
 
 def test_a_claude_code_killed_mid_turn_ends_abandoned_with_what_it_had(
@@ -157,7 +161,11 @@ def test_a_claude_code_killed_mid_turn_ends_abandoned_with_what_it_had(
         ("assistant", "Listing first."),
     ]
     (call,) = tools(sqld, session["id"])
-    assert (call["call_id"], call["status"], call["output"] is not None) == (call_id, "completed", True)
+    assert (call["call_id"], call["status"], call["output"] is not None) == (
+        call_id,
+        "completed",
+        True,
+    )
 
 
 def test_two_sessions_at_once(

@@ -23,7 +23,7 @@ HOOK_FAST_PATH = ["hook", "claude-code"]
 def run() -> None:
     """The console script: the hook's fast path, else the click CLI."""
     if sys.argv[1:] == HOOK_FAST_PATH:
-        from agentspool.integrations.claude_code import run_hook
+        from agentspool.integrations.claude_code.hook import run_hook
 
         sys.exit(run_hook())
     from agentspool.worker.cli.app import main

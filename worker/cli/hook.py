@@ -16,7 +16,7 @@ from typing import Any
 
 import click
 
-from agentspool.integrations import claude_code
+from agentspool.integrations.claude_code import hook as claude_code
 from agentspool.integrations.claude_code import inbox
 
 DEFAULT_SETTINGS = Path("~/.claude/settings.json")

@@ -7,9 +7,10 @@ The parts, in the order an event goes through them:
   the session's transcript (``transcript``) into the shared queue of Claude Code
   sessions, which the worker drains like any queue; also transcripts on disk
   (``agentspool import claude-code``) and sessions whose Claude Code was killed.
+
+Importing this package loads nothing else: the hook command imports ``hook`` alone.
 """
 
-from .hook import merge_settings, run_hook, settings_block
-from .mapping import AGENT, HOOK_EVENTS
+from __future__ import annotations
 
-__all__ = ["AGENT", "HOOK_EVENTS", "merge_settings", "run_hook", "settings_block"]
+AGENT = "claude-code"

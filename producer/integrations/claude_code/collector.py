@@ -161,9 +161,7 @@ def _subagent_event(
         child.mark(key)
         child.at = at
         mapping.start_subagent(child, parent_id, agent_id, payload.get("agent_type"), owner)
-        if name in mapping.TOOL_EVENTS:
-            mapping.tool_event(child, name, payload)
-        elif name not in ("SubagentStart", "SubagentStop"):
+        if name not in ("SubagentStart", "SubagentStop"):
             mapping.hook_event(child, payload)
         _read_subagent(child, path, result, final=name == "SubagentStop")
         if name == "SubagentStop" and not child.state.get("ended"):

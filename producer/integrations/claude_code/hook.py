@@ -19,7 +19,6 @@ import sys
 from agentspool.producer import layout
 
 from . import inbox
-from .mapping import HOOK_EVENTS, TOOL_EVENTS
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -72,6 +71,8 @@ def settings_block(command: str | None = None) -> dict[str, Any]:
     """The ``hooks`` block for ``.claude/settings.json`` that sends every event to
     ``command`` (default: the inbox's ``dd``). Tool events take a matcher (``*``:
     every tool); the others do not."""
+    from .mapping import HOOK_EVENTS, TOOL_EVENTS  # not on the hook's own path
+
     command = command or inbox.hook_command()
     hooks: dict[str, Any] = {}
     for event in HOOK_EVENTS:

@@ -8,7 +8,8 @@ mapping, reading the transcript, the session's order -- is the worker's
 starts anyway (``hook_command``), which costs about one process start; ``agentspool
 hook claude-code`` does the same from Python, where ``dd`` is not GNU's.
 
-Files: ``<spool>/inbox/claude-code/<claude pid>-<writer pid>.json``.
+Files: ``<spool>/inbox/claude-code/<claude pid>-<writer pid>.json`` (``dd``'s) or
+``<claude pid>-<writer pid>.<ns>.json`` (renamed into place whole: ``write_payload``).
 - ``<claude pid>`` is the hook's parent, Claude Code itself: the session's owner,
   whose exit without a ``SessionEnd`` makes the session ``abandoned``.
 - ``<writer pid>`` is the process that wrote it: while it runs the file may be
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from stat import S_ISREG
 
 TYPE_CHECKING = False  # typing costs milliseconds to import; mypy reads this block
@@ -44,24 +46,30 @@ def inbox_dir(spool_dir: str) -> str:
 
 def hook_command() -> str:
     """The shell command of every hook entry: the spool as ``agentspool`` finds it
-    (``AGENTSPOOL_DIR``, else ``$XDG_STATE_HOME/agentspool``), the inbox made if
-    missing, then ``dd`` writes stdin in one block and fsyncs (GNU coreutils)."""
+    (``AGENTSPOOL_DIR``, else ``$XDG_STATE_HOME/agentspool``), the inbox made private
+    if missing, then ``dd`` writes stdin in one block and fsyncs (GNU coreutils)."""
     spool = "${AGENTSPOOL_DIR:-${XDG_STATE_HOME:-$HOME/.local/state}/agentspool}"
     return (
-        f'd="{spool}/{INBOX_DIRNAME}/{KIND}"; [ -d "$d" ] || mkdir -p -m 700 "$d";'
+        f's="{spool}"; d="$s/{INBOX_DIRNAME}/{KIND}";'
+        f' [ -d "$d" ] || mkdir -p -m 700 "$s" "$s/{INBOX_DIRNAME}" "$d";'
         f' exec dd of="$d/$PPID-$${SUFFIX}" oflag=append conv=notrunc,fsync'
         " bs=64M iflag=fullblock status=none"
     )
 
 
 def write_payload(spool_dir: str, data: bytes, owner_pid: int) -> str:
-    """What ``hook_command`` does, from Python: append ``data`` to this process's
-    inbox file, fsynced. Returns the file's path."""
+    """What ``hook_command`` does, from Python (the hook command, the Agent SDK's
+    callbacks): ``data`` in a file of its own, written aside, fsynced and renamed into
+    place whole (``<owner>-<pid>.<ns>.json``: complete once listed, whether or not
+    the writer still runs). Returns the file's path."""
     directory = inbox_dir(spool_dir)
-    os.makedirs(directory, mode=0o700, exist_ok=True)
-    path = os.path.join(directory, f"{owner_pid}-{os.getpid()}{SUFFIX}")
-    flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW
-    fd = os.open(path, flags, 0o600)
+    if not os.path.isdir(directory):  # each level private, as the shell command does
+        for level in (spool_dir, os.path.dirname(directory), directory):
+            os.makedirs(level, mode=0o700, exist_ok=True)
+    name = f"{owner_pid}-{os.getpid()}.{time.time_ns()}{SUFFIX}"
+    path = os.path.join(directory, name)
+    building = os.path.join(directory, f".{name}.new")  # a dot-name is never listed
+    fd = os.open(building, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     try:
         view = memoryview(data)
         while view:
@@ -69,6 +77,12 @@ def write_payload(spool_dir: str, data: bytes, owner_pid: int) -> str:
         os.fsync(fd)
     finally:
         os.close(fd)
+    os.rename(building, path)
+    dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(dir_fd)  # the rename survives a power loss
+    finally:
+        os.close(dir_fd)
     return path
 
 
@@ -83,8 +97,10 @@ class InboxFile:
         self.inode = stat.st_ino
         stem = self.name[: -len(SUFFIX)]
         owner, _, writer = stem.partition("-")
+        writer, _, renamed = writer.partition(".")
         self.owner_pid = int(owner) if owner.isdigit() else None
         self.writer_pid = int(writer) if writer.isdigit() else None
+        self.whole = bool(renamed)  # renamed into place whole (write_payload)
 
     @property
     def key(self) -> str:
@@ -121,7 +137,7 @@ def pending_files(spool_dir: str) -> list[InboxFile]:
 
 def writer_running(file: InboxFile) -> bool:
     """Is the process that writes ``file`` still there (it may not be done)?"""
-    if file.writer_pid is None:
+    if file.whole or file.writer_pid is None:
         return False
     try:
         os.kill(file.writer_pid, 0)

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from . import AGENT
 from .transcript import AssistantResponse, Record, ToolResult, UserPrompt
 
 TYPE_CHECKING = False
@@ -45,7 +46,6 @@ if TYPE_CHECKING:
         def mark(self, key: str) -> None: ...
 
 
-AGENT = "claude-code"
 HOOK_ROLE = "hook"  # messages that record a hook event with no message of its own
 TOOL_EVENTS = ("PreToolUse", "PostToolUse", "PostToolUseFailure")
 # Events the settings register (--print-settings): those that carry something worth
@@ -136,22 +136,25 @@ def start_subagent(
 
 
 def hook_event(session: Session, payload: dict[str, Any]) -> None:
-    """Map one payload (after ``start``) into the session it belongs to."""
+    """Map one payload (after ``start``) into the session it belongs to. An event this
+    version does not map is kept whole as a ``hook`` message; a mapped event's fields
+    that the mapping does not know (a newer Claude Code's) are kept the same way."""
     name = payload["hook_event_name"]
+    known = KNOWN_FIELDS.get(name)
     if name == "UserPromptSubmit":
         _prompt_from_hook(session, payload)
     elif name in TOOL_EVENTS:
         tool_event(session, name, payload)
-    elif name == "SessionStart" and session.state.get("hooked_start"):
-        _hook_message(session, payload)  # resume, clear, compact: the session goes on
-    elif name not in KNOWN_FIELDS and name not in ("SessionStart", "SessionEnd"):
-        _hook_message(session, payload)  # Notification, PreCompact, an unknown event, ...
-    else:
-        extras = _extras(payload, tuple(KNOWN_FIELDS.get(name, ())))
-        if name not in ("SessionStart", "SessionEnd") and extras:
-            _hook_message(session, payload, extras)  # fields this version does not know
-    if name == "SessionStart":
+    elif name == "SessionStart":
+        if session.state.get("hooked_start"):  # resume, clear, compact: it goes on
+            _hook_message(session, payload)
         session.state["hooked_start"] = True
+    elif known is None and name != "SessionEnd":
+        _hook_message(session, payload)  # Notification, PreCompact, an unknown event, ...
+    extras = {} if known is None else _extras(payload, known)
+    if extras:
+        call = payload.get("tool_use_id")
+        _hook_message(session, payload, {"tool_use_id": call, **extras} if call else extras)
 
 
 def _prompt_from_hook(session: Session, payload: dict[str, Any]) -> None:
