@@ -42,11 +42,13 @@ import json
 import os
 import sqlite3
 import time
+from contextlib import contextmanager
 
 from . import events, layout
 
 TYPE_CHECKING = False  # typing costs milliseconds to import; mypy reads this block
 if TYPE_CHECKING:
+    from collections.abc import Iterator
     from types import TracebackType
     from typing import Any
 
@@ -62,12 +64,31 @@ class SharedQueue:
         self.producer_id = f"shared-{kind}"
         self.queue_dir = os.path.join(spool_dir, layout.QUEUES_DIRNAME, self.producer_id)
         self.db_path = os.path.join(self.queue_dir, layout.DB_FILENAME)
+        # While ``bulk()`` runs: one connection for every session's transaction.
+        self.bulk_conn: sqlite3.Connection | None = None
 
     def session(self, session_id: str) -> SessionAppend:
         """A transaction on one session: read its state, add events, commit on exit."""
         if not os.path.exists(self.db_path):
             self._create()
         return SessionAppend(self, session_id)
+
+    @contextmanager
+    def bulk(self) -> Iterator[SharedQueue]:
+        """Many sessions' transactions on one connection, durable together at the end
+        (``synchronous=NORMAL``, then a checkpoint that fsyncs): for a writer that can
+        redo its work after a crash (an import), not for one that hands work over."""
+        if not os.path.exists(self.db_path):
+            self._create()
+        conn = sqlite3.connect(self.db_path, timeout=layout.BUSY_TIMEOUT_S, isolation_level=None)
+        conn.execute("PRAGMA synchronous=NORMAL")
+        self.bulk_conn = conn
+        try:
+            yield self
+            conn.execute("PRAGMA wal_checkpoint(FULL)")  # everything on disk, fsynced
+        finally:
+            self.bulk_conn = None
+            conn.close()
 
     def states(
         self,
@@ -151,12 +172,14 @@ class SessionAppend:
         self._conn: sqlite3.Connection | None = None
 
     def __enter__(self) -> SessionAppend:
-        conn = sqlite3.connect(
-            self.queue.db_path, timeout=layout.BUSY_TIMEOUT_S, isolation_level=None
-        )
+        conn = self.queue.bulk_conn
+        if conn is None:
+            conn = sqlite3.connect(
+                self.queue.db_path, timeout=layout.BUSY_TIMEOUT_S, isolation_level=None
+            )
+            conn.execute("PRAGMA synchronous=FULL")  # durable when the commit returns
         self._conn = conn
         try:
-            conn.execute("PRAGMA synchronous=FULL")  # durable when the commit returns
             conn.execute("BEGIN IMMEDIATE")  # the write lock first: counters stay exact
             conn.execute(layout.SEEN_SQL)  # a file an older agentspool made has none
             row = conn.execute(
@@ -164,7 +187,8 @@ class SessionAppend:
                 (self.session_id,),
             ).fetchone()
         except BaseException:
-            conn.close()
+            if conn is not self.queue.bulk_conn:
+                conn.close()
             raise
         if row is not None:
             self.known = True
@@ -214,7 +238,8 @@ class SessionAppend:
             elif conn.in_transaction:
                 conn.execute("ROLLBACK")
         finally:
-            conn.close()
+            if conn is not self.queue.bulk_conn:
+                conn.close()
 
     def _commit(self, conn: sqlite3.Connection) -> None:
         try:

@@ -194,3 +194,72 @@ def test_two_sessions_at_once(
         ]
         assert_responses_landed(found, [r for r in oracle if isinstance(r, AssistantResponse)])
         assert [t["status"] for t in tools(sqld, run.session_id)] == ["completed"]
+
+
+# ---- agentspool import claude-code ---------------------------------------------------
+
+
+def import_cli(spool: Path, *paths: Path) -> str:
+    from tests.helpers import run_cli, worker_env
+
+    result = run_cli("import", "claude-code", *map(str, paths), env=worker_env(spool))
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def counts(sqld: Sqld) -> list[Any]:
+    return sqld.query(
+        "SELECT s.id, s.status, (SELECT count(*) FROM messages m WHERE m.session_id = s.id),"
+        " (SELECT count(*) FROM tool_executions t WHERE t.session_id = s.id) FROM sessions s"
+        " ORDER BY s.id"
+    )
+
+
+def test_import_of_transcripts_no_hook_saw(
+    claude_bin: Path, loopback: Any, fake_api: FakeAnthropicAPI, spool: Path, sqld: Sqld,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    plain = ClaudeHome(claude_bin, loopback, fake_api.url, tmp_path / "plain", spool, settings=None)
+    fake_api.script(
+        [turn(text("Looking."), tool_use("Bash", {"command": "echo hi"})),
+         turn(text("Delegating."), subagent_call(SUBTASK)), turn(text("Done."))]
+    )  # fmt: skip
+    fake_api.script([turn(text("sub done"))], when=SUBTASK)
+    run = plain.run(PROMPT)
+    projects = plain.home / ".claude" / "projects"
+    (projects / "garbage.jsonl").write_text('{"type": "user"\nnot json at all\n')
+    out = import_cli(spool, projects)
+    assert "imported 2 session(s) (2 new)" in out and "2 unreadable line(s)" in out, out
+    burst(spool, sqld)
+
+    oracle = records_of(run.transcript)
+    found = messages(sqld, run.session_id)
+    assert [m["content"] for m in found if m["role"] == "user"] == [PROMPT]
+    assert_responses_landed(found, [r for r in oracle if isinstance(r, AssistantResponse)])
+    recorded = {t["name"]: t["status"] for t in tools(sqld, run.session_id)}
+    assert recorded == {"Bash": "completed", "Agent": "completed"}
+    (sub,) = subagent_transcripts(run.transcript)
+    sub_id = subagent_session_id(run.session_id, sub.agent_id)
+    rows = {r[0]: r for r in counts(sqld)}
+    assert rows[run.session_id][1] == "completed" and rows[sub_id][1] == "completed"
+    assert [m["content"] for m in messages(sqld, sub_id)] == [SUBTASK, "sub done"]
+
+    again = import_cli(spool, projects)  # idempotent
+    assert "imported 0 session(s)" in again and "0 message(s)" in again, again
+    before = counts(sqld)
+    burst(spool, sqld)
+    assert counts(sqld) == before
+
+
+def test_import_over_a_session_the_hooks_captured_adds_nothing_twice(
+    claude: ClaudeHome, fake_api: FakeAnthropicAPI, spool: Path, sqld: Sqld
+) -> None:
+    fake_api.script([turn(text("Looking."), tool_use("Bash", {"command": "echo hi"})),
+                     turn(text("Done."))])  # fmt: skip
+    run = claude.run(PROMPT)
+    burst(spool, sqld)
+    before = counts(sqld)
+    out = import_cli(spool, run.transcript)
+    assert "0 message(s), 0 tool call(s)" in out, out
+    burst(spool, sqld)
+    assert counts(sqld) == before == [[run.session_id, "completed", 3, 1]]

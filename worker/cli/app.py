@@ -21,6 +21,7 @@ from agentspool.worker import state as st
 from agentspool.worker.cli.dead import dead
 from agentspool.worker.cli.emit import emit, ingest
 from agentspool.worker.cli.hook import hook
+from agentspool.worker.cli.imports import import_group
 from agentspool.worker.cli.inspect import queue, sessions, show
 from agentspool.worker.cli.options import (
     DURATION,
@@ -446,4 +447,5 @@ main.add_command(emit)
 main.add_command(ingest)
 main.add_command(ui)
 main.add_command(hook)
+main.add_command(import_group)
 main.add_command(verify)

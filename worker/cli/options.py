@@ -261,3 +261,23 @@ def database_errors_explained(func: F) -> F:
             ) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+class OtherFilterHint(click.Choice):
+    """A choice that, given a value of the other filter (``--state error``), says
+    which option takes it instead of only listing its own values."""
+
+    def __init__(self, choices: tuple[str, ...], other: str, other_choices: tuple[str, ...]):
+        super().__init__(choices)
+        self.other = other
+        self.other_choices = other_choices
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if value in self.other_choices and value not in self.choices:
+            self.fail(
+                f"{value!r} is not one of {', '.join(map(repr, self.choices))};"
+                f" did you mean {self.other} {value}?",
+                param,
+                ctx,
+            )
+        return super().convert(value, param, ctx)

@@ -32,9 +32,9 @@ from agentspool.worker.daemon.lock import SpoolLock
 from agentspool.worker.daemon.metrics import WorkerMetrics
 from agentspool.worker.daemon.notify import SystemdNotifier
 from agentspool.worker.daemon.retention import prune
+from agentspool.worker.daemon.sealing import gone_producers, seal_abandoned
 from agentspool.worker.exitcodes import EXIT_LEFT_PENDING, EXIT_OK, EXIT_REFUSED
-from agentspool.worker.intake.drain import Drainer, ReplicaRebuilt
-from agentspool.worker.intake.producers import producer_gone
+from agentspool.worker.intake.drain import Drainer
 from agentspool.worker.intake.quarantine import list_quarantined, open_state_store
 from agentspool.worker.intake.replica import REPLICAS_DIRNAME, Replica
 from agentspool.worker.security import refuse_insecure_spool
@@ -133,7 +133,7 @@ class Worker:
             now=self.now,
             monotonic=self.monotonic,
         )
-        self.drainer.final_collect = self.burst  # Claude Code has exited: ends at once
+        self.drainer.hook_inbox.final = self.burst  # Claude Code has exited: ends at once
         self.syncer = SyncEngine(
             self.spool_dir,
             self.state,
@@ -201,7 +201,7 @@ class Worker:
             if self._finish_requested and not self.burst:
                 log.info("finish requested: draining, sealing and syncing everything, then exiting")
                 self.burst = True
-                self.drainer.final_collect = True
+                self.drainer.hook_inbox.final = True
                 burst_deadline = self.monotonic() + self.settings.burst_timeout
             if self._stop_requests == 1 and stop_deadline is None:
                 self.notifier.stopping()
@@ -360,7 +360,7 @@ class Worker:
     def _undrained(self) -> bool:
         """Items still waiting in a queue file (e.g. their replica cannot be written),
         or Claude Code hook calls still in the inbox."""
-        if self.drainer.inbox_waiting:
+        if self.drainer.hook_inbox.waiting:
             return True
         for cursor in list(self.drainer.cursors.values()):
             try:
@@ -401,48 +401,11 @@ class Worker:
 
     # ---- abandoned sessions and finished queues ----------------------------
 
-    def _gone_producers(self) -> set[str]:
-        """Producers that will write no more and whose queues are fully drained."""
-        gone = set()
-        live_dirs = {p.name: p for p in queuefile.list_queue_dirs(self.spool_dir)}
-        for producer_id, queue_dir in live_dirs.items():
-            cursor = self.drainer.cursor(queue_dir)
-            if cursor is None or cursor.info is None:
-                continue
-            if producer_gone(cursor.info, self._host):
-                pending = queuefile.read_pending(cursor.conn, cursor.last_id, 1)
-                if not pending:
-                    gone.add(producer_id)
-        return gone
-
     def _seal_abandoned_sessions(self) -> None:
-        open_sessions = self.state.sessions(st.OPEN)
-        if not open_sessions:
-            return
-        gone = self._gone_producers()
-        # Sessions of the shared Claude Code queue end with their Claude Code process.
-        claude_code_gone = set(self.drainer.claude_code_sessions_gone())
-        if claude_code_gone:  # their transcripts' last lines were just queued: apply them
-            self.drainer.drain_all()
-        live_dirs = {p.name for p in queuefile.list_queue_dirs(self.spool_dir)}
-        now = self.now()
-        for session in open_sessions:
-            producer_missing = (
-                session.producer_id is not None and session.producer_id not in live_dirs
-            )
-            silent = self.drainer.silent(session, now, self.settings.abandon_after)
-            owner_gone = session.session_id in claude_code_gone
-            if session.producer_id in gone or producer_missing or silent or owner_gone:
-                try:
-                    replica = self.drainer.replica(session.session_id)
-                except ReplicaRebuilt:
-                    continue  # its replica was gone: sealed once it is rebuilt
-                replica.seal_abandoned(session.session_id)
-                self.state.mark_sealed(session.session_id)
-                self.stats.sealed += 1
-                log.info(
-                    "session %s abandoned by its producer: sealed for sync", session.session_id
-                )
+        self.stats.sealed += seal_abandoned(
+            self.spool_dir, self.state, self.drainer, host=self._host, now=self.now(),
+            abandon_after=self.settings.abandon_after,
+        )  # fmt: skip
 
     def _prune_if_due(self) -> None:
         """Retention of synced replicas, at most once per PRUNE_INTERVAL_S."""
@@ -468,7 +431,7 @@ class Worker:
         """Delete the queue file of a producer that is gone, once everything it wrote
         is applied and every session it started is synced (the file is the last local
         copy that survives a power loss before the replicas are checkpointed)."""
-        gone = self._gone_producers()
+        gone = gone_producers(self.spool_dir, self.drainer, self._host)
         if not gone:
             return
         unsynced = {

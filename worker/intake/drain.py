@@ -21,17 +21,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agentspool.integrations.claude_code import collector
 from agentspool.producer import events as ev
 from agentspool.producer import queuefile
 from agentspool.worker.intake import quarantine
+from agentspool.worker.intake.hook_inbox import HookInbox
 from agentspool.worker.intake.ingest import read_rejected_line
 from agentspool.worker.intake.replica import Replica, iso, replica_path
 from agentspool.worker.state import SessionState, StateStore
 
 log = logging.getLogger("agentspool.worker")
 
-INBOX_PRODUCER = "inbox-claude-code"  # dead letters of hook input that was not JSON
 MAX_OPEN_REPLICAS = 64  # each open replica costs ~250 KB of SQLite cache
 CLEAR_ACKED_EVERY = 10_000  # acked rows deleted from a live producer's file this often
 MAX_BATCH_BYTES = 64 << 20  # queue data read per batch (a larger single item is read alone)
@@ -77,10 +76,7 @@ class Drainer:
         self._rewind: dict[Path, int] = {}  # queue -> read again from after this id
         self._replicas: OrderedDict[str, Replica] = OrderedDict()
         self._inodes: dict[str, tuple[int, int]] = {}  # session -> its open replica's file
-        # Claude Code's hook inbox: take an end at once (the agent has exited: a burst,
-        # a drain), and how many files the last pass left waiting.
-        self.final_collect = False
-        self.inbox_waiting = 0
+        self.hook_inbox = HookInbox(spool_dir, state)  # Claude Code's, before each pass
         # Attempts that failed and will be retried (a file that cannot be opened, read
         # or written: a full disk, an I/O error); the loop pauses when this grows.
         self.failures = 0
@@ -117,7 +113,7 @@ class Drainer:
     def drain_all(self, max_batches_per_queue: int = 50) -> DrainResult:
         """One pass over every queue file; returns what it did."""
         total = DrainResult()
-        self._collect_hook_inbox()
+        self.hook_inbox.collect()
         for queue_dir in queuefile.list_queue_dirs(self.spool_dir):
             cursor = self.cursor(queue_dir)
             if cursor is None:
@@ -136,34 +132,6 @@ class Drainer:
                 if result.items < self.batch_size:
                     break
         return total
-
-    def _collect_hook_inbox(self) -> None:
-        """Claude Code's hook calls wait in the spool's inbox as they came: map them,
-        with their sessions' transcripts, into the shared queue that this pass then
-        drains (integrations/claude_code/collector.py). An inbox file that holds no
-        whole payload is kept as a dead letter."""
-        try:
-            collected = collector.collect(str(self.spool_dir), final=self.final_collect)
-        except Exception as exc:  # a locked or full disk: the files wait for a later pass
-            log.warning("cannot collect Claude Code hook calls yet: %s", exc)
-            self.failures += 1
-            return
-        self.inbox_waiting = collected.waiting
-        for n, (name, data, reason) in enumerate(collected.unreadable):
-            log.warning("dead-lettered Claude Code hook input %s: %s", name, reason)
-            self.state.add_dead_letter(
-                INBOX_PRODUCER, time.time_ns() + n, data, f"hook input {name}: {reason}"
-            )
-        for warning in collected.warnings:
-            log.warning("%s", warning)
-
-    def claude_code_sessions_gone(self) -> list[str]:
-        """Open Claude Code sessions whose Claude Code process is gone (to seal)."""
-        try:
-            return collector.gone_sessions(str(self.spool_dir))
-        except Exception as exc:
-            log.warning("cannot check Claude Code sessions' processes: %s", exc)
-            return []
 
     def drain_batch(self, cursor: QueueCursor) -> DrainResult:
         result = DrainResult()
