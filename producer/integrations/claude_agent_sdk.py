@@ -42,7 +42,7 @@ def logged(options: Options | None = None, *, spool: str | Path | None = None) -
     changes: dict[str, Any] = {"settings": json.dumps(merged)}
     if spool is not None:
         changes["env"] = {**(getattr(options, "env", None) or {}), "AGENTSPOOL_DIR": str(spool)}
-    return dataclasses.replace(options, **changes)  # type: ignore[type-var]
+    return dataclasses.replace(options, **changes)  # type: ignore[type-var, return-value]
 
 
 def _settings_of(settings: str | None, cwd: str | Path | None) -> dict[str, Any]:
