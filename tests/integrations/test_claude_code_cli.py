@@ -168,10 +168,10 @@ def test_a_claude_code_killed_mid_turn_ends_abandoned_with_what_it_had(
     )
 
 
-def test_two_sessions_at_once(
+def test_sixteen_sessions_at_once_lose_and_reorder_nothing(
     claude: ClaudeHome, fake_api: FakeAnthropicAPI, spool: Path, sqld: Sqld
 ) -> None:
-    prompts = ["first agent", "second agent"]
+    prompts = [f"agent {n:02d} go" for n in range(16)]  # none a part of another
     for prompt in prompts:
         fake_api.script(
             [turn(text(f"{prompt}: running"), tool_use("Bash", {"command": f"echo {prompt!r}"})),
@@ -183,8 +183,8 @@ def test_two_sessions_at_once(
     for thread in threads:
         thread.start()
     for thread in threads:
-        thread.join(300)
-    assert len(runs) == 2
+        thread.join(600)
+    assert len(runs) == len(prompts)
     burst(spool, sqld)
     for run in runs:
         oracle = records_of(run.transcript)
