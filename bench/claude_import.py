@@ -1,4 +1,4 @@
-"""Row 16: `agentspool import claude-code`, transcript entries per second into the spool.
+"""Row 17: `agentspool import claude-code`, transcript entries per second into the spool.
 
 Synthetic transcripts shaped as Claude Code 2.1.332 writes them (tests/integrations/
 test_claude_code_cli.py holds the reader to the real ones): per turn a prompt, a
@@ -41,11 +41,11 @@ def run(cfg: Config) -> list[Row]:
             f" {first.tools} tool calls in {first_s:.2f} s")  # fmt: skip
     return [
         Row(GROUP, "claude_import.entries_per_s",
-            "16. import claude-code: transcript entries per second into the spool",
+            "17. import claude-code: transcript entries per second into the spool",
             entries / first_s, "/s", higher_is_better=True, target=TARGET_ENTRIES_PER_S,
             note=note),
         Row(GROUP, "claude_import.again_entries_per_s",
-            "16. import claude-code again (all already there): entries per second",
+            "17. import claude-code again (all already there): entries per second",
             entries / again_s, "/s", higher_is_better=True),
     ]  # fmt: skip
 
