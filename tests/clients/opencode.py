@@ -216,3 +216,115 @@ class Oracle:
             )
             found.append(data)
         return found
+
+
+# ---- the plugin outside OpenCode: hook calls replayed in OpenCode's own Bun --------
+
+REPLAY_SCRIPT = Path(__file__).with_name("opencode_replay.js")
+
+
+def plugin_file() -> Path:
+    """The plugin as the installed package ships it."""
+    import agentspool.integrations.opencode as package
+
+    return Path(package.__file__).parent / package.PLUGIN_NAME
+
+
+def replay(calls: list[list[Any]], spool: Path, workdir: Path) -> list[int]:
+    """Run ``calls`` (hook calls as OpenCode makes them) through the plugin in a Bun
+    process of its own writing to ``spool``; returns each call's duration in ns."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    calls_file, out_file = workdir / "calls.json", workdir / "timings.json"
+    calls_file.write_text(json.dumps(calls))
+    env = {"PATH": SYSTEM_PATH, "HOME": str(workdir), "BUN_BE_BUN": "1", "AGENTSPOOL_DIR": str(spool)}
+    result = subprocess.run(
+        [str(opencode_binary()), str(REPLAY_SCRIPT), str(plugin_file()), str(calls_file), str(out_file)],
+        cwd=workdir, env=env, capture_output=True, text=True, timeout=RUN_TIMEOUT_S,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    timings: list[int] = json.loads(out_file.read_text())["ns"]
+    return timings
+
+
+class ScriptedEvents:
+    """Hook calls shaped as OpenCode 1.18.33 makes them (see a real run's with a plugin
+    that logs its arguments), for one session: ``calls`` after the builders ran."""
+
+    def __init__(self, session_id: str, parent_id: str | None = None, start_ms: int = 1_800_000_000_000) -> None:
+        self.session_id = session_id
+        self.parent_id = parent_id
+        self.now = start_ms
+        self.calls: list[list[Any]] = []
+        self._ids = 0
+
+    def _id(self, prefix: str) -> str:
+        self._ids += 1
+        return f"{prefix}_{self.session_id}_{self._ids:06d}"
+
+    def _tick(self) -> int:
+        self.now += 7
+        return self.now
+
+    def _event(self, kind: str, **properties: Any) -> None:
+        self.calls.append(["event", {"type": kind, "properties": properties}])
+
+    def created(self, title: str = "New session") -> None:
+        info: dict[str, Any] = {"id": self.session_id, "title": title, "directory": "/project",
+                                "version": VERSION, "time": {"created": self._tick()}}  # fmt: skip
+        if self.parent_id:
+            info["parentID"] = self.parent_id
+        self._event("session.created", sessionID=self.session_id, info=info)
+
+    def user(self, text: str) -> None:
+        message = {"id": self._id("msg"), "role": "user", "sessionID": self.session_id,
+                   "time": {"created": self._tick()}, "agent": "build"}  # fmt: skip
+        part = {"id": self._id("prt"), "type": "text", "text": text,
+                "messageID": message["id"], "sessionID": self.session_id}  # fmt: skip
+        self.calls.append(["chat.message", {"sessionID": self.session_id}, {"message": message, "parts": [part]}])
+        self._event("message.updated", sessionID=self.session_id, info=message)
+        self._event("message.part.updated", sessionID=self.session_id, part=part)
+
+    def assistant(self, text: str | None, tools: list[dict[str, Any]] = (), **tokens: int) -> None:  # type: ignore[assignment]
+        """One model response: streamed text (deltas, then the final part), tool calls
+        (each ``{"name", "input", "output" | "error"}``) pending -> running -> done, and
+        the completed message with tokens and cost."""
+        sid = self.session_id
+        info: dict[str, Any] = {"id": self._id("msg"), "role": "assistant", "sessionID": sid,
+                                "modelID": MODEL, "providerID": PROVIDER, "cost": 0,
+                                "tokens": {"input": 0, "output": 0, "reasoning": 0,
+                                           "cache": {"read": 0, "write": 0}},
+                                "time": {"created": self._tick()}}  # fmt: skip
+        self._event("message.updated", sessionID=sid, info=dict(info))
+        self._event("message.part.updated", sessionID=sid, part={"id": self._id("prt"), "type": "step-start", "messageID": info["id"], "sessionID": sid})
+        if text:
+            part = {"id": self._id("prt"), "messageID": info["id"], "sessionID": sid, "type": "text", "text": "", "time": {"start": self._tick()}}
+            self._event("message.part.updated", sessionID=sid, part=dict(part))
+            for piece in (text[: len(text) // 2], text[len(text) // 2 :]):
+                self._event("message.part.delta", sessionID=sid, messageID=info["id"], partID=part["id"], field="text", delta=piece)
+            self._event("message.part.updated", sessionID=sid, part={**part, "text": text, "time": {"start": part["time"]["start"], "end": self._tick()}})
+        for tool in tools:
+            base = {"id": self._id("prt"), "messageID": info["id"], "sessionID": sid, "type": "tool",
+                    "tool": tool["name"], "callID": self._id("call")}  # fmt: skip
+            self._event("message.part.updated", sessionID=sid, part={**base, "state": {"status": "pending", "input": {}, "raw": ""}})
+            start = self._tick()
+            running = {"status": "running", "input": tool["input"], "time": {"start": start}}
+            self._event("message.part.updated", sessionID=sid, part={**base, "state": running})
+            done: dict[str, Any] = {"input": tool["input"], "time": {"start": start, "end": self._tick()}}
+            if "error" in tool:
+                done.update(status="error", error=tool["error"])
+            else:
+                done.update(status="completed", output=tool.get("output", ""), metadata={}, title=tool["name"])
+            self._event("message.part.updated", sessionID=sid, part={**base, "state": done})
+        usage = {"total": 0, "input": tokens.get("input", 100), "output": tokens.get("output", 20),
+                 "reasoning": 0, "cache": {"read": tokens.get("cache_read", 0), "write": 0}}  # fmt: skip
+        usage["total"] = usage["input"] + usage["output"] + usage["cache"]["read"]
+        finish = "tool-calls" if tools else "stop"
+        self._event("message.part.updated", sessionID=sid, part={"id": self._id("prt"), "type": "step-finish", "reason": finish, "messageID": info["id"], "sessionID": sid, "tokens": usage, "cost": 0.001})
+        info.update(tokens=usage, cost=0.001, finish=finish)
+        self._event("message.updated", sessionID=sid, info=dict(info))
+        info["time"] = {"created": info["time"]["created"], "completed": self._tick()}
+        self._event("message.updated", sessionID=sid, info=info)
+
+    def idle(self) -> None:
+        self._event("session.status", sessionID=self.session_id, status={"type": "idle"})
+        self._event("session.idle", sessionID=self.session_id)
