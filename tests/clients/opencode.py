@@ -20,7 +20,6 @@ namespace (tests/netns.py), with ``PWD`` set (OpenCode takes its project from it
 from __future__ import annotations
 
 import json
-import os
 import signal
 import sqlite3
 import subprocess
@@ -85,7 +84,9 @@ class OpenCodeProcess:
         except subprocess.TimeoutExpired:
             self.kill()
             out, err = self.proc.communicate(timeout=10)
-            raise AssertionError(f"opencode did not finish within {timeout}s:\n{out}\n{err}") from None
+            raise AssertionError(
+                f"opencode did not finish within {timeout}s:\n{out}\n{err}"
+            ) from None
         return OpenCodeRun(self.proc.returncode, out, err)
 
     def kill(self) -> None:
@@ -236,7 +237,12 @@ def replay(calls: list[list[Any]], spool: Path, workdir: Path) -> list[int]:
     workdir.mkdir(parents=True, exist_ok=True)
     calls_file, out_file = workdir / "calls.json", workdir / "timings.json"
     calls_file.write_text(json.dumps(calls))
-    env = {"PATH": SYSTEM_PATH, "HOME": str(workdir), "BUN_BE_BUN": "1", "AGENTSPOOL_DIR": str(spool)}
+    env = {
+        "PATH": SYSTEM_PATH,
+        "HOME": str(workdir),
+        "BUN_BE_BUN": "1",
+        "AGENTSPOOL_DIR": str(spool),
+    }
     result = subprocess.run(
         [str(opencode_binary()), str(REPLAY_SCRIPT), str(plugin_file()), str(calls_file), str(out_file)],
         cwd=workdir, env=env, capture_output=True, text=True, timeout=RUN_TIMEOUT_S,
@@ -250,7 +256,9 @@ class ScriptedEvents:
     """Hook calls shaped as OpenCode 1.18.33 makes them (see a real run's with a plugin
     that logs its arguments), for one session: ``calls`` after the builders ran."""
 
-    def __init__(self, session_id: str, parent_id: str | None = None, start_ms: int = 1_800_000_000_000) -> None:
+    def __init__(
+        self, session_id: str, parent_id: str | None = None, start_ms: int = 1_800_000_000_000
+    ) -> None:
         self.session_id = session_id
         self.parent_id = parent_id
         self.now = start_ms
@@ -280,7 +288,9 @@ class ScriptedEvents:
                    "time": {"created": self._tick()}, "agent": "build"}  # fmt: skip
         part = {"id": self._id("prt"), "type": "text", "text": text,
                 "messageID": message["id"], "sessionID": self.session_id}  # fmt: skip
-        self.calls.append(["chat.message", {"sessionID": self.session_id}, {"message": message, "parts": [part]}])
+        self.calls.append(
+            ["chat.message", {"sessionID": self.session_id}, {"message": message, "parts": [part]}]
+        )
         self._event("message.updated", sessionID=self.session_id, info=message)
         self._event("message.part.updated", sessionID=self.session_id, part=part)
 
@@ -295,31 +305,86 @@ class ScriptedEvents:
                                            "cache": {"read": 0, "write": 0}},
                                 "time": {"created": self._tick()}}  # fmt: skip
         self._event("message.updated", sessionID=sid, info=dict(info))
-        self._event("message.part.updated", sessionID=sid, part={"id": self._id("prt"), "type": "step-start", "messageID": info["id"], "sessionID": sid})
+        self._event(
+            "message.part.updated",
+            sessionID=sid,
+            part={
+                "id": self._id("prt"),
+                "type": "step-start",
+                "messageID": info["id"],
+                "sessionID": sid,
+            },
+        )
         if text:
-            part = {"id": self._id("prt"), "messageID": info["id"], "sessionID": sid, "type": "text", "text": "", "time": {"start": self._tick()}}
+            part = {
+                "id": self._id("prt"),
+                "messageID": info["id"],
+                "sessionID": sid,
+                "type": "text",
+                "text": "",
+                "time": {"start": self._tick()},
+            }
             self._event("message.part.updated", sessionID=sid, part=dict(part))
             for piece in (text[: len(text) // 2], text[len(text) // 2 :]):
-                self._event("message.part.delta", sessionID=sid, messageID=info["id"], partID=part["id"], field="text", delta=piece)
-            self._event("message.part.updated", sessionID=sid, part={**part, "text": text, "time": {"start": part["time"]["start"], "end": self._tick()}})
+                self._event(
+                    "message.part.delta",
+                    sessionID=sid,
+                    messageID=info["id"],
+                    partID=part["id"],
+                    field="text",
+                    delta=piece,
+                )
+            self._event(
+                "message.part.updated",
+                sessionID=sid,
+                part={
+                    **part,
+                    "text": text,
+                    "time": {"start": part["time"]["start"], "end": self._tick()},
+                },
+            )
         for tool in tools:
             base = {"id": self._id("prt"), "messageID": info["id"], "sessionID": sid, "type": "tool",
                     "tool": tool["name"], "callID": self._id("call")}  # fmt: skip
-            self._event("message.part.updated", sessionID=sid, part={**base, "state": {"status": "pending", "input": {}, "raw": ""}})
+            self._event(
+                "message.part.updated",
+                sessionID=sid,
+                part={**base, "state": {"status": "pending", "input": {}, "raw": ""}},
+            )
             start = self._tick()
             running = {"status": "running", "input": tool["input"], "time": {"start": start}}
             self._event("message.part.updated", sessionID=sid, part={**base, "state": running})
-            done: dict[str, Any] = {"input": tool["input"], "time": {"start": start, "end": self._tick()}}
+            done: dict[str, Any] = {
+                "input": tool["input"],
+                "time": {"start": start, "end": self._tick()},
+            }
             if "error" in tool:
                 done.update(status="error", error=tool["error"])
             else:
-                done.update(status="completed", output=tool.get("output", ""), metadata={}, title=tool["name"])
+                done.update(
+                    status="completed",
+                    output=tool.get("output", ""),
+                    metadata={},
+                    title=tool["name"],
+                )
             self._event("message.part.updated", sessionID=sid, part={**base, "state": done})
         usage = {"total": 0, "input": tokens.get("input", 100), "output": tokens.get("output", 20),
                  "reasoning": 0, "cache": {"read": tokens.get("cache_read", 0), "write": 0}}  # fmt: skip
         usage["total"] = usage["input"] + usage["output"] + usage["cache"]["read"]
         finish = "tool-calls" if tools else "stop"
-        self._event("message.part.updated", sessionID=sid, part={"id": self._id("prt"), "type": "step-finish", "reason": finish, "messageID": info["id"], "sessionID": sid, "tokens": usage, "cost": 0.001})
+        self._event(
+            "message.part.updated",
+            sessionID=sid,
+            part={
+                "id": self._id("prt"),
+                "type": "step-finish",
+                "reason": finish,
+                "messageID": info["id"],
+                "sessionID": sid,
+                "tokens": usage,
+                "cost": 0.001,
+            },
+        )
         info.update(tokens=usage, cost=0.001, finish=finish)
         self._event("message.updated", sessionID=sid, info=dict(info))
         info["time"] = {"created": info["time"]["created"], "completed": self._tick()}

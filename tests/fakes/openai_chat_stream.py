@@ -106,7 +106,9 @@ def first_user_text(body: Any) -> str:
         if isinstance(content, str):
             return content
         return "\n".join(
-            p.get("text", "") for p in content or [] if isinstance(p, dict) and p.get("type") == "text"
+            p.get("text", "")
+            for p in content or []
+            if isinstance(p, dict) and p.get("type") == "text"
         )
     return ""
 
@@ -153,7 +155,9 @@ class FakeOpenAIChat:
     def completions(self, route: str | None = None) -> list[Request]:
         """The model requests (title requests left out), optionally only a route's."""
         with self._lock:
-            found = [r for r in self.requests if r.path.endswith("/chat/completions") and not r.title]
+            found = [
+                r for r in self.requests if r.path.endswith("/chat/completions") and not r.title
+            ]
         return found if route is None else [r for r in found if r.route == route]
 
     def remaining(self) -> dict[str, int]:
@@ -256,7 +260,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _request(self, body: Any) -> Request:
         headers = {
-            k.lower(): v for k, v in self.headers.items() if k.lower() not in ("authorization", "api-key")
+            k.lower(): v
+            for k, v in self.headers.items()
+            if k.lower() not in ("authorization", "api-key")
         }
         return Request(self.command, self.path, headers, body)
 
@@ -268,7 +274,9 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
-    def _stream(self, response_id: str, model: str, scripted: Turn, parts: list[dict[str, Any]]) -> None:
+    def _stream(
+        self, response_id: str, model: str, scripted: Turn, parts: list[dict[str, Any]]
+    ) -> None:
         self.send_response(200)
         self.send_header("content-type", "text/event-stream")
         self.send_header("cache-control", "no-cache")
@@ -314,10 +322,15 @@ class _Handler(BaseHTTPRequestHandler):
             pass  # the client is gone (killed mid-stream)
 
 
-def _completion(response_id: str, model: str, scripted: Turn, parts: list[dict[str, Any]]) -> dict[str, Any]:
+def _completion(
+    response_id: str, model: str, scripted: Turn, parts: list[dict[str, Any]]
+) -> dict[str, Any]:
     calls = [
-        {"id": p["id"], "type": "function",
-         "function": {"name": p["name"], "arguments": json.dumps(p["arguments"])}}  # fmt: skip
+        {
+            "id": p["id"],
+            "type": "function",
+            "function": {"name": p["name"], "arguments": json.dumps(p["arguments"])},
+        }  # fmt: skip
         for p in parts
         if p["type"] == "tool_call"
     ]

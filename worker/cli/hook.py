@@ -158,7 +158,9 @@ def opencode_hook(do_install: bool, everywhere: bool, print_plugin: bool, projec
     if print_plugin:
         click.echo(opencode.plugin_source(), nl=False)
     if do_install:
-        target = opencode.global_plugin_dir() if everywhere else opencode.project_plugin_dir(project)
+        target = (
+            opencode.global_plugin_dir() if everywhere else opencode.project_plugin_dir(project)
+        )
         try:
             path, changed = opencode.install(target)
         except OSError as exc:
