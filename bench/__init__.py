@@ -35,4 +35,5 @@ GROUPS: dict[str, Callable[[Config], list[Row]]] = {
     "hook": _group("hook"),
     "integrations": _group("integrations"),
     "claude_code": _group("claude_code"),
+    "opencode": _group("opencode"),
 }

@@ -134,8 +134,19 @@ class QueueWriter {
     this.droppedSaved = 0;
   }
 
-  // The file is made on the first event to write, not at start: an OpenCode process
-  // that runs no session leaves nothing in the spool.
+  // Made when OpenCode loads the plugin, at its start: making it (directories, a new
+  // SQLite file, fsyncs: tens of milliseconds) never lands on an event. A process that
+  // runs no session leaves an empty file, which the worker removes once it exited.
+  start() {
+    if (this.db !== null || this.broken) return;
+    try {
+      this.open();
+    } catch (err) {
+      this.broken = true;
+      warnOnce(`agentspool: cannot write to the spool (${spoolDir(this.env)}): ${err && err.message}`);
+    }
+  }
+
   open() {
     const queueDir = path.join(spoolDir(this.env), QUEUES_DIRNAME, this.producerId);
     createQueueFile(queueDir, {
@@ -427,6 +438,7 @@ export const AgentspoolPlugin = async (ctx) => {
   if (state.directories.has(directory)) return {}; // installed twice (global and project)
   state.directories.add(directory);
   const recorder = state.recorder;
+  recorder.writer.start();
   return {
     event: guarded(({ event }) => recorder.event(event)),
     "chat.message": guarded((input, output) => recorder.chatMessage(input, output)),
