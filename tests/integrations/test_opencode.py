@@ -5,6 +5,7 @@ session, message, tool call, token count and cost that lands in sqld after a bur
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ import pytest
 from agentspool.producer.usage import tokens_of
 from tests.clients.opencode import MODEL, PROVIDER, OpenCodeHome, Oracle, opencode_binary
 from tests.fakes.openai_chat_stream import FakeOpenAIChat, text, tool_call, turn
-from tests.helpers import wait_until
+from tests.helpers import run_cli, wait_until
 from tests.integrations.common import burst, messages, sessions, tools
 from tests.netns import LoopbackNamespace
 from tests.sqld import Sqld
@@ -48,6 +49,15 @@ def opencode(
     tmp_path: Path,
 ) -> OpenCodeHome:
     return OpenCodeHome(opencode_bin, loopback, fake_api.url, tmp_path / "opencode", spool)
+
+
+def documented_queries() -> list[str]:
+    """The example queries of docs/INTEGRATIONS.md's OpenCode section."""
+    from tests.sqld import REPO
+
+    text = (REPO / "docs" / "INTEGRATIONS.md").read_text()
+    section = text[text.index("\n## OpenCode\n") : text.index("\n## OpenAI Agents SDK, LangChain")]
+    return [block.split("```")[0] for block in section.split("```sql\n")[1:]]
 
 
 def by_id(found: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -103,9 +113,15 @@ def test_text_reply_and_a_good_and_a_failing_tool(
         turn(tool_call("read", {"filePath": str(opencode.project / "missing.txt")})),
         turn(text("All done."), prompt_tokens=1500, completion_tokens=9),
     ])  # fmt: skip
+    # Installed globally too: OpenCode loads both files, and each event is logged once.
+    env = {"PATH": os.environ["PATH"], "HOME": str(opencode.home)}
+    run_cli("hook", "opencode", "--install", "--global", env=env, check=True)
+    assert (opencode.home / ".config/opencode/plugin/agentspool.js").exists()
     opencode.run("look around")
     assert fake_api.unscripted == [] and fake_api.remaining() == {}
     burst(spool, sqld)
+    for query in documented_queries():
+        assert sqld.query(query), query  # each example query of the docs finds this session
 
     oracle = opencode.oracle()
     (their,) = oracle.sessions()
