@@ -36,4 +36,5 @@ GROUPS: dict[str, Callable[[Config], list[Row]]] = {
     "integrations": _group("integrations"),
     "claude_code": _group("claude_code"),
     "claude_import": _group("claude_import"),
+    "opencode": _group("opencode"),
 }

@@ -3,6 +3,11 @@
 The producer writes through ``queuefile.append_batch`` and the worker reads and acks
 through ``queuefile.read_pending``/``ack``/``clear_acked``; persist-queue's
 ``SQLiteAckQueue`` must see exactly the same items, order, statuses and counts.
+
+The format has two writers, and every test runs against each: the Python producer
+(``Spool``) and the OpenCode plugin (``integrations/opencode/agentspool.js``, writing
+through ``bun:sqlite`` in OpenCode's own Bun), which writes the same session from
+hook calls shaped as OpenCode makes them.
 """
 
 from __future__ import annotations
@@ -39,15 +44,46 @@ def open_pq(queue_dir: Path) -> persistqueue.SQLiteAckQueue:
 
 
 class Written:
-    def __init__(self, spool: Spool, queue_dir: Path, count: int) -> None:
-        self.spool = spool
+    def __init__(self, producer_id: str, pid: int | None, queue_dir: Path, count: int) -> None:
+        self.producer_id = producer_id
+        self.pid = pid  # None: the writer's process is gone
         self.queue_dir = queue_dir
         self.count = count
 
 
-@pytest.fixture
-def written(spool: Path) -> Iterator[Written]:
-    """A real Spool that wrote one session (start, messages, a tool call, end)."""
+WRITERS = ("python", "opencode-plugin")
+
+
+@pytest.fixture(params=WRITERS)
+def written(request: pytest.FixtureRequest, spool: Path, tmp_path: Path) -> Iterator[Written]:
+    """One session (start, messages, a tool call, end), as each writer writes it."""
+    if request.param == "python":
+        yield from _written_by_spool(spool)
+    else:
+        yield _written_by_plugin(spool, tmp_path / "bun")
+
+
+def _written_by_plugin(spool: Path, workdir: Path) -> Written:
+    from tests.clients.opencode import ScriptedEvents, replay
+
+    events = ScriptedEvents(SESSION_ID)
+    events.created()
+    for i in range(MESSAGES):
+        if i % 2:
+            events.user(f"message {i}")
+        else:
+            events.assistant(f"message {i}")
+    events.user(ODD_TEXT)
+    events.assistant(None, tools=[{"name": "grep", "input": {"q": "x"}, "output": "1 hit"}])
+    events.idle()
+    replay(events.calls, spool, workdir)
+    dirs = queuefile.list_queue_dirs(spool)
+    assert len(dirs) == 1 and dirs[0].name.startswith("opencode-")
+    # start, 12 messages, the odd one, the tool call (2), the reply calling it, the end
+    return Written(dirs[0].name, None, dirs[0], 1 + MESSAGES + 1 + 2 + 1 + 1)
+
+
+def _written_by_spool(spool: Path) -> Iterator[Written]:
     producer = Spool(spool)
     try:
         s = producer.session(agent="contract", session_id=SESSION_ID, metadata={"k": [1, 2]})
@@ -60,7 +96,7 @@ def written(spool: Path) -> Iterator[Written]:
         assert producer.flush(timeout=30) is True
         dirs = queuefile.list_queue_dirs(spool)
         assert dirs == [spool / queuefile.QUEUES_DIRNAME / producer.producer_id]
-        yield Written(producer, dirs[0], 1 + MESSAGES + 1 + 2 + 1)
+        yield Written(producer.producer_id, os.getpid(), dirs[0], 1 + MESSAGES + 1 + 2 + 1)
     finally:
         assert producer.close(timeout=30) is True
 
@@ -118,8 +154,10 @@ def test_format_constants_match_persist_queue(written: Written) -> None:
     finally:
         c.close()
     assert info is not None
-    assert info.producer_id == written.spool.producer_id == written.queue_dir.name
-    assert info.pid == os.getpid()
+    assert info.producer_id == written.producer_id == written.queue_dir.name
+    if written.pid is not None:
+        assert info.pid == written.pid
+    assert info.process_start  # with the pid, how the worker tells the producer is gone
 
 
 def test_same_items_in_the_same_order(

@@ -16,6 +16,7 @@ from typing import Any
 
 import click
 
+from agentspool.integrations import opencode
 from agentspool.integrations.claude_code import hook as claude_code
 from agentspool.integrations.claude_code import inbox
 
@@ -120,3 +121,44 @@ def _replace_file(path: Path, text: str) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+@hook.command("opencode")
+@click.option(
+    "--install",
+    "do_install",
+    is_flag=True,
+    help="Write the plugin into the project's .opencode/plugin/ (again: updates it).",
+)
+@click.option(
+    "--global",
+    "everywhere",
+    is_flag=True,
+    help="With --install: into ~/.config/opencode/plugin/ instead, for every project.",
+)
+@click.option("--print", "print_plugin", is_flag=True, help="Print the plugin (JavaScript).")
+@click.option(
+    "--project",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("."),
+    show_default=True,
+    help="The project directory --install writes into.",
+)
+def opencode_hook(do_install: bool, everywhere: bool, print_plugin: bool, project: Path) -> None:
+    """Log every OpenCode session: a plugin that OpenCode runs in its own process,
+    writing each event durably into the spool as it happens (no process per event)."""
+    if not (do_install or print_plugin):
+        raise click.UsageError("say --install [--global] or --print")
+    if everywhere and not do_install:
+        raise click.UsageError("--global goes with --install")
+    if print_plugin:
+        click.echo(opencode.plugin_source(), nl=False)
+    if do_install:
+        target = (
+            opencode.global_plugin_dir() if everywhere else opencode.project_plugin_dir(project)
+        )
+        try:
+            path, changed = opencode.install(target)
+        except OSError as exc:
+            raise click.ClickException(f"cannot write the plugin into {target}: {exc}") from None
+        click.echo(f"{path}: {'installed' if changed else 'already up to date'}", err=print_plugin)
