@@ -242,6 +242,7 @@ class SpoolTracingProcessor(TracingProcessor):
         waiting = state.requested.get((data.name, _args_key(arguments)))
         call_id = waiting.popleft() if waiting else span.span_id
         error = _error_text(span.error) if span.error else None
+        log.tool_ran(call_id)
         log.session.tool_call(
             data.name,
             arguments,

@@ -210,6 +210,7 @@ def _tool_ended(log: SessionLog, span: ReadableSpan, attributes: Mapping[str, An
         f"{context.span_id:016x}" if context is not None else None
     )
     failed = span.status.status_code == StatusCode.ERROR
+    log.tool_ran(None if call_id is None else str(call_id))
     log.session.tool_call(
         str(attributes.get("gen_ai.tool.name") or span.name),
         arguments_of(attributes.get("gen_ai.tool.call.arguments")),
