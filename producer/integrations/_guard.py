@@ -57,9 +57,11 @@ class CallbackGuard:
             what,
         )
 
-    def notice(self, key: str, message: str, *args: Any) -> None:
-        """Log ``message`` the first time ``key`` is noticed, never again."""
+    def notice(self, key: str, message: str, *args: Any, missed: bool = False) -> None:
+        """Log ``message`` the first time ``key`` is noticed, never again; ``missed``:
+        something was left out, count it in ``unmapped``."""
         with self._lock:
+            self.unmapped += missed
             if key in self._told:
                 return
             self._told.add(key)

@@ -235,6 +235,11 @@ class SessionLog:
             self._ran.add(call_id)
             self._asked.pop(call_id, None)
 
+    def asked(self, call_id: str | None) -> ToolCall | None:
+        """The model's call with this id, while no execution of it was recorded."""
+        found = self._asked.get(call_id) if call_id else None
+        return None if found is None else found[0]
+
     def history(self, messages: Iterable[Message], *, at: float | None = None) -> None:
         """A model call's input (the call started ``at``, epoch seconds): log the
         messages not logged before."""
