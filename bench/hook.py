@@ -1,14 +1,13 @@
-"""Row 13: the Claude Code hook, as Claude Code runs it.
+"""Row 13: the Claude Code hook's command, on its own (row 15 is the real Claude Code).
 
-Each sample is the wall-clock time of one real ``agentspool hook claude-code``
-process, from spawn to exit, fed one ``UserPromptSubmit`` event (a 400-byte prompt)
-on stdin for one session, so the queue file exists and every call appends; no
-worker is running (each call's close then also checkpoints the WAL: the slower
-case). Each call commits its event fsynced before it exits. Paired in the same
-loop, under the same load: the floor, a bare interpreter (``python -c pass``), and
-the anchor, ``agentspool --version`` (the console script through click). Afterwards
-every event must be in the queue file, once, and every call must have printed
-nothing on stdout.
+The settings' command: ``/bin/sh -c`` with the command ``--print-settings`` writes
+(one ``dd`` appending the event to the inbox, fsynced), beside ``/bin/sh -c
+/bin/true`` (what any command hook costs), interleaved. The Python form, ``agentspool
+hook claude-code``: one real process from spawn to exit, beside a bare interpreter
+(``python -c pass``, the floor) and ``agentspool --version`` (the console script
+through click, the anchor). Each sample is fed one ``UserPromptSubmit`` event (a
+400-byte prompt) on stdin. Afterwards the worker's collector must find every event,
+once, and no call may have printed on stdout.
 
 ``import agentspool``: the same pairing, a fresh ``python -c "import agentspool"``
 against the bare interpreter; the anchor loads the producer's API
@@ -43,16 +42,20 @@ def run(cfg: Config) -> list[Row]:
         "prompt": "x" * 400,
     }
     data = json.dumps(event).encode()
-    _timed([AGENTSPOOL_CLI, "hook", "claude-code"], env, data)  # creates the queue file
+    _timed([AGENTSPOOL_CLI, "hook", "claude-code"], env, data)  # creates the inbox
 
-    hook, bare, version = [], [], []
+    from agentspool.integrations.claude_code.inbox import hook_command
+
+    hook, bare, version, dd, true = [], [], [], [], []
     for _ in range(calls):  # interleaved: each kind sees the same load
         hook.append(_timed([AGENTSPOOL_CLI, "hook", "claude-code"], env, data))
         bare.append(_timed([PYTHON, "-c", "pass"], env))
         version.append(_timed([AGENTSPOOL_CLI, "--version"], env))
-    landed = _events_in_queue(spool)
-    if landed != calls + 2:  # + the first call's session_start and message
-        raise AssertionError(f"{calls + 2} events expected in the hook's queue, found {landed}")
+        dd.append(_timed(["/bin/sh", "-c", hook_command()], env, data))
+        true.append(_timed(["/bin/sh", "-c", "/bin/true"], env, data))
+    landed = _events_collected(spool)
+    if landed != 2 * calls + 2:  # + the first call's session_start and message
+        raise AssertionError(f"{2 * calls + 2} events expected from the inbox, found {landed}")
 
     imports, anchor, bare_again = [], [], []
     for _ in range(calls):
@@ -60,20 +63,30 @@ def run(cfg: Config) -> list[Row]:
         bare_again.append(_timed([PYTHON, "-c", "pass"], env))
         anchor.append(_timed([PYTHON, "-c", "from agentspool import Spool"], env))
 
-    h, b, v = sorted(hook), sorted(bare), sorted(version)
+    h, b, v, d, t = sorted(hook), sorted(bare), sorted(version), sorted(dd), sorted(true)
     i, a, b2 = sorted(imports), sorted(anchor), sorted(bare_again)
     floor_label = "bare interpreter (python -c pass)"
     note = (
-        f"{calls} calls of a real subprocess, each appending one fsynced event to a "
-        f"{landed}-event shared queue file (no worker running); p90 "
+        f"{calls} calls of a real subprocess, each writing one fsynced event into the "
+        f"inbox; p90 "
         f"{percentile(h, 90):.1f} ms, max {h[-1]:.1f} ms; `agentspool --version` median "
         f"{percentile(v, 50):.1f} ms; bare interpreter median {percentile(b, 50):.1f} ms"
     )
     return [
         Row(
             GROUP,
+            "hook.claude_code.dd.p50",
+            f"13. Claude Code hook, the settings' command (sh + dd), median ({calls} calls)",
+            percentile(d, 50),
+            "ms",
+            floor=Ref(percentile(t, 50), "sh -c /bin/true"),
+            note=f"p90 {percentile(d, 90):.2f} ms (sh -c /bin/true: {percentile(t, 90):.2f} ms);"
+            f" {percentile(d, 50) - percentile(t, 50):.2f} ms beyond a no-op command",
+        ),
+        Row(
+            GROUP,
             "hook.claude_code.p50",
-            f"13. Claude Code hook, one event per process, median ({calls} calls)",
+            f"13. Claude Code hook, Python form, one event per process, median ({calls} calls)",
             percentile(h, 50),
             "ms",
             floor=Ref(percentile(b, 50), floor_label),
@@ -116,7 +129,13 @@ def _timed(args: list[str], env: dict[str, str], stdin: bytes = b"") -> float:
     return elapsed
 
 
-def _events_in_queue(spool: Path) -> int:
+def _events_collected(spool: Path) -> int:
+    """The events the worker's collector makes of the inbox (what the hooks wrote)."""
+    from agentspool.integrations.claude_code import collector
+
+    collected = collector.collect(str(spool), final=True)
+    if collected.unreadable or collected.waiting:
+        raise AssertionError(f"hook input left behind: {collected}")
     path = spool / "queues" / "shared-claude-code" / "data.db"
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
