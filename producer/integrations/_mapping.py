@@ -13,6 +13,7 @@ Standard library only; the integrations import their framework, this never does.
 from __future__ import annotations
 
 import json
+import time
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -209,7 +210,15 @@ class Usage:
 
 class SessionLog:
     """One session as an integration writes it: messages once each, usage summed,
-    and at the end the models used and the total usage merged into its metadata."""
+    and at the end the models used and the total usage merged into its metadata.
+
+    A tool the program runs itself, outside the framework's view (no tool span, no
+    tool callback), still leaves two traces in the conversation: the model's call
+    (id, name, arguments) and the tool message answering it. When a tool message
+    arrives for a call no execution was recorded for (``tool_ran``), the tool
+    execution is written from those two, timed from the end of the model call that
+    asked (``outputs(at=...)``) to the start of the one that got the answer
+    (``history(at=...)``)."""
 
     def __init__(self, session: Session) -> None:
         self.session = session
@@ -217,25 +226,62 @@ class SessionLog:
         self.usage = Usage()
         self.models: list[str] = []
         self.ended = False
+        self._asked: dict[str, tuple[ToolCall, float]] = {}  # call id -> (call, asked at)
+        self._ran: set[str] = set()  # call ids whose execution the framework reported
 
-    def history(self, messages: Iterable[Message]) -> None:
-        """A model call's input: log the messages not logged before."""
+    def tool_ran(self, call_id: str | None) -> None:
+        """The framework reported this call's execution: do not write it again."""
+        if call_id:
+            self._ran.add(call_id)
+            self._asked.pop(call_id, None)
+
+    def asked(self, call_id: str | None) -> ToolCall | None:
+        """The model's call with this id, while no execution of it was recorded."""
+        found = self._asked.get(call_id) if call_id else None
+        return None if found is None else found[0]
+
+    def history(self, messages: Iterable[Message], *, at: float | None = None) -> None:
+        """A model call's input (the call started ``at``, epoch seconds): log the
+        messages not logged before."""
         for message in self.transcript.new_in(messages):
             self._log(message)
+            if message.tool_call_id and message.tool_call_id in self._asked:
+                self._derive_tool(message, time.time() if at is None else at)
 
     def outputs(
-        self, messages: list[Message], *, model: str | None = None, usage: Usage | None = None
+        self,
+        messages: list[Message],
+        *,
+        model: str | None = None,
+        usage: Usage | None = None,
+        at: float | None = None,
     ) -> None:
-        """A model call's output: always new. The model goes on each message, the
-        call's usage on the last one (so summing the messages' usage is right)."""
+        """A model call's output (the call ended ``at``): always new. The model goes on
+        each message, the call's usage on the last one (so summing the messages' usage
+        is right)."""
         self.transcript.record(messages)
         self.count(model, usage)
+        asked_at = time.time() if at is None else at
         for n, message in enumerate(messages):
             if model:
                 message.metadata.setdefault("model", model)
             if usage is not None and n == len(messages) - 1:
                 message.metadata.setdefault("usage", usage.as_dict())
             self._log(message)
+            for call in message.tool_calls:
+                if call.id and call.id not in self._ran:
+                    self._asked[call.id] = (call, asked_at)
+
+    def _derive_tool(self, answer: Message, answered_at: float) -> None:
+        call, asked_at = self._asked.pop(str(answer.tool_call_id))
+        self.session.tool_call(
+            call.name,
+            arguments_of(call.arguments),
+            answer.content,
+            started_at=asked_at,
+            ended_at=max(asked_at, answered_at),
+            call_id=call.id,
+        )
 
     def count(self, model: str | None, usage: Usage | None) -> None:
         if model and model not in self.models:

@@ -7,7 +7,9 @@
     agent.invoke(inputs, config={"callbacks": [handler]})
 
 One top-level run (a run without a parent) is one session (id = its run id); nested
-chains, agents, models and tools stay in it. ``on_chat_model_start`` gets the whole
+chains, agents, models and tools stay in it. A hand-written loop that calls a model
+(and tools) several times makes several top-level runs: inside
+``with handler.session("my-agent"):`` they are all one session. ``on_chat_model_start`` gets the whole
 history on every call: each message is logged once, in order. ``on_llm_end`` gives
 the model's reply (its requested tool calls, model and token usage in the metadata).
 Tools are tool executions keyed by the ``tool_call_id`` when there is one, else the
@@ -19,7 +21,9 @@ Written for langchain-core 1.x (``pip install agentspool[langchain]``).
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
@@ -28,7 +32,7 @@ from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.messages import BaseMessage
 from langchain_core.outputs import LLMResult
 
-from agentspool.producer import Spool
+from agentspool.producer import Session, Spool
 
 from ._guard import CallbackGuard
 from ._mapping import Message, SessionLog, ToolCall, Usage, role_of, text_of
@@ -59,10 +63,48 @@ class SpoolCallbackHandler(BaseCallbackHandler):
         self._logs: dict[UUID, SessionLog] = {}  # top-level run -> its session
         self._tool_calls: dict[UUID, str] = {}  # open tool run -> call id
         self._models: dict[UUID, str] = {}  # open model run -> model name
+        self._borrowed: set[UUID] = set()  # top-level runs inside a session() block
+        # The session of the `session()` block the caller is in (per thread and task).
+        self._block: ContextVar[SessionLog | None] = ContextVar(
+            f"agentspool-langchain-{id(self)}", default=None
+        )
 
     @property
     def errors(self) -> int:
         return self._guard.errors
+
+    @property
+    def unmapped(self) -> int:
+        """Replies left out or usage not reported (each kind logged once)."""
+        return self._guard.unmapped
+
+    @contextmanager
+    def session(
+        self,
+        agent: str | None = None,
+        *,
+        session_id: str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> Iterator[Session]:
+        """One session for every run started inside the block (a hand-written loop's
+        model calls and tool calls, each a top-level run of its own otherwise). Ends
+        ``completed``, or ``error`` when the block raises."""
+        session_metadata: dict[str, Any] = {"source": SOURCE, **(metadata or {})}
+        session = self.spool.session(
+            agent or self.agent or "langchain", session_id=session_id, metadata=session_metadata
+        )
+        log = SessionLog(session)
+        token = self._block.set(log)
+        try:
+            yield session
+        except BaseException as error:
+            with self._lock:
+                log.end("error", f"{type(error).__name__}: {error}")
+            raise
+        finally:
+            self._block.reset(token)
+            with self._lock:
+                log.end("completed")
 
     # ---- runs ---------------------------------------------------------------
     # LangChain passes every start callback the run's id, its parent's id, its tags,
@@ -79,6 +121,11 @@ class SpoolCallbackHandler(BaseCallbackHandler):
         self._root_of[run.id] = root
         log = self._logs.get(root)
         if log is None and root == run.id:
+            block = self._block.get()
+            if block is not None and not block.ended:
+                self._logs[root] = block  # the block's session; the block ends it
+                self._borrowed.add(root)
+                return block
             session_metadata: dict[str, Any] = {"source": SOURCE, "run_name": run.name}
             if run.tags:
                 session_metadata["tags"] = list(run.tags)
@@ -105,7 +152,9 @@ class SpoolCallbackHandler(BaseCallbackHandler):
         if root is None or root != run_id:
             return
         log = self._logs.pop(root, None)
-        if log is not None:
+        if root in self._borrowed:
+            self._borrowed.discard(root)
+        elif log is not None:
             if error is None:
                 log.end("completed")
             else:
@@ -199,6 +248,13 @@ class SpoolCallbackHandler(BaseCallbackHandler):
                 llm_output = response.llm_output
                 usage = Usage.from_mapping(llm_output.get("token_usage") or llm_output.get("usage"))
                 model = model or llm_output.get("model_name")
+            if usage is None and outputs:
+                self._guard.notice(
+                    "no-usage",
+                    "agentspool %s integration: a model reply carried no token usage"
+                    " (a streamed ChatOpenAI needs stream_usage=True); its usage is left"
+                    " unknown",
+                )
             log.outputs(outputs, model=None if model is None else str(model), usage=usage)
         self._exit(run_id)
 
@@ -221,6 +277,7 @@ class SpoolCallbackHandler(BaseCallbackHandler):
             inputs = kwargs.get("inputs")
             arguments = inputs if inputs is not None else input_str
             call_id = str(kwargs.get("tool_call_id") or run.id)
+            log.tool_ran(call_id)
             self._tool_calls[run.id] = log.session.tool_started(run.name, arguments, call_id)
 
         self._guard.call(self._locked(tool_started))
@@ -321,12 +378,24 @@ def _message(message: BaseMessage) -> Message:
         for call in getattr(message, "tool_calls", None) or []
     ]
     tool_call_id = getattr(message, "tool_call_id", None)
+    content = message.content
+    if calls and isinstance(content, list):
+        # The Responses API's reply keeps its function calls among the content blocks;
+        # they are the tool calls above, not text.
+        content = [b for b in content if not _is_call_block(b)]
     return Message(
         role_of(kind),
-        text_of(message.content),
+        text_of(content),
         calls,
         tool_call_id=None if tool_call_id is None else str(tool_call_id),
     )
+
+
+_CALL_BLOCKS = frozenset({"function_call", "tool_call", "tool_call_chunk", "tool_use"})
+
+
+def _is_call_block(block: Any) -> bool:
+    return isinstance(block, dict) and block.get("type") in _CALL_BLOCKS
 
 
 def _add(total: Usage | None, more: Usage | None) -> Usage | None:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import threading
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -90,6 +90,11 @@ class SpoolTracingProcessor(TracingProcessor):
     @property
     def errors(self) -> int:
         return self._guard.errors
+
+    @property
+    def unmapped(self) -> int:
+        """Items of span data left out because their shape is unknown (logged once)."""
+        return self._guard.unmapped
 
     # ---- the SDK's interface (each call guarded) --------------------------
 
@@ -190,11 +195,11 @@ class SpoolTracingProcessor(TracingProcessor):
         if isinstance(history, str):
             log.history([Message("user", history)])
         elif history:
-            log.history(_messages_from_items(history))
+            log.history(_messages_from_items(history, self._guard.skip))
         response = data.response
         if response is None:
             return
-        outputs = _messages_from_items(getattr(response, "output", None) or [])
+        outputs = _messages_from_items(getattr(response, "output", None) or [], self._guard.skip)
         self._remember_requests(state, outputs)
         usage = Usage.from_mapping(data.usage) or Usage.from_mapping(
             getattr(response, "usage", None)
@@ -203,13 +208,26 @@ class SpoolTracingProcessor(TracingProcessor):
 
     def _generation_ended(self, state: _TraceState, data: GenerationSpanData) -> None:
         """Chat completions: ``input`` is the whole chat (system and tool messages
-        included), ``output`` the assistant's message(s)."""
+        included), ``output`` the assistant's message(s): chat messages, or, when the
+        model streamed (SDK 0.24), the Responses-API response it assembled."""
         log = self._log(state)
+        skip = self._guard.skip
         if data.input:
-            log.history(_messages_from_chat(data.input))
-        outputs = _messages_from_chat(data.output or [])
+            log.history(_messages_from_chat(data.input, skip))
+        outputs = _messages_from_generation(data.output or [], skip)
         self._remember_requests(state, outputs)
-        log.outputs(outputs, model=_text_or_none(data.model), usage=Usage.from_mapping(data.usage))
+        usage = Usage.from_mapping(data.usage)
+        if usage is not None and not usage.input_tokens and not usage.output_tokens:
+            # A streamed chat completion reports usage only when asked to; the SDK then
+            # puts zeros in the span, which are not the call's counts.
+            usage = None
+            self._guard.notice(
+                "no-usage",
+                "agentspool %s integration: a model call reported no token usage (a"
+                " streamed chat completion needs ModelSettings(include_usage=True));"
+                " its usage is left unknown",
+            )
+        log.outputs(outputs, model=_text_or_none(data.model), usage=usage)
 
     def _remember_requests(self, state: _TraceState, outputs: list[Message]) -> None:
         for message in outputs:
@@ -224,6 +242,7 @@ class SpoolTracingProcessor(TracingProcessor):
         waiting = state.requested.get((data.name, _args_key(arguments)))
         call_id = waiting.popleft() if waiting else span.span_id
         error = _error_text(span.error) if span.error else None
+        log.tool_ran(call_id)
         log.session.tool_call(
             data.name,
             arguments,
@@ -246,7 +265,7 @@ def _fields(item: Any) -> Any:
     return lambda name, default=None: getattr(item, name, default)
 
 
-def _messages_from_items(items: Any) -> list[Message]:
+def _messages_from_items(items: Any, skip: Callable[[str], None]) -> list[Message]:
     """Responses input/output items: messages, function calls and their outputs.
     A function call is an assistant message of its own (as the Responses API has it),
     so a model's output and its copy in the next history agree item by item.
@@ -272,15 +291,48 @@ def _messages_from_items(items: Any) -> list[Message]:
             )
         elif kind in (None, "message") and get("role"):
             messages.append(Message(role_of(get("role")), text_of(get("content"))))
+        elif kind not in _NOT_MESSAGES:
+            skip(f"a Responses item of type {kind!r}")
     return messages
 
 
-def _messages_from_chat(chat: Any) -> list[Message]:
+# Responses items that are the model's work, not the conversation's messages.
+_NOT_MESSAGES = frozenset({"reasoning", "web_search_call", "file_search_call", "compaction"})
+
+
+def _messages_from_generation(output: Any, skip: Callable[[str], None]) -> list[Message]:
+    """A generation span's output: chat messages, Responses items, or whole Responses
+    objects (what SDK 0.24's chat model puts there when it streamed). The items of one
+    response are one assistant message (its text and its calls), as the chat history
+    that repeats it next time has them."""
+    messages: list[Message] = []
+    for raw in output:
+        item = raw if isinstance(raw, Mapping) else as_json(raw)
+        if not isinstance(item, Mapping):
+            skip(f"a generation output of type {type(raw).__name__}")
+        elif item.get("object") == "response" or "type" in item:
+            parts = _messages_from_items(
+                item.get("output") or [] if "output" in item else [item], skip
+            )
+            texts = [m.content for m in parts if m.role == "assistant" and m.content]
+            calls = [c for m in parts for c in m.tool_calls]
+            others = [m for m in parts if m.role != "assistant"]
+            if texts or calls:
+                text = texts[0] if len(texts) == 1 else text_of(texts) if texts else None
+                messages.append(Message("assistant", text, calls))
+            messages += others
+        else:
+            messages += _messages_from_chat([item], skip)
+    return messages
+
+
+def _messages_from_chat(chat: Any, skip: Callable[[str], None]) -> list[Message]:
     """Chat-completions messages (``{"role", "content", "tool_calls", "tool_call_id"}``)."""
     messages = []
     for raw in chat:
         item = raw if isinstance(raw, Mapping) else as_json(raw)
         if not isinstance(item, Mapping) or "role" not in item:
+            skip("a chat message without a role")
             continue
         calls = []
         for call in item.get("tool_calls") or []:

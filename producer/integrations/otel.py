@@ -1,56 +1,68 @@
-"""OpenTelemetry GenAI -> agentspool: a span processor.
+"""OpenTelemetry GenAI and OpenInference -> agentspool: a span processor (and a
+log-record processor), set up in one line.
 
-    from opentelemetry.sdk.trace import TracerProvider
     from agentspool import Spool
-    from agentspool.integrations.otel import SpoolSpanProcessor
+    from agentspool.integrations.otel import install
 
-    provider = TracerProvider()
-    provider.add_span_processor(SpoolSpanProcessor(Spool()))
+    install(Spool())  # the global tracer and logger providers (SDK ones made if unset)
 
-Any instrumentation that follows the OpenTelemetry GenAI semantic conventions then
-logs durably: one trace is one session, opened by the trace's first span that
-carries ``gen_ai.*`` attributes (the root ``invoke_agent`` span, typically) and
-ended by the trace's root span (``error`` when its status is ERROR). ``chat`` spans
-give messages (``gen_ai.input.messages`` / ``gen_ai.output.messages``, or the older
-span events and indexed ``gen_ai.prompt.N.*`` attributes), each message logged once
-although every chat span repeats the history; ``execute_tool`` spans give tool
-executions with their real start and end. Traces without GenAI attributes (HTTP,
-database) are ignored.
+or by hand: ``provider.add_span_processor(SpoolSpanProcessor(Spool()))`` (and, for
+content recorded as log records, ``logger_provider.add_log_record_processor(
+processor.log_records)``).
+
+Any instrumentation that follows the OpenTelemetry GenAI semantic conventions, or
+OpenInference's (``openinference.span.kind``), then logs durably: one trace is one
+session, opened by the trace's first GenAI or OpenInference span and ended by the
+trace's root span (``error`` when its status is ERROR). Model spans (``chat``, or
+OpenInference's LLM) give messages, each logged once although every call repeats the
+history; their content may come from span attributes, span events, or a log record
+emitted inside the span (the official instrumentation's ``event_only``).
+``execute_tool`` and TOOL spans give tool executions with their real start and end;
+a tool the program runs without a span is written from the tool-call turn and the
+tool message answering it. Model calls made with no span around them are each a trace
+of their own: inside ``with processor.session("my-agent"):`` they are one session.
+Traces without GenAI attributes (HTTP, database) are ignored.
 
 Written for opentelemetry-sdk 1.x (``pip install agentspool[otel]``).
 """
 
 from __future__ import annotations
 
-import json
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
 from opentelemetry.context import Context
+from opentelemetry.sdk._logs import LogRecordProcessor, ReadWriteLogRecord
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.trace import SpanContext, StatusCode
 
-from agentspool.producer import Spool
+from agentspool.producer import Session, Spool
 
+from . import _openinference as openinference
 from ._guard import CallbackGuard
-from ._mapping import Message, SessionLog, ToolCall, Usage, arguments_of, role_of, text_of
+from ._mapping import SessionLog, Usage, arguments_of
+from ._otel_genai import has_content, model_messages
 
-__all__ = ["SpoolSpanProcessor"]
+__all__ = ["SpoolLogRecordProcessor", "SpoolSpanProcessor", "install"]
 
 SOURCE = "otel"
 DEFAULT_MAX_TRACES = 10_000  # open traces remembered at once (a leak must not grow forever)
 
 # Operations whose spans carry a model call's messages.
 _MODEL_OPERATIONS = frozenset({"chat", "text_completion", "generate_content"})
-# Older conventions: one span event per message.
-_MESSAGE_EVENTS = {
-    "gen_ai.system.message": "system",
-    "gen_ai.user.message": "user",
-    "gen_ai.assistant.message": "assistant",
-    "gen_ai.tool.message": "tool",
-}
+# A log record's attributes that hold a model call's content (event_only).
+_CONTENT_KEYS = ("gen_ai.input.messages", "gen_ai.output.messages", "gen_ai.system_instructions")
+_NO_CONTENT = (
+    "agentspool %s integration: a model span carried no message content, so only its"
+    " model and usage are logged; turn content on (the official OpenAI instrumentation:"
+    " OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=span_only, or event_only with"
+    " agentspool.integrations.otel.install; OpenInference: unset OPENINFERENCE_HIDE_INPUTS"
+    " and OPENINFERENCE_HIDE_OUTPUTS)"
+)
 
 
 @dataclass
@@ -60,6 +72,8 @@ class _TraceState:
     root_name: str
     log: SessionLog | None = None
     summary: dict[str, Any] = field(default_factory=dict)  # merged at the end
+    borrowed: bool = False  # the log is a session() block's: the block ends it
+    content: dict[int, Mapping[str, Any]] = field(default_factory=dict)  # span id -> log record
 
 
 class SpoolSpanProcessor(SpanProcessor):
@@ -78,10 +92,48 @@ class SpoolSpanProcessor(SpanProcessor):
         self._guard = CallbackGuard(SOURCE)
         self._lock = threading.Lock()
         self._traces: dict[int, _TraceState] = {}
+        self._block: ContextVar[SessionLog | None] = ContextVar(
+            f"agentspool-otel-{id(self)}", default=None
+        )
+        self.log_records = SpoolLogRecordProcessor(self)
 
     @property
     def errors(self) -> int:
         return self._guard.errors
+
+    @property
+    def unmapped(self) -> int:
+        """Model spans without content (their messages missing; logged once)."""
+        return self._guard.unmapped
+
+    @contextmanager
+    def session(
+        self,
+        agent: str | None = None,
+        *,
+        session_id: str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> Iterator[Session]:
+        """One session for every trace started inside the block (model calls made with
+        no span around them are each a trace). Ends ``completed``, or ``error`` when
+        the block raises."""
+        session = self.spool.session(
+            agent or self.agent or "otel",
+            session_id=session_id,
+            metadata={"source": SOURCE, **(metadata or {})},
+        )
+        log = SessionLog(session)
+        token = self._block.set(log)
+        try:
+            yield session
+        except BaseException as error:
+            with self._lock:
+                log.end("error", f"{type(error).__name__}: {error}")
+            raise
+        finally:
+            self._block.reset(token)
+            with self._lock:
+                log.end("completed")
 
     # ---- the SDK's interface (each call guarded) --------------------------
 
@@ -120,6 +172,9 @@ class SpoolSpanProcessor(SpanProcessor):
             if span.parent is not None:
                 session_id += f"-{context.span_id:016x}"
             state = _TraceState(session_id, context.span_id, span.name)
+            block = self._block.get()
+            if block is not None and not block.ended:
+                state.log, state.borrowed = block, True
             if len(self._traces) >= self.max_traces:
                 self._traces.pop(next(iter(self._traces)))
             self._traces[context.trace_id] = state
@@ -148,60 +203,149 @@ class SpoolSpanProcessor(SpanProcessor):
         state = self._traces.get(context.trace_id)
         if state is None:
             return  # started before this processor was added
+        content = state.content.pop(context.span_id, None)
+        if content:  # recorded as a log record inside the span (event_only)
+            attributes = {**attributes, **content}
         if _is_genai(attributes):
             log = self._open(state, attributes)
             conversation = attributes.get("gen_ai.conversation.id")
             if conversation:
                 state.summary["conversation_id"] = conversation
+            kind = attributes.get(openinference.KIND)
             operation = attributes.get("gen_ai.operation.name")
-            if operation == "execute_tool":
+            if kind is not None:  # OpenInference (its GenAI attributes, if any, repeat it)
+                if kind == "LLM":
+                    self._model_ended(log, span, attributes, openinference_kind=True)
+                elif kind == "TOOL":
+                    _openinference_tool(log, span, attributes)
+            elif operation == "execute_tool":
                 _tool_ended(log, span, attributes)
-            elif operation in _MODEL_OPERATIONS or _has_messages(span, attributes):
-                _model_ended(log, span, attributes)
+            elif operation in _MODEL_OPERATIONS or has_content(span, attributes):
+                self._model_ended(log, span, attributes)
         if context.span_id == state.root_span_id:
             del self._traces[context.trace_id]
-            if state.log is not None:
+            if state.log is not None and not state.borrowed:
                 failed = span.status.status_code == StatusCode.ERROR
                 error = _error_text(span) if failed else None
                 state.log.end("error" if failed else "completed", error, state.summary)
+
+    def _model_ended(
+        self,
+        log: SessionLog,
+        span: ReadableSpan,
+        attributes: Mapping[str, Any],
+        openinference_kind: bool = False,
+    ) -> None:
+        if openinference_kind:
+            history = openinference.messages(attributes, "llm.input_messages")
+            outputs = openinference.messages(attributes, "llm.output_messages")
+            model = attributes.get("llm.model_name")
+        else:
+            history, outputs = model_messages(span, attributes)
+            model = attributes.get("gen_ai.response.model") or attributes.get(
+                "gen_ai.request.model"
+            )
+        if not history and not outputs:
+            self._guard.notice("no-content", _NO_CONTENT, missed=True)
+        started, ended = _times(span)
+        log.history(history, at=started)
+        usage = Usage.from_mapping(attributes)  # gen_ai.usage.*, llm.token_count.*
+        log.outputs(outputs, model=None if model is None else str(model), usage=usage, at=ended)
+
+    def _log_record(self, record: ReadWriteLogRecord) -> None:
+        """A log record emitted inside a model span: keep its content for the span's
+        end (it comes first)."""
+        data = record.log_record
+        attributes = data.attributes or {}
+        content = {key: attributes[key] for key in _CONTENT_KEYS if key in attributes}
+        if not content or not data.trace_id or not data.span_id:
+            return
+        with self._lock:
+            state = self._traces.get(data.trace_id)
+            if state is not None:
+                state.content[data.span_id] = content
+
+
+class SpoolLogRecordProcessor(LogRecordProcessor):
+    """Hands a span processor the content that instrumentations record as log records
+    (``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=event_only``): add it to the
+    logger provider (``install`` does)."""
+
+    def __init__(self, spans: SpoolSpanProcessor) -> None:
+        self.spans = spans
+
+    def on_emit(self, log_record: ReadWriteLogRecord) -> None:
+        self.spans._guard.call(self.spans._log_record, log_record)
+
+    def emit(self, log_record: ReadWriteLogRecord) -> None:  # older SDKs' name
+        self.on_emit(log_record)
+
+    def shutdown(self) -> None:
+        pass
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return True
+
+
+def install(
+    spool: Spool,
+    *,
+    agent: str | None = None,
+    tracer_provider: Any = None,
+    logger_provider: Any = None,
+) -> SpoolSpanProcessor:
+    """Add the span processor to ``tracer_provider`` and its log-record processor to
+    ``logger_provider`` (default: the global ones; an SDK provider is made and set
+    globally where none is) and return it."""
+    from opentelemetry import _logs, trace
+    from opentelemetry.sdk._logs import LoggerProvider
+    from opentelemetry.sdk.trace import TracerProvider
+
+    if tracer_provider is None:
+        tracer_provider = trace.get_tracer_provider()
+        if not hasattr(tracer_provider, "add_span_processor"):  # the API's no-op or proxy
+            tracer_provider = TracerProvider()
+            trace.set_tracer_provider(tracer_provider)
+    if logger_provider is None:
+        logger_provider = _logs.get_logger_provider()
+        if not hasattr(logger_provider, "add_log_record_processor"):
+            logger_provider = LoggerProvider()
+            _logs.set_logger_provider(logger_provider)
+    processor = SpoolSpanProcessor(spool, agent=agent)
+    tracer_provider.add_span_processor(processor)
+    logger_provider.add_log_record_processor(processor.log_records)
+    return processor
 
 
 # ---- spans -> messages and tool executions ------------------------------------
 
 
 def _is_genai(attributes: Mapping[str, Any]) -> bool:
-    return any(key.startswith("gen_ai.") for key in attributes)
+    return openinference.KIND in attributes or any(key.startswith("gen_ai.") for key in attributes)
 
 
-def _has_messages(span: ReadableSpan, attributes: Mapping[str, Any]) -> bool:
-    return (
-        "gen_ai.input.messages" in attributes
-        or "gen_ai.prompt.0.content" in attributes
-        or any(
-            event.name in _MESSAGE_EVENTS or event.name == "gen_ai.choice" for event in span.events
-        )
+def _times(span: ReadableSpan) -> tuple[float | None, float | None]:
+    start, end = span.start_time, span.end_time
+    return (None if start is None else start / 1e9, None if end is None else end / 1e9)
+
+
+def _openinference_tool(log: SessionLog, span: ReadableSpan, attributes: Mapping[str, Any]) -> None:
+    call_id, name, arguments, output, error = openinference.tool(attributes, log.asked)
+    if call_id is None:
+        context = span.get_span_context()
+        call_id = None if context is None else f"{context.span_id:016x}"
+    failed = span.status.status_code == StatusCode.ERROR
+    started, ended = _times(span)
+    log.tool_ran(call_id)
+    log.session.tool_call(
+        name,
+        arguments,
+        output,
+        _error_text(span) if failed else error,
+        started_at=started,
+        ended_at=ended,
+        call_id=call_id,
     )
-
-
-def _model_ended(log: SessionLog, span: ReadableSpan, attributes: Mapping[str, Any]) -> None:
-    history: list[Message] = []
-    instructions = _json_value(attributes.get("gen_ai.system_instructions"))
-    if instructions:
-        history.append(Message("system", _parts_text(instructions)))
-    outputs: list[Message] = []
-    if "gen_ai.input.messages" in attributes or "gen_ai.output.messages" in attributes:
-        history += _messages_from_parts(_json_value(attributes.get("gen_ai.input.messages")))
-        outputs = _messages_from_parts(_json_value(attributes.get("gen_ai.output.messages")))
-    elif "gen_ai.prompt.0.content" in attributes or "gen_ai.completion.0.content" in attributes:
-        history += _indexed_messages(attributes, "gen_ai.prompt")
-        outputs = _indexed_messages(attributes, "gen_ai.completion")
-    else:
-        history_events, outputs = _messages_from_events(span)
-        history += history_events
-    log.history(history)
-    model = attributes.get("gen_ai.response.model") or attributes.get("gen_ai.request.model")
-    usage = Usage.from_mapping(attributes)  # gen_ai.usage.* (agentspool.producer.usage)
-    log.outputs(outputs, model=None if model is None else str(model), usage=usage)
 
 
 def _tool_ended(log: SessionLog, span: ReadableSpan, attributes: Mapping[str, Any]) -> None:
@@ -210,6 +354,7 @@ def _tool_ended(log: SessionLog, span: ReadableSpan, attributes: Mapping[str, An
         f"{context.span_id:016x}" if context is not None else None
     )
     failed = span.status.status_code == StatusCode.ERROR
+    log.tool_ran(None if call_id is None else str(call_id))
     log.session.tool_call(
         str(attributes.get("gen_ai.tool.name") or span.name),
         arguments_of(attributes.get("gen_ai.tool.call.arguments")),
@@ -234,152 +379,3 @@ def _error_text(span: ReadableSpan) -> str:
     if kind and message and str(kind) not in str(message):
         return f"{kind}: {message}"
     return str(message or kind or "error")
-
-
-def _json_value(value: Any) -> Any:
-    if isinstance(value, str):
-        try:
-            return json.loads(value)
-        except ValueError:
-            return value
-    return value
-
-
-def _parts_text(parts: Any) -> Any:
-    if isinstance(parts, list):
-        return text_of([_part_as_text(p) for p in parts])
-    return text_of(parts)
-
-
-def _part_as_text(part: Any) -> Any:
-    # GenAI parts hold text in "content"; text_of reads "text".
-    if isinstance(part, Mapping) and part.get("type") == "text" and "text" not in part:
-        return {"type": "text", "text": part.get("content")}
-    return part
-
-
-def _messages_from_parts(messages: Any) -> list[Message]:
-    """``[{"role", "parts": [text | tool_call | tool_call_response ...], "finish_reason"}]``.
-    A tool message holding several responses becomes one message per response."""
-    found: list[Message] = []
-    if not isinstance(messages, list):
-        return found
-    for item in messages:
-        if not isinstance(item, Mapping):
-            continue
-        role = role_of(item.get("role"))
-        parts = item.get("parts")
-        if not isinstance(parts, list):
-            found.append(Message(role, text_of(item.get("content"))))
-            continue
-        texts, calls, others = [], [], []
-        for part in parts:
-            kind = part.get("type") if isinstance(part, Mapping) else None
-            if kind == "tool_call_response" and isinstance(part, Mapping):
-                response = part.get("response")
-                found.append(
-                    Message(
-                        "tool",
-                        response,
-                        tool_call_id=None if part.get("id") is None else str(part["id"]),
-                    )
-                )
-            elif kind == "tool_call" and isinstance(part, Mapping):
-                calls.append(
-                    ToolCall(
-                        None if part.get("id") is None else str(part["id"]),
-                        str(part.get("name", "")),
-                        arguments_of(part.get("arguments")),
-                    )
-                )
-            elif kind == "text" and isinstance(part, Mapping):
-                texts.append(str(part.get("content", part.get("text", ""))))
-            elif kind != "reasoning":
-                others.append(part)
-        if texts or calls or others:
-            content: Any = "".join(texts) if texts and not others else (parts if others else None)
-            message = Message(role, content, calls)
-            if item.get("finish_reason"):
-                message.metadata["finish_reason"] = item["finish_reason"]
-            found.append(message)
-    return found
-
-
-def _messages_from_events(span: ReadableSpan) -> tuple[list[Message], list[Message]]:
-    """Older conventions: ``gen_ai.{system,user,assistant,tool}.message`` events for
-    the history and ``gen_ai.choice`` events for the output."""
-    history: list[Message] = []
-    outputs: list[Message] = []
-    for event in span.events:
-        attributes = event.attributes or {}
-        if event.name in _MESSAGE_EVENTS:
-            history.append(_event_message(_MESSAGE_EVENTS[event.name], attributes))
-        elif event.name == "gen_ai.choice" and attributes.get("index", 0) == 0:
-            message = _json_value(attributes.get("message"))
-            fields: Mapping[str, Any] = message if isinstance(message, Mapping) else attributes
-            choice = _event_message(str(fields.get("role") or "assistant"), fields)
-            if attributes.get("finish_reason"):
-                choice.metadata["finish_reason"] = attributes["finish_reason"]
-            outputs.append(choice)
-    return history, outputs
-
-
-def _event_message(role: str, fields: Mapping[str, Any]) -> Message:
-    calls = []
-    raw_calls = _json_value(fields.get("tool_calls"))
-    for call in raw_calls if isinstance(raw_calls, list) else []:
-        if isinstance(call, Mapping):
-            inner = call.get("function")
-            function: Mapping[str, Any] = inner if isinstance(inner, Mapping) else call
-            calls.append(
-                ToolCall(
-                    None if call.get("id") is None else str(call["id"]),
-                    str(function.get("name", "")),
-                    arguments_of(function.get("arguments")),
-                )
-            )
-    tool_call_id = fields.get("id") if role == "tool" else None
-    return Message(
-        role_of(role),
-        text_of(_json_value(fields.get("content"))),
-        calls,
-        tool_call_id=None if tool_call_id is None else str(tool_call_id),
-    )
-
-
-def _indexed_messages(attributes: Mapping[str, Any], prefix: str) -> list[Message]:
-    """``gen_ai.prompt.0.role`` / ``gen_ai.prompt.0.content`` / ``...tool_calls.0.name``
-    (the indexed attributes of OpenLLMetry-style instrumentations)."""
-    found: list[Message] = []
-    n = 0
-    while f"{prefix}.{n}.content" in attributes or f"{prefix}.{n}.role" in attributes:
-        base = f"{prefix}.{n}"
-        calls = []
-        m = 0
-        while f"{base}.tool_calls.{m}.name" in attributes:
-            call = f"{base}.tool_calls.{m}"
-            calls.append(
-                ToolCall(
-                    _str_or_none(attributes.get(f"{call}.id")),
-                    str(attributes[f"{call}.name"]),
-                    arguments_of(attributes.get(f"{call}.arguments")),
-                )
-            )
-            m += 1
-        role = role_of(
-            attributes.get(f"{base}.role") or ("user" if prefix.endswith("prompt") else "assistant")
-        )
-        found.append(
-            Message(
-                role,
-                text_of(attributes.get(f"{base}.content")),
-                calls,
-                tool_call_id=_str_or_none(attributes.get(f"{base}.tool_call_id")),
-            )
-        )
-        n += 1
-    return found
-
-
-def _str_or_none(value: Any) -> str | None:
-    return None if value is None else str(value)

@@ -106,3 +106,75 @@ def documented_queries() -> list[str]:
     ours = text[text.index("\n## OpenAI Agents SDK, LangChain") :]
     blocks = ours.split("```sql\n")[1:]
     return [block.split("```")[0].replace(":run_id", "?") for block in blocks]
+
+
+# ---- the weather conversation, driven through the real libraries against the fake
+# OpenAI API (tests/fakes/openai_api.py): every way of running it must land the same rows.
+
+WEATHER_QUESTION = "What's the weather in Paris?"
+WEATHER_RESULT = "sunny, 21C"
+WEATHER_ANSWER = "It is sunny in Paris, 21C."
+WEATHER_CALL_ID = "call_weather"
+WEATHER_MODEL = "gpt-fake"
+# Each model call's usage as the fake reports it: (input incl. cached, output, cached).
+WEATHER_USAGE = ((50, 7, 10), (80, 9, 0))
+
+
+def script_weather(api: Any, when: str | None = None) -> None:
+    """The model asks for get_weather(city="Paris"), then answers."""
+    from tests.fakes.openai_api import answer, call, calls
+
+    (i1, o1, c1), (i2, o2, c2) = WEATHER_USAGE
+    api.script(
+        [
+            calls(call("get_weather", {"city": "Paris"}, id=WEATHER_CALL_ID),
+                  input_tokens=i1, output_tokens=o1, cached_tokens=c1),
+            answer(WEATHER_ANSWER, input_tokens=i2, output_tokens=o2, cached_tokens=c2),
+        ],
+        when=when,
+    )  # fmt: skip
+
+
+def assert_weather_session(
+    sqld: Sqld, *, usage: bool = True, cached: bool = True
+) -> dict[str, Any]:
+    """The one session of the weather conversation: the question, the tool-call turn,
+    the tool's result and the answer, in order and once each (after any system
+    message); the tool execution with its call id, times and output; the model and
+    token usage in the version-2 columns (``cached=False``: the source does not report
+    cached tokens, which must then be unknown, not 0). Returns the session row."""
+    found = sessions(sqld)
+    assert len(found) == 1, found
+    (session,) = found
+    assert session["status"] == "completed", session
+    transcript = messages(sqld, session["id"])
+    assert_once_each(transcript)
+    talk = [m for m in transcript if m["role"] != "system"]
+    assert [(m["role"], m["content"]) for m in talk] == [
+        ("user", WEATHER_QUESTION),
+        ("assistant", None),
+        ("tool", WEATHER_RESULT),
+        ("assistant", WEATHER_ANSWER),
+    ], transcript
+    question, asked, result, reply = talk
+    assert asked["metadata"]["tool_calls"] == [
+        {"id": WEATHER_CALL_ID, "name": "get_weather", "arguments": {"city": "Paris"}}
+    ], asked
+    assert result["metadata"]["tool_call_id"] == WEATHER_CALL_ID, result
+    assert (asked["model"], reply["model"]) == (WEATHER_MODEL, WEATHER_MODEL), talk
+    if usage:
+        for turn, (inputs, outputs, read) in zip((asked, reply), WEATHER_USAGE, strict=True):
+            assert (turn["input_tokens"], turn["output_tokens"]) == (inputs, outputs), turn
+            assert turn["cache_read_tokens"] == (read if cached else None), turn
+        assert session["model"] == WEATHER_MODEL, session
+        assert (session["input_tokens"], session["output_tokens"]) == (130, 16), session
+        assert session["cache_read_tokens"] == (10 if cached else None), session
+    (tool,) = tools(sqld, session["id"])
+    assert (tool["call_id"], tool["name"], tool["status"]) == (
+        WEATHER_CALL_ID, "get_weather", "completed"
+    ), tool  # fmt: skip
+    assert json.loads(tool["input"]) == {"city": "Paris"}, tool
+    assert tool["output"] == WEATHER_RESULT, tool
+    assert tool["error"] is None and tool["started_at"] <= tool["ended_at"], tool
+    assert tool["duration_ms"] is not None and tool["duration_ms"] >= 0, tool
+    return session

@@ -9,17 +9,25 @@
   registers; ``claude.run(prompt, resume=..., debug_file=...)`` returns a ``ClaudeRun``
   (``.result``, ``.session_id``, ``.transcript``, ``.subagent_transcripts``);
   ``claude.start(...)`` returns a ``ClaudeProcess`` to ``wait()`` for or ``kill()``.
+- ``openai_api``: a scripted OpenAI API (chat completions and Responses) on 127.0.0.1
+  for the OpenAI-compatible libraries, which run in the test's own process: while it
+  is up, a connection to any address but the loopback fails the test, so a library
+  that would reach the internet (an exporter, a download) is caught, not tolerated.
 """
 
 from __future__ import annotations
 
+import ipaddress
+import socket
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.claude_cli import ClaudeHome, claude_binary, hook_settings
 from tests.fakes.anthropic_api import FakeAnthropicAPI
+from tests.fakes.openai_api import FakeOpenAIAPI
 from tests.netns import LoopbackNamespace
 
 
@@ -51,3 +59,24 @@ def claude(
     return ClaudeHome(
         claude_bin, loopback, fake_api.url, tmp_path / "claude", spool, settings=hook_settings()
     )
+
+
+@pytest.fixture
+def openai_api(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeOpenAIAPI]:
+    connect = socket.socket.connect
+    refused: list[Any] = []
+
+    def loopback_only(sock: socket.socket, address: Any) -> None:
+        host = address[0] if isinstance(address, tuple) else None
+        if sock.family in (socket.AF_INET, socket.AF_INET6) and host is not None:
+            if not ipaddress.ip_address(host.split("%")[0]).is_loopback:
+                refused.append(address)
+                raise ConnectionRefusedError(f"the tests stay offline: {address!r}")
+        connect(sock, address)
+
+    monkeypatch.setattr(socket.socket, "connect", loopback_only)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-offline")
+    with FakeOpenAIAPI() as api:
+        monkeypatch.setenv("OPENAI_BASE_URL", api.url)
+        yield api
+    assert refused == [], f"a library tried to leave the loopback: {refused}"
