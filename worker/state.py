@@ -343,7 +343,7 @@ class StateStore:
                 None if session_id is None else _storable(session_id),
             ),
         )
-        if session_id is not None:
+        if session_id is not None and _storable(session_id) == session_id:  # a real id
             self._count_rejected([session_id])
 
     def _count_rejected(self, session_ids: list[str]) -> None:

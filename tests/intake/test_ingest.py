@@ -350,7 +350,7 @@ def test_ids_that_are_not_utf8_text_are_refused_by_emit_and_ingest(spool: Path, 
     for line in (4, 5, 6):
         assert f"line {line}: session_id is not valid UTF-8 text" in result.stderr
     assert "line 10: call_id is not valid UTF-8 text" in result.stderr
-    assert result.stdout.strip().startswith("wrote 6 event(s)")
+    assert result.stdout.strip().startswith("wrote 6 events")
 
     burst = run_cli("worker", "run", "--burst", env=env)
     assert burst.returncode == 0, burst.stderr
