@@ -24,7 +24,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -300,14 +299,3 @@ def subagent_call(prompt: str, description: str = "a subtask") -> dict[str, Any]
     arguments = {"description": description, "prompt": prompt,
                  "subagent_type": "general-purpose", "run_in_background": False}  # fmt: skip
     return tool_use("Agent", arguments)
-
-
-def wait_for(predicate: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.02)

@@ -23,8 +23,9 @@ from agentspool.integrations.claude_code.transcript import (
     subagent_transcripts,
 )
 from agentspool.producer.usage import tokens_of
-from tests.claude_cli import ClaudeHome, subagent_call, wait_for
+from tests.claude_cli import ClaudeHome, subagent_call
 from tests.fakes.anthropic_api import FakeAnthropicAPI, text, thinking, tool_use, turn
+from tests.helpers import wait_until
 from tests.integrations.common import burst, messages, sessions, tools
 from tests.sqld import Sqld
 
@@ -148,7 +149,7 @@ def test_a_claude_code_killed_mid_turn_ends_abandoned_with_what_it_had(
         found = running.transcripts()
         return found[0] if found and call_id.encode() in found[0].read_bytes() else None
 
-    wait_for(transcript_has_the_call, 30, "the tool call in the transcript")
+    wait_until(transcript_has_the_call, 30, "the tool call in the transcript", interval=0.02)
     running.kill()
     fake_api.release()
     burst(spool, sqld)

@@ -43,6 +43,19 @@ def burst(spool: Path, db_url: str, **extra: str) -> subprocess.CompletedProcess
     return run_cli("worker", "run", "--burst", env=worker_env(spool, db_url, **extra), timeout=180)
 
 
+def ingest(env: dict[str, str], lines: list[dict[str, Any]]) -> None:
+    """`agentspool ingest` of ``lines`` (JSON Lines on stdin); every line must be taken."""
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "agentspool"), "ingest"],
+        input="\n".join(json.dumps(line) for line in lines),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+
+
 def session_row(sqld: Sqld, session_id: str) -> dict[str, Any]:
     rows = sqld.query(
         "SELECT status, ended_at, error, parent_id, model, message_count, event_count,"
@@ -125,15 +138,7 @@ def test_emit_and_ingest_fill_every_column(spool: Path, sqld: Sqld) -> None:
          "content": "ok", "model": "m2", "usage": OPENAI_CHAT, "cost_usd": 2},
         {"v": 1, "type": "session_end", "session_id": "ingested", "seq": 2, "status": "completed"},
     ]  # fmt: skip
-    ingest = subprocess.run(
-        [str(Path(sys.executable).parent / "agentspool"), "ingest"],
-        input="\n".join(json.dumps(line) for line in lines),
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert ingest.returncode == 0, ingest.stderr
+    ingest(env, lines)
     assert burst(spool, sqld.url).returncode == 0
 
     emitted = session_row(sqld, "emitted")
@@ -207,18 +212,9 @@ def test_a_replayed_end_changes_nothing(spool: Path, sqld: Sqld) -> None:
         {"v": 1, "type": "session_end", "session_id": "r", "seq": 1, "status": "completed",
          "ts": 200, "producer_id": "exported", "pseq": 7},
     ]  # fmt: skip
-    text = "\n".join(json.dumps(e) for e in events)
     env = worker_env(spool, sqld.url)
-    for _ in range(2):  # the same end, with its identity, twice
-        ingest = subprocess.run(
-            [str(Path(sys.executable).parent / "agentspool"), "ingest"],
-            input=text if _ == 0 else json.dumps(events[1]),
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert ingest.returncode == 0, ingest.stderr
+    for lines in (events, events[1:]):  # the same end, with its identity, twice
+        ingest(env, lines)
         assert burst(spool, sqld.url).returncode == 0
     row = session_row(sqld, "r")
     assert (row["status"], row["ended_at"], row["event_count"]) == (
