@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import socket
+import sqlite3
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -66,7 +67,11 @@ def test_one_session_by_id_or_unique_prefix(ui: UiServer) -> None:
     assert data["sync"]["sync_state"] == "synced"
     _, details = get_json(ui, "/api/sessions/alpha-0001/details")
     assert details["model"] == "model-x" and details["cwd"] == "/src/project"
-    assert details["tokens"] == {"input": 150, "output": 25, "total": 175}
+    assert details["tokens"] == {
+        "input": 150, "output": 25, "cache_read": None, "cache_write": None, "total": 175,
+    }  # fmt: skip
+    assert details["cost_usd"] is None and details["end_reason"] is None
+    assert data["session"]["end_reason"] is None
     # The worker sums the messages' token usage into the session's metadata at its end.
     assert details["metadata"] == {
         "model": "model-x",
@@ -224,3 +229,37 @@ def test_a_pruned_session_is_listed_and_says_where_its_rows_are(spool: Path) -> 
         assert status == 410 and "agentspool ui --remote" in gone["error"]
     finally:
         ui.stop()
+
+
+def test_details_of_a_replica_without_the_version_2_columns(tmp_path: Path) -> None:
+    """A replica a version-1 worker wrote (no token columns) still shows its usage,
+    summed from its messages' metadata."""
+    spool = tmp_path / "spool"
+    spool.mkdir(mode=0o700)
+    finish(run_python(
+        "from agentspool import Spool\n"
+        "s = Spool(SPOOL).session(agent='old', session_id='v1-1', metadata={'model': 'm'})\n"
+        "s.message('assistant', 'a', metadata={'usage': {'prompt_tokens': 7,"
+        " 'completion_tokens': 2}})\n"
+        "assert s.end(timeout=30)\n",
+        spool,
+    ))  # fmt: skip
+    run_cli("worker", "run", "--burst", env=worker_env(spool), timeout=120, check=True)
+    (replica,) = (spool / "replicas").glob("*.db")
+    conn = sqlite3.connect(replica)
+    with conn:
+        conn.execute("DROP INDEX sessions_by_model_started")
+        for column in ("input_tokens", "output_tokens", "cache_read_tokens",
+                       "cache_write_tokens", "cost_usd", "model"):  # fmt: skip
+            conn.execute(f"ALTER TABLE sessions DROP COLUMN {column}")
+    conn.close()
+    server = UiServer(spool)
+    try:
+        status, details = get_json(server, "/api/sessions/v1-1/details")
+    finally:
+        server.stop()
+    assert status == 200
+    assert details["model"] == "m" and details["cost_usd"] is None
+    assert details["tokens"] == {
+        "input": 7, "output": 2, "cache_read": None, "cache_write": None, "total": 9,
+    }  # fmt: skip

@@ -103,8 +103,12 @@ def test_a_unique_prefix_opens_the_session_and_an_ambiguous_one_says_so(
     expect(page).to_have_url(ui.url + "/s/evil-1")
     page.goto(ui.url + "/s/alpha-")
     expect(page.locator("#error")).to_contain_text("alpha-0001, alpha-0002")
+    expect(page.locator("#page")).to_be_hidden()
+    page.locator("#error a", has_text="alpha-0002").click()
+    expect(page).to_have_url(ui.url + "/s/alpha-0002")
+    expect(page.locator("#sid")).to_have_text("alpha-0002")
     page.goto(ui.url + "/s/nothing-like-it")
-    expect(page.locator("#error")).to_contain_text("no session 'nothing-like-it'")
+    expect(page.locator("#error")).to_contain_text("No session 'nothing-like-it'")
 
 
 def test_agent_output_is_shown_as_text_and_never_runs(
@@ -173,7 +177,9 @@ def test_the_page_keeps_a_bounded_number_of_items(
     dropped = BIG_MESSAGES - keep
     expect(items.first).to_contain_text(f"bulk message {dropped}")
     expect(page.locator("#tr-dropped")).to_contain_text(f"{dropped} earlier items")
-    expect(page.locator("#tr-note")).to_have_text(f"{BIG_MESSAGES} of {BIG_MESSAGES} items")
+    expect(page.locator("#tr-note")).to_have_text(
+        f"{BIG_MESSAGES} of {BIG_MESSAGES} items ({BIG_MESSAGES} messages, 0 tool calls)"
+    )
     page.click("#tr-dropped button")
     expect(items.first).to_contain_text("bulk message 0")
     expect(page.locator("#tr-dropped")).to_be_hidden()

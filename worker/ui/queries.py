@@ -23,6 +23,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from agentspool.worker.reports.transcript import end_reason
+
 # A query function: SQL with ``?`` parameters -> rows as dicts (sqlite3 or remote).
 Query = Callable[[str, Sequence[Any]], list[dict[str, Any]]]
 
@@ -33,6 +35,13 @@ TIMELINE_TOOLS = 2000  # bars in the waterfall unless asked otherwise
 MAX_TIMELINE_TOOLS = 10000
 
 _TOOL_TIME = "coalesce(started_at, ended_at, '')"
+# A tool's output stored as a JSON string (`"total 8\n-rw..."`, as some tools return
+# it) comes as the text it holds, as `show` prints it; any other output as it is. A
+# JSON text that starts with a quote is a string, so its first character decides.
+_OUTPUT_TEXT = (
+    "CASE WHEN substr(output, 1, 1) = '\"' AND json_valid(output)"
+    " THEN json_extract(output, '$') ELSE output END"
+)
 
 
 class BadCursor(ValueError):
@@ -86,23 +95,21 @@ def counts(query: Query, session_id: str) -> dict[str, Any]:
 
 
 def details(query: Query, session: dict[str, Any]) -> dict[str, Any]:
-    """The side panel: model, token usage, host and working directory, from the
-    session's metadata and the messages' metadata (``usage`` as the model APIs report
-    it: ``input_tokens``/``output_tokens`` or ``prompt_tokens``/``completion_tokens``)."""
+    """The side panel: model, token usage, cost, host and working directory.
+
+    The model and usage come from the session's version-2 columns (schema/002; the
+    worker keeps them as messages arrive); a replica an older worker wrote has no
+    such columns, or leaves them empty, and then its messages' metadata is read
+    (``usage`` as the model APIs report it: ``input_tokens``/``output_tokens`` or
+    ``prompt_tokens``/``completion_tokens``), a pass over every message."""
     meta = parse_json(session.get("metadata"))
     meta = meta if isinstance(meta, dict) else {}
     sid = session["id"]
-    usage = query(
-        "SELECT sum(coalesce(json_extract(metadata, '$.usage.input_tokens'),"
-        "   json_extract(metadata, '$.usage.prompt_tokens'),"
-        "   json_extract(metadata, '$.input_tokens'))) AS input,"
-        " sum(coalesce(json_extract(metadata, '$.usage.output_tokens'),"
-        "   json_extract(metadata, '$.usage.completion_tokens'),"
-        "   json_extract(metadata, '$.output_tokens'))) AS output"
-        " FROM messages WHERE session_id = ? AND metadata IS NOT NULL AND json_valid(metadata)",
-        (sid,),
-    )[0]
-    model = meta.get("model")
+    # `*`: the version-2 columns where the table has them, nothing where it has not.
+    columns = query("SELECT * FROM sessions WHERE id = ?", (sid,))
+    totals = columns[0] if columns else {}
+    tokens = _column_tokens(totals) or _metadata_tokens(query, sid)
+    model = meta.get("model") or totals.get("model")
     if model is None:
         found = query(
             "SELECT json_extract(metadata, '$.model') AS model FROM messages"
@@ -111,20 +118,52 @@ def details(query: Query, session: dict[str, Any]) -> dict[str, Any]:
             (sid,),
         )
         model = found[0]["model"] if found else None
-    tokens = None
-    if usage["input"] is not None or usage["output"] is not None:
-        tokens = {
-            "input": _number(usage["input"]),
-            "output": _number(usage["output"]),
-            "total": _number(usage["input"]) + _number(usage["output"]),
-        }
+    cost = totals.get("cost_usd")
     return {
         "model": None if model is None else str(model),
         "tokens": tokens,
+        "cost_usd": cost if isinstance(cost, int | float) else None,
         "host": session.get("host"),
         "pid": session.get("pid"),
         "cwd": _text_or_none(meta.get("cwd")),
+        "end_reason": end_reason(meta),
         "metadata": meta if meta else parse_json(session.get("metadata")),
+    }
+
+
+def _column_tokens(totals: dict[str, Any]) -> dict[str, Any] | None:
+    if totals.get("input_tokens") is None and totals.get("output_tokens") is None:
+        return None
+    input_tokens = _number(totals.get("input_tokens"))
+    output_tokens = _number(totals.get("output_tokens"))
+    return {
+        "input": input_tokens,
+        "output": output_tokens,
+        "cache_read": totals.get("cache_read_tokens"),
+        "cache_write": totals.get("cache_write_tokens"),
+        "total": input_tokens + output_tokens,
+    }
+
+
+def _metadata_tokens(query: Query, session_id: str) -> dict[str, Any] | None:
+    usage = query(
+        "SELECT sum(coalesce(json_extract(metadata, '$.usage.input_tokens'),"
+        "   json_extract(metadata, '$.usage.prompt_tokens'),"
+        "   json_extract(metadata, '$.input_tokens'))) AS input,"
+        " sum(coalesce(json_extract(metadata, '$.usage.output_tokens'),"
+        "   json_extract(metadata, '$.usage.completion_tokens'),"
+        "   json_extract(metadata, '$.output_tokens'))) AS output"
+        " FROM messages WHERE session_id = ? AND metadata IS NOT NULL AND json_valid(metadata)",
+        (session_id,),
+    )[0]
+    if usage["input"] is None and usage["output"] is None:
+        return None
+    return {
+        "input": _number(usage["input"]),
+        "output": _number(usage["output"]),
+        "cache_read": None,
+        "cache_write": None,
+        "total": _number(usage["input"]) + _number(usage["output"]),
     }
 
 
@@ -202,9 +241,9 @@ def message(query: Query, session_id: str, seq: int, full: bool) -> dict[str, An
 def tool(query: Query, session_id: str, call_id: str, full: bool) -> dict[str, Any] | None:
     if full:
         columns = (
-            "call_id, name, status, started_at, ended_at, duration_ms, input, output, error,"
-            " length(input) AS input_chars, length(output) AS output_chars,"
-            " length(error) AS error_chars"
+            "call_id, name, status, started_at, ended_at, duration_ms, input,"
+            f" {_OUTPUT_TEXT} AS output, error, length(input) AS input_chars,"
+            f" length({_OUTPUT_TEXT}) AS output_chars, length(error) AS error_chars"
         )
         params: tuple[Any, ...] = ()
     else:
@@ -220,7 +259,7 @@ def _tool_preview_columns() -> str:
     return (
         "call_id, name, status, started_at, ended_at, duration_ms,"
         " substr(input, 1, ?) AS input, length(input) AS input_chars,"
-        " substr(output, 1, ?) AS output, length(output) AS output_chars,"
+        f" substr({_OUTPUT_TEXT}, 1, ?) AS output, length({_OUTPUT_TEXT}) AS output_chars,"
         " substr(error, 1, ?) AS error, length(error) AS error_chars"
     )
 

@@ -17,7 +17,7 @@ The API (documented in docs/CLI.md, ``ui``):
   GET /api/info                                 what is being shown
   GET /api/sessions?agent&status&since&q&limit&offset   the list, newest first
   GET /api/sessions/<id or unique prefix>       one session: its row, counts, sync state
-  GET /api/sessions/<id>/details                the side panel: model, tokens, host, cwd
+  GET /api/sessions/<id>/details                the side panel: model, tokens, cost, cwd
   GET /api/sessions/<id>/events?after&limit     transcript items after a cursor
   GET /api/sessions/<id>/tools?limit            the tool calls, for the timeline
   GET /api/sessions/<id>/messages/<seq>?full=1  one message (full text with full=1)
@@ -39,7 +39,7 @@ from importlib import resources
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from agentspool.worker.reports.transcript import since_to_iso
+from agentspool.worker.reports.transcript import end_reason, since_to_iso
 from agentspool.worker.ui import queries
 from agentspool.worker.ui.sources import (
     STATUSES,
@@ -230,7 +230,9 @@ class ViewerHandler(BaseHTTPRequestHandler):
         row = queries.session_row(q, session_id)
         if row is None:
             raise SessionNotFound(session_id)
-        row.pop("metadata", None)  # parsed, in the details
+        # The metadata comes parsed with the details; why the session ended is part of
+        # its status, so it comes with every poll (a live page sees the end arrive).
+        row["end_reason"] = end_reason(row.pop("metadata", None))
         numbers = self.server.source.numbers(session_id, q)
         last = numbers["last_activity_at"] or row["started_at"]
         ended = row["ended_at"] or (None if row["status"] == "running" else last)

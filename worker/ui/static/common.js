@@ -92,8 +92,38 @@ const AS = (() => {
     return `${Math.floor(m / 60)}h ${pad(m % 60)}m`;
   }
 
+  // An axis of offsets from a start, in one unit for all its ticks: the unit
+  // fmtDuration gives the whole span, so the last tick reads as the duration shown
+  // elsewhere and every tick reads on the same scale ("+0.00 s … +2.71 s", never
+  // "+0.0 ms" beside "+2.71 s").
+  function offsetScale(span) {
+    if (span < 1000) {
+      const digits = span < 10 ? 1 : 0;
+      return (ms) => `+${ms.toFixed(digits)} ms`;
+    }
+    if (span < 60_000) {
+      const digits = span < 10_000 ? 2 : 1;
+      return (ms) => `+${(ms / 1000).toFixed(digits)} s`;
+    }
+    if (span < 3_600_000) {
+      return (ms) => {
+        const s = Math.round(ms / 1000);
+        return `+${Math.floor(s / 60)}m ${pad(s % 60)}s`;
+      };
+    }
+    return (ms) => {
+      const m = Math.round(ms / 60_000);
+      return `+${Math.floor(m / 60)}h ${pad(m % 60)}m`;
+    };
+  }
+
   function fmtCount(n) {
     return n === null || n === undefined ? "-" : Number(n).toLocaleString("en-US");
+  }
+
+  // "1 call", "2 calls", "1,000 calls" (every noun the pages count takes an s).
+  function plural(n, noun) {
+    return `${fmtCount(n)} ${noun}${Number(n) === 1 ? "" : "s"}`;
   }
 
   function showError(error) {
@@ -120,6 +150,6 @@ const AS = (() => {
 
   return {
     STATUSES, el, api, sessionPath, statusClass, roleClass, parseTime, fmtTime, fmtClock,
-    fmtDuration, fmtCount, showError, showSource,
+    fmtDuration, offsetScale, fmtCount, plural, showError, showSource,
   };
 })();

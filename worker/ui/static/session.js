@@ -21,6 +21,7 @@
     keep: Math.max(400, parseInt(new URLSearchParams(location.search).get("keep"), 10) || 3000),
     dropped: 0, // items removed from the top of the page
     timelineSignature: null,
+    offset: AS.offsetScale(0), // the timeline axis's unit, for offsets shown elsewhere
     pollMs: 2000,
     timer: null,
   };
@@ -80,6 +81,25 @@
 
   // ---- transcript items ----------------------------------------------------------
 
+  // A tool_finished whose tool_started never arrived (its line was rejected, its
+  // producer lost it): the call has no name and no start, only its end. It is shown
+  // as half a call, never as a whole one (as `agentspool show` does).
+  const START_MISSING_NOTE = "its tool_started event never arrived: the tool's name, input and start are unknown";
+
+  function startMissing(t) {
+    return !t.started_at && !t.name;
+  }
+
+  function toolLabel(t) {
+    return startMissing(t) ? "(start missing)" : t.name || "?";
+  }
+
+  function toolTitle(t) {
+    return startMissing(t)
+      ? el("span", { class: "tool-name start-missing" }, "tool (start missing)")
+      : el("span", { class: "tool-name" }, "tool ", el("b", {}, t.name || "?"));
+  }
+
   function messageNode(m) {
     const loadFull = async () => (await sessionApi(`/messages/${m.seq}`, { full: 1 })).content;
     return el("li", { class: `item message ${AS.roleClass(m.role)}`, "data-seq": m.seq },
@@ -101,14 +121,16 @@
         el("span", { class: "label" }, label),
         textBlock(t[field], t[`${field}_chars`], truncated, () => full(field)));
     };
-    return el("li", { class: `item tool ${AS.statusClass(t.status)}`, "data-call": t.call_id },
+    const missing = startMissing(t);
+    return el("li", { class: `item tool ${AS.statusClass(t.status)}${missing ? " start-missing" : ""}`, "data-call": t.call_id },
       el("div", { class: "item-head" },
-        el("span", { class: "tool-name" }, "tool ", el("b", {}, t.name || "?")),
+        toolTitle(t),
         el("span", { class: `badge ${AS.statusClass(t.status)}` }, t.status),
         el("span", { class: "duration" }, t.duration_ms === null ? "" : AS.fmtDuration(t.duration_ms)),
-        el("time", { class: "muted" }, AS.fmtClock(t.started_at || t.ended_at)),
+        el("time", { class: "muted" }, missing ? `ended ${AS.fmtClock(t.ended_at)}` : AS.fmtClock(t.started_at || t.ended_at)),
         el("code", { class: "muted call-id" }, t.call_id),
       ),
+      missing ? el("p", { class: "note" }, START_MISSING_NOTE) : null,
       part("input", "input"), part("output", "output"), part("error", "error"),
     );
   }
@@ -143,7 +165,7 @@
     state.dropped += extra;
     const note = document.getElementById("tr-dropped");
     note.replaceChildren(
-      `${AS.fmtCount(state.dropped)} earlier items are no longer on the page. `,
+      `${AS.plural(state.dropped, "earlier item")} ${state.dropped === 1 ? "is" : "are"} no longer on the page. `,
       el("button", { type: "button", class: "link", onclick: restart }, "back to the start"),
     );
     note.hidden = false;
@@ -188,8 +210,10 @@
 
   function updateEnd() {
     const n = document.getElementById("transcript").children.length + state.dropped;
-    const total = (state.session.message_count || 0) + (state.session.tool_count || 0);
-    document.getElementById("tr-note").textContent = `${AS.fmtCount(n)} of ${AS.fmtCount(total)} items`;
+    const s = state.session;
+    const total = (s.message_count || 0) + (s.tool_count || 0);
+    document.getElementById("tr-note").textContent = `${AS.fmtCount(n)} of ${AS.plural(total, "item")}`
+      + ` (${AS.plural(s.message_count || 0, "message")}, ${AS.plural(s.tool_count || 0, "tool call")})`;
     document.getElementById("tr-end").textContent = state.more
       ? "scroll for more"
       : state.session.open ? "waiting for new events…" : "end of the session";
@@ -209,62 +233,16 @@
     for (const [key, text] of [
       ["status", s.status],
       ["ended", AS.fmtTime(s.ended_at)],
+      ["end-reason", s.end_reason || ""],
       ["duration", AS.fmtDuration(s.duration_ms)],
       ["messages", AS.fmtCount(s.message_count)],
       ["tools", AS.fmtCount(s.tool_count)],
     ]) {
       const cell = document.querySelector(`[data-field="${key}"]`);
-      if (cell) cell.textContent = text;
+      if (!cell) continue;
+      cell.textContent = text;
+      if (key === "end-reason") cell.hidden = cell.previousElementSibling.hidden = !text;
     }
-  }
-
-  function field(label, value, key) {
-    if (value === null || value === undefined || value === "") return null;
-    return [el("dt", {}, label), el("dd", { "data-field": key || null }, String(value))];
-  }
-
-  // The side panel: the session's facts at once, the details (model, token usage:
-  // a pass over every message) when they arrive.
-  function renderSide(data, details) {
-    const s = data.session;
-    const d = details || {};
-    const sync = data.sync;
-    const tokens = d.tokens;
-    const items = [
-      field("Session", s.id),
-      field("Agent", s.agent),
-      field("Status", s.status, "status"),
-      field("Started", AS.fmtTime(s.started_at)),
-      el("dt", {}, "Ended"), el("dd", { "data-field": "ended" }, AS.fmtTime(s.ended_at)),
-      field("Duration", AS.fmtDuration(s.duration_ms), "duration"),
-      field("Messages", AS.fmtCount(s.message_count), "messages"),
-      field("Tool calls", AS.fmtCount(s.tool_count), "tools"),
-      field("Events", AS.fmtCount(s.event_count)),
-      field("Model", d.model),
-      tokens ? field("Tokens", `${AS.fmtCount(tokens.input)} in, ${AS.fmtCount(tokens.output)} out (${AS.fmtCount(tokens.total)})`) : null,
-      field("Host", s.host),
-      field("PID", s.pid),
-      field("Working dir", d.cwd),
-      field("Sync", sync ? sync.sync_state : data.source.kind === "remote" ? "in the database" : null),
-      sync ? field("Sync error", sync.sync_error) : null,
-      field("Error", s.error),
-    ];
-    const side = document.getElementById("side");
-    const meta = d.metadata;
-    const metaList = [];
-    if (meta && typeof meta === "object" && !Array.isArray(meta)) {
-      for (const [k, v] of Object.entries(meta)) {
-        metaList.push(el("dt", {}, k), el("dd", {}, typeof v === "string" ? v : JSON.stringify(v)));
-      }
-    } else if (meta !== null && meta !== undefined) {
-      metaList.push(el("dd", {}, typeof meta === "string" ? meta : JSON.stringify(meta)));
-    }
-    side.replaceChildren(
-      el("h2", {}, "Session"),
-      el("dl", { class: "facts" }, items.flat().filter(Boolean)),
-      metaList.length ? el("h2", {}, "Metadata") : null,
-      metaList.length ? el("dl", { class: "facts meta" }, metaList) : null,
-    );
   }
 
   // ---- the timeline --------------------------------------------------------------
@@ -290,8 +268,8 @@
     state.timeline = tools;
     const note = document.getElementById("tl-note");
     note.textContent = tools.length < data.total
-      ? `first ${AS.fmtCount(tools.length)} of ${AS.fmtCount(data.total)} calls`
-      : `${AS.fmtCount(tools.length)} calls`;
+      ? `first ${AS.fmtCount(tools.length)} of ${AS.plural(data.total, "call")}`
+      : AS.plural(tools.length, "call");
     if (!tools.length) {
       box.replaceChildren(el("p", { class: "muted" }, "No tool calls."));
       return;
@@ -307,19 +285,20 @@
     if (t1 === null || (ends.length && Math.max(...ends) > t1)) t1 = Math.max(...ends);
     const total = Math.max(1, t1 - t0);
     const axis = el("div", { class: "tl-axis" });
+    state.offset = AS.offsetScale(total);
     for (const f of [0, 0.25, 0.5, 0.75, 1]) {
-      axis.append(el("span", { class: "tick", style: null, "data-at": f }, `+${AS.fmtDuration(total * f)}`));
+      axis.append(el("span", { class: "tick", "data-at": f }, state.offset(total * f)));
     }
     const rows = tools.map((t, i) => {
       const [start, end] = spans[i];
       const left = ((start ?? t0) - t0) / total * 100;
       const width = Math.max(0.4, ((end ?? start ?? t0) - (start ?? t0)) / total * 100);
       const bar = el("div", {
-        class: `tl-bar ${AS.statusClass(t.status)}`,
+        class: `tl-bar ${AS.statusClass(t.status)}${startMissing(t) ? " start-missing" : ""}`,
         "data-call": t.call_id,
         tabindex: 0,
         role: "button",
-        "aria-label": `${t.name} ${t.status} ${AS.fmtDuration(t.duration_ms)}`,
+        "aria-label": `${toolLabel(t)} ${t.status} ${AS.fmtDuration(t.duration_ms)}`,
       });
       bar.style.left = `${Math.min(99.6, left)}%`;
       bar.style.width = `${Math.min(width, 100 - Math.min(99.6, left))}%`;
@@ -330,15 +309,16 @@
       bar.addEventListener("keydown", (e) => {
         if (e.key === "Enter" || e.key === " ") showDetail(t, start - t0);
       });
-      return el("div", { class: "tl-row" }, el("span", { class: "tl-label", title: t.name }, t.name || "?"), el("div", { class: "tl-track" }, bar));
+      return el("div", { class: "tl-row" }, el("span", { class: "tl-label", title: toolLabel(t) }, toolLabel(t)), el("div", { class: "tl-track" }, bar));
     });
     box.replaceChildren(el("div", { class: "tl-head" }, el("span", { class: "tl-label" }), axis), el("div", { class: "tl-rows" }, rows));
   }
 
   function tipLines(t, offset) {
+    const started = startMissing(t) ? "start missing (drawn back from its end)" : `started ${state.offset(offset)}`;
     return [
-      el("b", {}, t.name || "?"), " ", el("span", { class: `badge ${AS.statusClass(t.status)}` }, t.status),
-      el("br"), `duration ${AS.fmtDuration(t.duration_ms)}, started +${AS.fmtDuration(offset)}`,
+      el("b", {}, toolLabel(t)), " ", el("span", { class: `badge ${AS.statusClass(t.status)}` }, t.status),
+      el("br"), `duration ${AS.fmtDuration(t.duration_ms)}, ${started}`,
       t.error ? [el("br"), el("span", { class: "err" }, t.error)] : null,
     ];
   }
@@ -366,16 +346,18 @@
     const jump = known
       ? el("button", { type: "button", class: "link", onclick: () => { known.node.scrollIntoView({ block: "center" }); known.node.classList.add("flash"); setTimeout(() => known.node.classList.remove("flash"), 1200); } }, "show in transcript")
       : null;
-    box.replaceChildren(
+    box.replaceChildren(...[
       el("div", { class: "item-head" },
-        el("span", { class: "tool-name" }, "tool ", el("b", {}, t.name || "?")),
+        toolTitle(t),
         el("span", { class: `badge ${AS.statusClass(t.status)}` }, t.status),
         el("span", {}, AS.fmtDuration(t.duration_ms)),
         el("code", { class: "muted" }, t.call_id),
         jump),
-      el("div", { class: "muted" }, `started ${AS.fmtTime(t.started_at)} (+${AS.fmtDuration(offset)}), ended ${AS.fmtTime(t.ended_at)}`),
+      startMissing(t)
+        ? el("div", { class: "muted" }, `ended ${AS.fmtTime(t.ended_at)}; ${START_MISSING_NOTE}`)
+        : el("div", { class: "muted" }, `started ${AS.fmtTime(t.started_at)} (${state.offset(offset)}), ended ${AS.fmtTime(t.ended_at)}`),
       t.error ? el("pre", { class: "text err" }, t.error) : null,
-    );
+    ].filter(Boolean));
     box.hidden = false;
     sessionApi(`/tools/${encodeURIComponent(t.call_id)}`).then((full) => {
       if (box.hidden) return;
@@ -423,6 +405,27 @@
     }
   }
 
+  // The session could not be opened (no such id, an ambiguous prefix, a pruned
+  // replica, an unreadable database): one message and the way back, no empty panels.
+  function showUnopened(e) {
+    const box = document.getElementById("error");
+    const text = String(e.message || e);
+    const candidates = e.status === 409 && e.body && Array.isArray(e.body.candidates) ? e.body.candidates : null;
+    const parts = [text.charAt(0).toUpperCase() + text.slice(1)];
+    if (candidates) {
+      parts.push(": ");
+      candidates.forEach((id, i) => {
+        if (i) parts.push(", ");
+        parts.push(el("a", { href: "/s/" + encodeURIComponent(id) }, id));
+      });
+    }
+    parts.push(". ", el("a", { href: "/", class: "back-to-list" }, "Back to the sessions"));
+    box.replaceChildren(...parts);
+    box.classList.add("unopened");
+    box.hidden = false;
+    document.title = "agentspool — session not found";
+  }
+
   async function start() {
     const ref = decodeURIComponent(location.pathname.replace(/^\/s\//, ""));
     const info = AS.showSource();
@@ -432,20 +435,16 @@
       data = await sessionApi("");
       state.pollMs = (await info).poll_ms || 2000;
     } catch (e) {
-      if (e.status === 409 && e.body && e.body.candidates) {
-        AS.showError(new Error(`${e.message}: ${e.body.candidates.join(", ")}`));
-      } else {
-        AS.showError(e);
-      }
+      showUnopened(e);
       return;
     }
     state.id = data.session.id;
     if (ref !== state.id) history.replaceState(null, "", "/s/" + encodeURIComponent(state.id));
     document.getElementById("page").hidden = false;
-    renderSide(data, null);
+    SIDE.render(data, null);
     updateSession(data.session);
     sessionApi("/details").then((details) => {
-      renderSide(data, details);
+      SIDE.render(data, details);
       updateSession(state.session);
     }).catch(AS.showError);
     // The transcript's first page and the timeline at once; neither waits for the other.

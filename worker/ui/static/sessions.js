@@ -53,7 +53,7 @@
       }, el("span", { class: "dot" }), status, " ", el("b", { class: "n" }, AS.fmtCount(data.counts[status] || 0))),
     );
     const total = Object.values(data.counts).reduce((a, b) => a + b, 0);
-    box.replaceChildren(el("span", { class: "total" }, `${AS.fmtCount(total)} sessions`), ...chips);
+    box.replaceChildren(el("span", { class: "total" }, AS.plural(total, "session")), ...chips);
   }
 
   function renderAgents(agents) {
