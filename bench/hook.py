@@ -2,13 +2,14 @@
 
 Each sample is the wall-clock time of one real ``agentspool hook claude-code``
 process, from spawn to exit, fed one ``UserPromptSubmit`` event (a 400-byte prompt)
-on stdin for one session, so the queue file exists and every call appends; no
-worker is running (each call's close then also checkpoints the WAL: the slower
-case). Each call commits its event fsynced before it exits. Paired in the same
-loop, under the same load: the floor, a bare interpreter (``python -c pass``), and
-the anchor, ``agentspool --version`` (the console script through click). Afterwards
-every event must be in the queue file, once, and every call must have printed
-nothing on stdout.
+on stdin for one session. Each call writes the payload to a file of its own in the
+spool's inbox (``<spool>/inbox/claude-code/``), fsynced and renamed into place,
+before it exits; no worker is running to collect them. (The settings agentspool
+writes run the same write as one ``dd``; this row times the Python command.) Paired
+in the same loop, under the same load: the floor, a bare interpreter (``python -c
+pass``), and the anchor, ``agentspool --version`` (the console script through
+click). Afterwards every call's payload must be in the inbox, once, and every call
+must have printed nothing on stdout.
 
 ``import agentspool``: the same pairing, a fresh ``python -c "import agentspool"``
 against the bare interpreter; the anchor loads the producer's API
@@ -18,7 +19,6 @@ against the bare interpreter; the anchor loads the producer's API
 from __future__ import annotations
 
 import json
-import sqlite3
 import subprocess
 import time
 from pathlib import Path
@@ -43,16 +43,16 @@ def run(cfg: Config) -> list[Row]:
         "prompt": "x" * 400,
     }
     data = json.dumps(event).encode()
-    _timed([AGENTSPOOL_CLI, "hook", "claude-code"], env, data)  # creates the queue file
+    _timed([AGENTSPOOL_CLI, "hook", "claude-code"], env, data)  # creates the inbox
 
     hook, bare, version = [], [], []
     for _ in range(calls):  # interleaved: each kind sees the same load
         hook.append(_timed([AGENTSPOOL_CLI, "hook", "claude-code"], env, data))
         bare.append(_timed([PYTHON, "-c", "pass"], env))
         version.append(_timed([AGENTSPOOL_CLI, "--version"], env))
-    landed = _events_in_queue(spool)
-    if landed != calls + 2:  # + the first call's session_start and message
-        raise AssertionError(f"{calls + 2} events expected in the hook's queue, found {landed}")
+    landed = _payloads_in_inbox(spool, data)
+    if landed != calls + 1:  # + the first call's
+        raise AssertionError(f"{calls + 1} payloads expected in the inbox, found {landed}")
 
     imports, anchor, bare_again = [], [], []
     for _ in range(calls):
@@ -64,8 +64,8 @@ def run(cfg: Config) -> list[Row]:
     i, a, b2 = sorted(imports), sorted(anchor), sorted(bare_again)
     floor_label = "bare interpreter (python -c pass)"
     note = (
-        f"{calls} calls of a real subprocess, each appending one fsynced event to a "
-        f"{landed}-event shared queue file (no worker running); p90 "
+        f"{calls} calls of a real subprocess, each writing its payload, fsynced, to a"
+        f" file of its own in the spool's inbox ({landed} in the end, no worker running); p90 "
         f"{percentile(h, 90):.1f} ms, max {h[-1]:.1f} ms; `agentspool --version` median "
         f"{percentile(v, 50):.1f} ms; bare interpreter median {percentile(b, 50):.1f} ms"
     )
@@ -116,10 +116,10 @@ def _timed(args: list[str], env: dict[str, str], stdin: bytes = b"") -> float:
     return elapsed
 
 
-def _events_in_queue(spool: Path) -> int:
-    path = spool / "queues" / "shared-claude-code" / "data.db"
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    try:
-        return int(conn.execute("SELECT count(*) FROM ack_queue_default").fetchone()[0])
-    finally:
-        conn.close()
+def _payloads_in_inbox(spool: Path, data: bytes) -> int:
+    """The payloads the calls left in the inbox, each whole (one file per call)."""
+    files = sorted((spool / "inbox" / "claude-code").glob("*.json"))
+    for path in files:
+        if path.read_bytes() != data:
+            raise AssertionError(f"{path.name} does not hold the payload as it was sent")
+    return len(files)
