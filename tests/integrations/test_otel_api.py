@@ -1,8 +1,10 @@
 """OpenTelemetry instrumentations of the real libraries against the fake OpenAI API: the
 weather conversation through the official openai-v2 instrumentation (content on spans,
-in log records, or nowhere; with and without a parent agent span) and through
-OpenInference's openai and langchain instrumentations lands as one session with the
-same rows (tests/integrations/common.py's oracle).
+in log records, or nowhere; with and without a parent agent span; replies streamed or
+not) and through OpenInference's openai and langchain instrumentations (with and
+without their GenAI attributes beside their own) lands as one session with the same
+rows (tests/integrations/common.py's oracle). Span events as the content source are in
+test_otel_span_events_api.py.
 
 The program runs the tool itself, as a hand-written loop does: with an ``execute_tool``
 span around it the tool row comes from that span, without one from the tool-call turn
