@@ -33,10 +33,14 @@ def run(cfg: Config) -> list[Row]:
         ("openai_agents_workload", "OpenAI Agents SDK", "model span end"),
         ("langchain_workload", "LangChain", "on_chat_model_start"),
         ("otel_workload", "OpenTelemetry GenAI", "chat span end"),
+        # Fed by the real instrumentations (bench/integrations_instrumented.py).
+        ("openinference_workload", "OpenInference (openai)", "LLM span end"),
+        ("otel_event_only_workload", "OpenTelemetry GenAI, event_only", "chat span end"),
     ):
-        r = Child(
-            f"integrations:{func}", spool=str(cfg.workdir(f"integ-{func}")), runs=runs
-        ).result(timeout=300)
+        module = "integrations" if func in globals() else "integrations_instrumented"
+        r = Child(f"{module}:{func}", spool=str(cfg.workdir(f"integ-{func}")), runs=runs).result(
+            timeout=300
+        )
         ours, floor, model = r["all"], r["floor"], r["model"]
         rows.append(
             Row(
@@ -64,6 +68,12 @@ def run(cfg: Config) -> list[Row]:
                     f"{model['n']:,} calls; p99 {model['p99']:.1f} µs; it converts the"
                     " call's whole history and emits the new messages (a Session.message"
                     " each, whose hand-off wakes the writer thread)"
+                    + (
+                        f"; the log record's hand-off (on_emit): median"
+                        f" {r['log_records']['p50']:.1f} µs of {r['log_records']['n']:,}"
+                        if "log_records" in r
+                        else ""
+                    )
                 ),
             )
         )

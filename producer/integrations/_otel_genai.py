@@ -2,8 +2,9 @@
 
 Where a GenAI instrumentation puts a model call's messages, by the conventions' age:
 ``gen_ai.input.messages`` / ``gen_ai.output.messages`` (JSON text on a span, plain
-values on a log record), span events (``gen_ai.user.message``, ``gen_ai.choice``, ...),
-or indexed attributes (``gen_ai.prompt.N.content``). Used by ``otel.py`` for spans and
+values on a log record), span events (``gen_ai.user.message``, ``gen_ai.choice``, ...,
+their fields as the event's attributes or, as azure-ai-inference's tracing writes them,
+one JSON object in ``gen_ai.event.content``), or indexed attributes (``gen_ai.prompt.N.content``). Used by ``otel.py`` for spans and
 log records alike.
 """
 
@@ -144,7 +145,7 @@ def _messages_from_events(span: ReadableSpan) -> tuple[list[Message], list[Messa
     history: list[Message] = []
     outputs: list[Message] = []
     for event in span.events:
-        attributes = event.attributes or {}
+        attributes = _event_fields(event.attributes or {})
         if event.name in MESSAGE_EVENTS:
             history.append(_event_message(MESSAGE_EVENTS[event.name], attributes))
         elif event.name == "gen_ai.choice" and attributes.get("index", 0) == 0:
@@ -155,6 +156,14 @@ def _messages_from_events(span: ReadableSpan) -> tuple[list[Message], list[Messa
                 choice.metadata["finish_reason"] = attributes["finish_reason"]
             outputs.append(choice)
     return history, outputs
+
+
+def _event_fields(attributes: Mapping[str, Any]) -> Mapping[str, Any]:
+    """An event's fields: its attributes, or the JSON object in its
+    ``gen_ai.event.content`` (azure-ai-inference's tracing puts each event's whole body
+    there, a span event's attributes holding no nested values)."""
+    body = json_value(attributes.get("gen_ai.event.content"))
+    return {**attributes, **body} if isinstance(body, Mapping) else attributes
 
 
 def _event_message(role: str, fields: Mapping[str, Any]) -> Message:
@@ -171,7 +180,7 @@ def _event_message(role: str, fields: Mapping[str, Any]) -> Message:
                     arguments_of(function.get("arguments")),
                 )
             )
-    tool_call_id = fields.get("id") if role == "tool" else None
+    tool_call_id = (fields.get("id") or fields.get("tool_call_id")) if role == "tool" else None
     return Message(
         role_of(role),
         text_of(json_value(fields.get("content"))),

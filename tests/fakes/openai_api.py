@@ -15,15 +15,22 @@ its own shape: ``/v1/chat/completions`` as a ``chat.completion`` or its
 ``chat.completion.chunk`` stream (usage in a last chunk only when the request asks for
 it with ``stream_options.include_usage``, as the real API does), ``/v1/responses`` as a
 ``response`` or its ``response.*`` event stream ending in ``response.completed``.
+
+The libraries run in the test's own process: ``loopback_only()`` makes any connection
+to an address but the loopback fail while it is open, so a library that would reach
+the internet (an exporter, a download) is caught, not tolerated.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import itertools
 import json
 import socket
 import threading
 from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -98,6 +105,29 @@ def first_user_text(body: Any) -> str:
             str(part.get("text", "")) for part in content or [] if isinstance(part, dict)
         )
     return ""
+
+
+@contextmanager
+def loopback_only() -> Iterator[list[Any]]:
+    """While open, a TCP connection to any address but the loopback raises
+    ConnectionRefusedError before it is attempted; the refused addresses are listed in
+    what this yields (a test asserts it is empty)."""
+    connect = socket.socket.connect
+    refused: list[Any] = []
+
+    def guarded(sock: socket.socket, address: Any) -> None:
+        host = address[0] if isinstance(address, tuple) else None
+        if sock.family in (socket.AF_INET, socket.AF_INET6) and host is not None:
+            if not ipaddress.ip_address(host.split("%")[0]).is_loopback:
+                refused.append(address)
+                raise ConnectionRefusedError(f"the tests stay offline: {address!r}")
+        connect(sock, address)
+
+    socket.socket.connect = guarded  # type: ignore[method-assign]
+    try:
+        yield refused
+    finally:
+        socket.socket.connect = connect  # type: ignore[method-assign]
 
 
 class FakeOpenAIAPI:

@@ -17,17 +17,14 @@
 
 from __future__ import annotations
 
-import ipaddress
-import socket
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from tests.claude_cli import ClaudeHome, claude_binary, hook_settings
 from tests.fakes.anthropic_api import FakeAnthropicAPI
-from tests.fakes.openai_api import FakeOpenAIAPI
+from tests.fakes.openai_api import FakeOpenAIAPI, loopback_only
 from tests.netns import LoopbackNamespace
 
 
@@ -63,20 +60,8 @@ def claude(
 
 @pytest.fixture
 def openai_api(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeOpenAIAPI]:
-    connect = socket.socket.connect
-    refused: list[Any] = []
-
-    def loopback_only(sock: socket.socket, address: Any) -> None:
-        host = address[0] if isinstance(address, tuple) else None
-        if sock.family in (socket.AF_INET, socket.AF_INET6) and host is not None:
-            if not ipaddress.ip_address(host.split("%")[0]).is_loopback:
-                refused.append(address)
-                raise ConnectionRefusedError(f"the tests stay offline: {address!r}")
-        connect(sock, address)
-
-    monkeypatch.setattr(socket.socket, "connect", loopback_only)
     monkeypatch.setenv("OPENAI_API_KEY", "sk-offline")
-    with FakeOpenAIAPI() as api:
+    with loopback_only() as refused, FakeOpenAIAPI() as api:
         monkeypatch.setenv("OPENAI_BASE_URL", api.url)
         yield api
     assert refused == [], f"a library tried to leave the loopback: {refused}"

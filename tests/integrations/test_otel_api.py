@@ -1,8 +1,10 @@
 """OpenTelemetry instrumentations of the real libraries against the fake OpenAI API: the
 weather conversation through the official openai-v2 instrumentation (content on spans,
-in log records, or nowhere; with and without a parent agent span) and through
-OpenInference's openai and langchain instrumentations lands as one session with the
-same rows (tests/integrations/common.py's oracle).
+in log records, or nowhere; with and without a parent agent span; replies streamed or
+not) and through OpenInference's openai and langchain instrumentations (with and
+without their GenAI attributes beside their own) lands as one session with the same
+rows (tests/integrations/common.py's oracle). Span events as the content source are in
+test_otel_span_events_api.py.
 
 The program runs the tool itself, as a hand-written loop does: with an ``execute_tool``
 span around it the tool row comes from that span, without one from the tool-call turn
@@ -12,7 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,8 @@ import pytest
 from openai import OpenAI
 from opentelemetry.sdk._logs import LoggerProvider
 from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from agentspool import Spool
 from agentspool.integrations.otel import SpoolSpanProcessor, install
@@ -97,31 +101,66 @@ def openai_v2(traced: Traced, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     instrumentor.uninstrument()
 
 
-def weather_loop(api: FakeOpenAIAPI, traced: Traced, tool_span: bool) -> str:
-    """A hand-written tool loop on the openai client."""
+def weather_loop(api: FakeOpenAIAPI, traced: Traced, tool_span: bool, stream: bool = False) -> str:
+    """A hand-written tool loop on the openai client (``stream``: each reply streamed,
+    with its usage asked for, and put together from its chunks)."""
     client = OpenAI(api_key="sk-offline", base_url=api.url, max_retries=0)
     history: list[Any] = [{"role": "user", "content": WEATHER_QUESTION}]
     while True:
-        reply = client.chat.completions.create(model=WEATHER_MODEL, messages=history, tools=TOOLS)
-        message = reply.choices[0].message
-        history.append(message.model_dump(exclude_none=True))
-        if not message.tool_calls:
-            return str(message.content)
-        for call in message.tool_calls:
-            arguments = call.function.arguments  # type: ignore[union-attr]
+        if stream:
+            message = streamed_reply(client, history)
+        else:
+            reply = client.chat.completions.create(
+                model=WEATHER_MODEL, messages=history, tools=TOOLS
+            )
+            message = reply.choices[0].message.model_dump(exclude_none=True)
+        history.append(message)
+        if not message.get("tool_calls"):
+            return str(message["content"])
+        for call in message["tool_calls"]:
+            arguments = call["function"]["arguments"]
             if tool_span:
                 with traced.tracer.start_as_current_span(
                     "execute_tool get_weather",
                     attributes={
                         "gen_ai.operation.name": "execute_tool",
                         "gen_ai.tool.name": "get_weather",
-                        "gen_ai.tool.call.id": call.id,
+                        "gen_ai.tool.call.id": call["id"],
                         "gen_ai.tool.call.arguments": arguments,
                     },
                 ) as span:
                     span.set_attribute("gen_ai.tool.call.result", WEATHER_RESULT)
             json.loads(arguments)
-            history.append({"role": "tool", "tool_call_id": call.id, "content": WEATHER_RESULT})
+            history.append({"role": "tool", "tool_call_id": call["id"], "content": WEATHER_RESULT})
+
+
+def streamed_reply(client: OpenAI, history: list[Any]) -> dict[str, Any]:
+    """A streamed chat completion's message, as the caller puts it together."""
+    chunks = client.chat.completions.create(
+        model=WEATHER_MODEL,
+        messages=history,
+        tools=TOOLS,  # type: ignore[arg-type]
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    text: list[str] = []
+    calls: dict[int, dict[str, Any]] = {}
+    for chunk in chunks:
+        for choice in chunk.choices:
+            text.append(choice.delta.content or "")
+            for piece in choice.delta.tool_calls or []:
+                call = calls.setdefault(
+                    piece.index,
+                    {"id": "", "type": "function", "function": {"name": "", "arguments": ""}},
+                )
+                call["id"] += piece.id or ""
+                if piece.function is not None:
+                    call["function"]["name"] += piece.function.name or ""
+                    call["function"]["arguments"] += piece.function.arguments or ""
+    message: dict[str, Any] = {"role": "assistant", "content": "".join(text) or None}
+    if calls:
+        message["tool_calls"] = [calls[index] for index in sorted(calls)]
+    return message
 
 
 def agent_span(traced: Traced, openinference: bool = False) -> AbstractContextManager[Any]:
@@ -134,19 +173,22 @@ def agent_span(traced: Traced, openinference: bool = False) -> AbstractContextMa
 
 
 @pytest.mark.parametrize(
-    "capture, parent, tool_span",
+    "capture, parent, tool_span, stream",
     [
-        ("span_only", "agent span", True),
-        ("span_only", "agent span", False),
-        ("span_only", "session block", False),
-        ("event_only", "agent span", False),
-        ("event_only", "session block", True),
+        ("span_only", "agent span", True, False),
+        ("span_only", "agent span", False, False),
+        ("span_only", "session block", False, False),
+        ("event_only", "agent span", False, False),
+        ("event_only", "session block", True, False),
+        ("span_only", "agent span", False, True),
+        ("event_only", "agent span", False, True),
     ],
 )
 def test_the_official_instrumentation(
     capture: str,
     parent: str,
     tool_span: bool,
+    stream: bool,
     openai_api: FakeOpenAIAPI,
     traced: Traced,
     openai_v2: Any,
@@ -154,13 +196,15 @@ def test_the_official_instrumentation(
     sqld: Sqld,
 ) -> None:
     """Content on spans (``span_only``) or in log records (``event_only``), under an agent
-    span or, with no span around the calls, inside ``processor.session()``."""
+    span or, with no span around the calls, inside ``processor.session()``; the replies
+    streamed or not."""
     openai_v2(capture)
     script_weather(openai_api)
     around = agent_span(traced) if parent == "agent span" else traced.processor.session()
     with around:
-        assert weather_loop(openai_api, traced, tool_span) == WEATHER_ANSWER
+        assert weather_loop(openai_api, traced, tool_span, stream) == WEATHER_ANSWER
     assert openai_api.unscripted == []
+    assert [r.stream for r in openai_api.requests] == [stream, stream]
     traced.land(spool, sqld)
     assert traced.processor.unmapped == 0
     # openai-v2 2.4b0 does not report cached tokens (gen_ai.usage.cache_read.*).
@@ -196,12 +240,59 @@ def test_no_content_says_which_setting(
     assert session["input_tokens"] is None
 
 
-@pytest.mark.parametrize("parent", ["agent span", "session block"])
+@pytest.fixture
+def finished(traced: Traced) -> InMemorySpanExporter:
+    """Every span the program's tracer provider ends, as an exporter would get it."""
+    exporter = InMemorySpanExporter()
+    traced.tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
+    return exporter
+
+
+def openinference_genai(
+    semconv: bool, monkeypatch: pytest.MonkeyPatch, finished: InMemorySpanExporter
+) -> Callable[[], None]:
+    """With ``semconv``, OpenInference also writes the GenAI attributes on each span
+    (read when the instrumentor is set up); the check after the run: an LLM span
+    carries both kinds."""
+    if semconv:
+        monkeypatch.setenv("OPENINFERENCE_ENABLE_GENAI_SEMCONV", "true")
+    else:
+        monkeypatch.delenv("OPENINFERENCE_ENABLE_GENAI_SEMCONV", raising=False)
+
+    def check() -> None:
+        llm = [
+            dict(span.attributes or {})
+            for span in finished.get_finished_spans()
+            if (span.attributes or {}).get("openinference.span.kind") == "LLM"
+        ]
+        assert len(llm) == 2, llm
+        for attributes in llm:
+            assert "llm.input_messages.0.message.role" in attributes, attributes
+            assert ("gen_ai.input.messages" in attributes) is semconv, attributes
+            assert ("gen_ai.output.messages" in attributes) is semconv, attributes
+
+    return check
+
+
+@pytest.mark.parametrize(
+    "parent, semconv",
+    [("agent span", False), ("session block", False), ("agent span", True)],
+)
 def test_openinference_openai(
-    parent: str, openai_api: FakeOpenAIAPI, traced: Traced, spool: Path, sqld: Sqld
+    parent: str,
+    semconv: bool,
+    openai_api: FakeOpenAIAPI,
+    traced: Traced,
+    finished: InMemorySpanExporter,
+    monkeypatch: pytest.MonkeyPatch,
+    spool: Path,
+    sqld: Sqld,
 ) -> None:
+    """OpenInference's attributes mapped natively; with its GenAI attributes beside
+    them (OPENINFERENCE_ENABLE_GENAI_SEMCONV) still one session, nothing twice."""
     from openinference.instrumentation.openai import OpenAIInstrumentor
 
+    check_spans = openinference_genai(semconv, monkeypatch, finished)
     instrumentor = OpenAIInstrumentor()
     instrumentor.instrument(tracer_provider=traced.tracer_provider)
     try:
@@ -215,13 +306,21 @@ def test_openinference_openai(
             assert weather_loop(openai_api, traced, False) == WEATHER_ANSWER
     finally:
         instrumentor.uninstrument()
+    check_spans()
     traced.land(spool, sqld)
     assert traced.processor.unmapped == 0
     assert_weather_session(sqld)
 
 
+@pytest.mark.parametrize("semconv", [False, True])
 def test_openinference_langchain(
-    openai_api: FakeOpenAIAPI, traced: Traced, spool: Path, sqld: Sqld
+    semconv: bool,
+    openai_api: FakeOpenAIAPI,
+    traced: Traced,
+    finished: InMemorySpanExporter,
+    monkeypatch: pytest.MonkeyPatch,
+    spool: Path,
+    sqld: Sqld,
 ) -> None:
     from langchain.agents import create_agent
     from langchain_core.tools import tool
@@ -233,6 +332,7 @@ def test_openinference_langchain(
         """The weather in a city."""
         return WEATHER_RESULT
 
+    check_spans = openinference_genai(semconv, monkeypatch, finished)
     instrumentor = LangChainInstrumentor()
     instrumentor.instrument(tracer_provider=traced.tracer_provider)
     try:
@@ -245,6 +345,7 @@ def test_openinference_langchain(
         agent.invoke({"messages": [("user", WEATHER_QUESTION)]})
     finally:
         instrumentor.uninstrument()
+    check_spans()
     traced.land(spool, sqld)
     assert traced.processor.unmapped == 0
     assert_weather_session(sqld)
