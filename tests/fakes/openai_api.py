@@ -3,12 +3,12 @@ and not, for driving the real OpenAI-compatible libraries offline (the openai cl
 the OpenAI Agents SDK, langchain-openai, and the instrumentations that wrap them).
 
 A client sends the whole conversation on every call. A test scripts the model's turns
-per conversation, as tests/fakes/anthropic_api.py does: a route is a queue of turns
-picked by a substring of the conversation's first user message (the route with no
-substring answers the rest); a route whose turns are used up gives way to the next
-route that matches, so a test may script one conversation after another. Every request is recorded. A request with no turn left
-gets a plain text answer and is listed in ``unscripted`` (a test asserts it is empty),
-never an HTTP error, which a client would retry.
+per conversation (tests/fakes/scripted.py): a route is a queue of turns picked by a
+substring of the conversation's first user message (the route with no substring answers
+the rest); here a route whose turns are used up gives way to the next route that
+matches, so a test may script one conversation after another. Every POST is recorded.
+A request with no turn left gets a plain text answer and is listed in ``unscripted`` (a
+test asserts it is empty), never an HTTP error, which a client would retry.
 
 Both APIs answer the same ``Turn`` (text and/or function calls, usage, model), each in
 its own shape: ``/v1/chat/completions`` as a ``chat.completion`` or its
@@ -24,16 +24,14 @@ the internet (an exporter, a download) is caught, not tolerated.
 from __future__ import annotations
 
 import ipaddress
-import itertools
 import json
 import socket
-import threading
-from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from tests.fakes.scripted import RecordedRequest, ScriptedAPI, ScriptedHandler, halves
 
 FALLBACK_MODEL = "gpt-fake-1"  # for a request that names no model
 
@@ -74,14 +72,9 @@ def calls(*requested: FunctionCall, **fields: Any) -> Turn:
 
 
 @dataclass
-class Request:
-    """One request the fake got (the API key header is never kept)."""
-
-    method: str
-    path: str
-    headers: dict[str, str]
-    body: Any
-    route: str | None = None  # the route that answered it ("" = the default one)
+class Request(RecordedRequest):
+    """One request the fake got (the API key header is never kept; ``path`` without
+    the query)."""
 
     @property
     def stream(self) -> bool:
@@ -130,103 +123,19 @@ def loopback_only() -> Iterator[list[Any]]:
         socket.socket.connect = connect  # type: ignore[method-assign]
 
 
-class FakeOpenAIAPI:
-    """The server. ``script(turns, when=None)`` adds a route; ``url`` is its base URL
-    (``…/v1``, what ``OpenAI(base_url=...)`` and ``OPENAI_BASE_URL`` take)."""
-
-    def __init__(self, sock: socket.socket | None = None) -> None:
-        """Serve on ``sock`` (a listening socket, e.g. made inside a network namespace),
-        else on a free 127.0.0.1 port."""
-        self._routes: list[tuple[str, deque[Turn]]] = []
-        self._lock = threading.Lock()
-        self._ids = itertools.count(1)
-        self.requests: list[Request] = []
-        self.unscripted: list[Request] = []
-        self._server = _Server(("127.0.0.1", 0), _Handler, bind_and_activate=sock is None)
-        if sock is not None:
-            self._server.socket.close()
-            self._server.socket = sock
-            self._server.server_address = sock.getsockname()
-        self._server.api = self
-        self.port = int(self._server.server_address[1])
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        self._thread.start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1"
-
-    def script(self, turns: list[Turn], when: str | None = None) -> None:
-        """Answer a conversation whose first user message contains ``when`` (any other
-        conversation when None) with ``turns``, one per request, in order, once the
-        routes added before it that match are used up."""
-        with self._lock:
-            self._routes.append((when or "", deque(turns)))
-
-    def remaining(self) -> dict[str, int]:
-        with self._lock:
-            return {when: len(turns) for when, turns in self._routes if turns}
-
-    def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(10)
-
-    def __enter__(self) -> FakeOpenAIAPI:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def _next_turn(self, request: Request) -> Turn | None:
-        first = first_user_text(request.body)
-        with self._lock:
-            self.requests.append(request)
-            ordered = [r for r in self._routes if r[0]] + [r for r in self._routes if not r[0]]
-            for when, turns in ordered:  # a route used up gives way to the next one
-                if when in first and turns:
-                    request.route = when
-                    return turns.popleft()
-            self.unscripted.append(request)
-            return None
-
-    def new_id(self, prefix: str) -> str:
-        return f"{prefix}_fake{next(self._ids):06d}"
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    api: FakeOpenAIAPI
-
-
-class _Handler(BaseHTTPRequestHandler):
-    server: _Server
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet tests
-        pass
+class _Handler(ScriptedHandler["FakeOpenAIAPI"]):
+    request_id_header = "x-request-id"
 
     def do_GET(self) -> None:
         self._json(404, {"error": {"type": "not_found", "message": self.path}})
 
     def do_POST(self) -> None:
-        length = int(self.headers.get("content-length") or 0)
-        raw = self.rfile.read(length) if length else b""
-        try:
-            body = json.loads(raw) if raw else None
-        except ValueError:
-            body = None
+        body = self._json_body()
         path = self.path.split("?")[0]
-        headers = {
-            k.lower(): v
-            for k, v in self.headers.items()
-            if k.lower() not in ("authorization", "api-key")
-        }
-        request = Request(self.command, path, headers, body)
-        api = self.server.api
+        request = Request(self.command, path, self._kept_headers(), body)
+        api = self.api
         if path not in ("/v1/chat/completions", "/v1/responses"):
-            with api._lock:
-                api.requests.append(request)
+            api._record(request)
             self._json(404, {"error": {"type": "not_found", "message": path}})
             return
         scripted = api._next_turn(request)
@@ -249,33 +158,29 @@ class _Handler(BaseHTTPRequestHandler):
             else:
                 self._json(200, responses.response("completed"))
 
-    def _json(self, status: int, value: Any) -> None:
-        data = json.dumps(value).encode()
-        self.send_response(status)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(data)))
-        self.send_header("x-request-id", self.server.api.new_id("req"))
-        self.end_headers()
-        self.wfile.write(data)
-
     def _sse(self, events: list[tuple[str | None, dict[str, Any]]], *, done: bool) -> None:
-        self.send_response(200)
-        self.send_header("content-type", "text/event-stream")
-        self.send_header("cache-control", "no-cache")
-        self.send_header("x-request-id", self.server.api.new_id("req"))
-        self.send_header("connection", "close")
-        self.end_headers()
-        self.close_connection = True
+        self._start_event_stream()
         try:
             for name, data in events:
-                head = f"event: {name}\n" if name else ""
-                self.wfile.write(f"{head}data: {json.dumps(data)}\n\n".encode())
-                self.wfile.flush()
+                self._event(data, name)
             if done:
-                self.wfile.write(b"data: [DONE]\n\n")
-                self.wfile.flush()
+                self._done()
         except (BrokenPipeError, ConnectionResetError):
             pass  # the client is gone
+
+
+class FakeOpenAIAPI(ScriptedAPI[Turn, Request]):
+    """The server (tests/fakes/scripted.py): ``script(turns, when=None)`` adds a route,
+    ``url`` is its base URL (``…/v1``, what ``OpenAI(base_url=...)`` and
+    ``OPENAI_BASE_URL`` take). A route whose turns are used up gives way to the next
+    route that matches, so a test may script one conversation after another."""
+
+    handler = _Handler
+    url_path = "/v1"
+    used_up_route_gives_way = True
+
+    def _first_user_text(self, body: Any) -> str:
+        return first_user_text(body)  # either API's shape
 
 
 @dataclass
@@ -415,6 +320,5 @@ class _Responses:
 
 
 def _halves(value: str) -> list[str]:
-    """A value streamed as two deltas (one when it is too short to split)."""
-    middle = len(value) // 2
-    return [value[:middle], value[middle:]] if middle else ([value] if value else [])
+    """``halves``, but nothing for an empty value: no empty delta is streamed."""
+    return halves(value) if value else []

@@ -23,18 +23,20 @@ mid-stream; ``stalled`` is set when that point is reached.
 
 from __future__ import annotations
 
-import itertools
 import json
-import socket
-import threading
 import time
-from collections import deque
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from tests.fakes.scripted import (
+    RecordedRequest,
+    ScriptedAPI,
+    ScriptedHandler,
+    first_user_text,
+    halves,
+)
+
 FALLBACK_MODEL = "fake-model"  # for a request that names no model
-STALL_LIMIT_S = 300.0  # a stalled response never outlives a test by more than this
 TITLE = "A scripted session"
 
 
@@ -75,14 +77,9 @@ def turn(*parts: dict[str, Any], **fields: Any) -> Turn:
 
 
 @dataclass
-class Request:
+class Request(RecordedRequest):
     """One request the fake got (the authorization header is never kept)."""
 
-    method: str
-    path: str
-    headers: dict[str, str]
-    body: Any
-    route: str | None = None  # the route that answered it ("" = the main conversation)
     title: bool = False  # a title request (no tools), answered with TITLE
     tool_call_ids: list[str] = field(default_factory=list)
 
@@ -96,142 +93,16 @@ class Request:
         return self.headers.get("x-session-id")
 
 
-def first_user_text(body: Any) -> str:
-    """The text of a request's first user message (every text part of it)."""
-    messages = body.get("messages") if isinstance(body, dict) else None
-    for message in messages or []:
-        if message.get("role") != "user":
-            continue
-        content = message.get("content")
-        if isinstance(content, str):
-            return content
-        return "\n".join(
-            p.get("text", "")
-            for p in content or []
-            if isinstance(p, dict) and p.get("type") == "text"
-        )
-    return ""
-
-
-class FakeOpenAIChat:
-    """The server. ``script(turns, when=None)`` adds a route; ``url`` is its base URL
-    (``…/v1`` is what a client's ``baseURL`` takes)."""
-
-    def __init__(self, sock: socket.socket | None = None) -> None:
-        """Serve on ``sock`` (a listening socket, e.g. made inside a network namespace),
-        else on a free 127.0.0.1 port."""
-        self._routes: list[tuple[str, deque[Turn]]] = []
-        self._lock = threading.Lock()
-        self._ids = itertools.count(1)
-        self.requests: list[Request] = []
-        self.unscripted: list[Request] = []
-        self.stalled = threading.Event()
-        self._released = threading.Event()
-        self._closing = threading.Event()
-        self._server = _Server(("127.0.0.1", 0), _Handler, bind_and_activate=sock is None)
-        if sock is not None:
-            self._server.socket.close()
-            self._server.socket = sock
-            self._server.server_address = sock.getsockname()
-        self._server.api = self
-        self.port = int(self._server.server_address[1])
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        self._thread.start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1"
-
-    def script(self, turns: list[Turn], when: str | None = None) -> None:
-        """Answer a conversation whose first user message contains ``when`` (the main
-        conversation when None) with ``turns``, one per request, in order."""
-        with self._lock:
-            self._routes.append((when or "", deque(turns)))
-
-    def release(self) -> None:
-        """Let stalled responses finish."""
-        self._released.set()
-
-    def completions(self, route: str | None = None) -> list[Request]:
-        """The model requests (title requests left out), optionally only a route's."""
-        with self._lock:
-            found = [
-                r for r in self.requests if r.path.endswith("/chat/completions") and not r.title
-            ]
-        return found if route is None else [r for r in found if r.route == route]
-
-    def remaining(self) -> dict[str, int]:
-        with self._lock:
-            return {when: len(turns) for when, turns in self._routes if turns}
-
-    def close(self) -> None:
-        self._closing.set()
-        self._released.set()
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(10)
-
-    def __enter__(self) -> FakeOpenAIChat:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    # ---- answering -----------------------------------------------------------------
-
-    def _next_turn(self, request: Request) -> Turn | None:
-        first = request.first_user_text
-        with self._lock:
-            self.requests.append(request)
-            # Routes with a substring first, in the order given; the main one last.
-            ordered = [r for r in self._routes if r[0]] + [r for r in self._routes if not r[0]]
-            for when, turns in ordered:
-                if when in first:
-                    request.route = when
-                    if turns:
-                        return turns.popleft()
-                    break
-            self.unscripted.append(request)
-            return None
-
-    def _record(self, request: Request) -> None:
-        with self._lock:
-            self.requests.append(request)
-
-    def _new_id(self, prefix: str) -> str:
-        return f"{prefix}_fake{next(self._ids):06d}"
-
-    def _wait_released(self) -> None:
-        self.stalled.set()
-        self._released.wait(STALL_LIMIT_S)
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    api: FakeOpenAIChat
-
-
-class _Handler(BaseHTTPRequestHandler):
-    server: _Server
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet tests
-        pass
-
+class _Handler(ScriptedHandler["FakeOpenAIChat"]):
     def do_GET(self) -> None:
-        self.server.api._record(self._request(None))
+        self.api._record(self._request(None))
         self._json(404, {"error": {"message": f"no {self.path} here", "type": "not_found"}})
 
     do_HEAD = do_GET
 
     def do_POST(self) -> None:
-        length = int(self.headers.get("content-length") or 0)
-        raw = self.rfile.read(length) if length else b""
-        try:
-            body = json.loads(raw) if raw else None
-        except ValueError:
-            body = None
-        api = self.server.api
+        body = self._json_body()
+        api = self.api
         request = self._request(body)
         if not self.path.split("?")[0].endswith("/chat/completions"):
             api._record(request)
@@ -248,48 +119,28 @@ class _Handler(BaseHTTPRequestHandler):
         parts = [dict(p) for p in scripted.parts]
         for part in parts:
             if part["type"] == "tool_call" and not part.get("id"):
-                part["id"] = api._new_id("call")
+                part["id"] = api.new_id("call")
         request.tool_call_ids = [p["id"] for p in parts if p["type"] == "tool_call"]
         asked = body.get("model") if isinstance(body, dict) else None
         model = asked if isinstance(asked, str) else FALLBACK_MODEL
-        response_id = api._new_id("chatcmpl")
+        response_id = api.new_id("chatcmpl")
         if isinstance(body, dict) and body.get("stream"):
             self._stream(response_id, model, scripted, parts)
         else:
             self._json(200, _completion(response_id, model, scripted, parts))
 
     def _request(self, body: Any) -> Request:
-        headers = {
-            k.lower(): v
-            for k, v in self.headers.items()
-            if k.lower() not in ("authorization", "api-key")
-        }
-        return Request(self.command, self.path, headers, body)
-
-    def _json(self, status: int, value: Any) -> None:
-        data = json.dumps(value).encode()
-        self.send_response(status)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        return Request(self.command, self.path, self._kept_headers(), body)
 
     def _stream(
         self, response_id: str, model: str, scripted: Turn, parts: list[dict[str, Any]]
     ) -> None:
-        self.send_response(200)
-        self.send_header("content-type", "text/event-stream")
-        self.send_header("cache-control", "no-cache")
-        self.send_header("connection", "close")
-        self.end_headers()
-        self.close_connection = True
+        self._start_event_stream()
         created = int(time.time())
 
         def chunk(choices: list[dict[str, Any]], **extra: Any) -> None:
-            data = {"id": response_id, "object": "chat.completion.chunk", "created": created,
-                    "model": model, "choices": choices, **extra}  # fmt: skip
-            self.wfile.write(f"data: {json.dumps(data)}\n\n".encode())
-            self.wfile.flush()
+            self._event({"id": response_id, "object": "chat.completion.chunk", "created": created,
+                         "model": model, "choices": choices, **extra})  # fmt: skip
 
         def delta(value: dict[str, Any], finish: str | None = None) -> None:
             chunk([{"index": 0, "delta": value, "finish_reason": finish}])
@@ -299,27 +150,40 @@ class _Handler(BaseHTTPRequestHandler):
             calls = 0
             for part in parts:
                 if part["type"] == "text":
-                    for piece in _halves(part["text"]):
+                    for piece in halves(part["text"]):
                         delta({"content": piece})
                 elif part["type"] == "tool_call":
                     index, calls = calls, calls + 1
                     head = {"index": index, "id": part["id"], "type": "function",
                             "function": {"name": part["name"], "arguments": ""}}  # fmt: skip
                     delta({"tool_calls": [head]})
-                    for piece in _halves(json.dumps(part["arguments"])):
+                    for piece in halves(json.dumps(part["arguments"])):
                         delta({"tool_calls": [{"index": index, "function": {"arguments": piece}}]})
                 else:
                     raise ValueError(f"unknown part type {part['type']!r}")
-            if scripted.stall:
-                self.server.api._wait_released()
-                if self.server.api._closing.is_set():
-                    return
+            if scripted.stall and not self._stall():
+                return
             delta({}, finish=scripted.finish_reason)
             chunk([], usage=scripted.usage())
-            self.wfile.write(b"data: [DONE]\n\n")
-            self.wfile.flush()
+            self._done()
         except (BrokenPipeError, ConnectionResetError):
             pass  # the client is gone (killed mid-stream)
+
+
+class FakeOpenAIChat(ScriptedAPI[Turn, Request]):
+    """The server (tests/fakes/scripted.py): ``script(turns, when=None)`` adds a route,
+    ``url`` is its base URL (``…/v1`` is what a client's ``baseURL`` takes)."""
+
+    handler = _Handler
+    url_path = "/v1"
+
+    def completions(self, route: str | None = None) -> list[Request]:
+        """The model requests (title requests left out), optionally only a route's."""
+        with self._lock:
+            found = [
+                r for r in self.requests if r.path.endswith("/chat/completions") and not r.title
+            ]
+        return found if route is None else [r for r in found if r.route == route]
 
 
 def _completion(
@@ -346,9 +210,3 @@ def _completion(
         "choices": [{"index": 0, "message": message, "finish_reason": scripted.finish_reason}],
         "usage": scripted.usage(),
     }
-
-
-def _halves(value: str) -> list[str]:
-    """A value streamed as two deltas (one when it is too short to split)."""
-    middle = len(value) // 2
-    return [value[:middle], value[middle:]] if middle else [value]
