@@ -20,7 +20,6 @@ import fcntl
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -30,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tests.helpers import communicate_or_fail, sigkill
 from tests.netns import LoopbackNamespace
 
 VERSION = "2.1.332"
@@ -174,14 +174,7 @@ class ClaudeProcess:
         return self.proc.pid
 
     def wait(self, timeout: float = RUN_TIMEOUT_S) -> ClaudeRun:
-        try:
-            out, err = self.proc.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            out, err = self.proc.communicate(timeout=10)
-            raise AssertionError(
-                f"claude did not finish within {timeout}s:\n{out}\n{err}"
-            ) from None
+        out, err = communicate_or_fail(self.proc, timeout, "claude")
         try:
             result = json.loads(out)
         except ValueError:
@@ -192,9 +185,7 @@ class ClaudeProcess:
 
     def kill(self) -> None:
         """SIGKILL, as an OOM killer or a closed terminal's ``kill -9`` would."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(timeout=30)
+        sigkill(self.proc)
 
     def transcripts(self) -> list[Path]:
         """The main transcripts written so far (the session id is unknown before the result)."""

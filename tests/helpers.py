@@ -78,6 +78,24 @@ def stop_process(proc: subprocess.Popen[Any], timeout: float = 20) -> tuple[str,
     return out or "", err or ""
 
 
+def communicate_or_fail(proc: subprocess.Popen[str], timeout: float, name: str) -> tuple[str, str]:
+    """Wait (bounded) for ``proc`` to exit; return (stdout, stderr). When it does not
+    exit in time, SIGKILL it and fail the test with what it wrote."""
+    try:
+        return proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        sigkill(proc)
+        out, err = proc.communicate(timeout=10)
+        raise AssertionError(f"{name} did not finish within {timeout}s:\n{out}\n{err}") from None
+
+
+def sigkill(proc: subprocess.Popen[Any]) -> None:
+    """SIGKILL ``proc`` unless it has exited, and reap it."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+
+
 def run_python(code: str, spool: Path, timeout: float = 120, **popen: Any) -> subprocess.Popen[str]:
     """Start a producer process running ``code`` (``SPOOL`` is the spool path)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AGENTSPOOL_", "TURSO_"))}

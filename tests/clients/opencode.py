@@ -20,7 +20,6 @@ namespace (tests/netns.py), with ``PWD`` set (OpenCode takes its project from it
 from __future__ import annotations
 
 import json
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -29,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.clients.npm import installed
+from tests.helpers import communicate_or_fail, sigkill
 from tests.netns import LoopbackNamespace
 
 VERSION = "1.18.33"
@@ -79,22 +79,13 @@ class OpenCodeProcess:
         return self.proc.pid
 
     def wait(self, timeout: float = RUN_TIMEOUT_S) -> OpenCodeRun:
-        try:
-            out, err = self.proc.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            out, err = self.proc.communicate(timeout=10)
-            raise AssertionError(
-                f"opencode did not finish within {timeout}s:\n{out}\n{err}"
-            ) from None
+        out, err = communicate_or_fail(self.proc, timeout, "opencode")
         return OpenCodeRun(self.proc.returncode, out, err)
 
     def kill(self) -> None:
         """SIGKILL, as an OOM killer or a CI job's timeout would: nsenter execs the
         client, so this pid is OpenCode's own."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(timeout=30)
+        sigkill(self.proc)
 
 
 class OpenCodeHome:
