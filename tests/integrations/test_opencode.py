@@ -28,12 +28,8 @@ def opencode_bin() -> Path:
     return opencode_binary()
 
 
-@pytest.fixture
-def loopback() -> Iterator[LoopbackNamespace]:
-    with LoopbackNamespace() as namespace:
-        yield namespace
-
-
+# ``loopback`` comes from conftest.py; this ``fake_api`` (OpenAI chat completions, what
+# OpenCode calls) stands in for conftest's Anthropic one.
 @pytest.fixture
 def fake_api(loopback: LoopbackNamespace) -> Iterator[FakeOpenAIChat]:
     with FakeOpenAIChat(loopback.listen()) as api:
