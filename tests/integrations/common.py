@@ -120,6 +120,11 @@ WEATHER_MODEL = "gpt-fake"
 WEATHER_USAGE = ((50, 7, 10), (80, 9, 0))
 
 
+def get_weather(city: str) -> str:
+    """The weather in a city."""
+    return WEATHER_RESULT  # each library's tool decorator wraps this one function
+
+
 def script_weather(api: Any, when: str | None = None) -> None:
     """The model asks for get_weather(city="Paris"), then answers."""
     from tests.fakes.openai_api import answer, call, calls
@@ -177,4 +182,21 @@ def assert_weather_session(
     assert tool["output"] == WEATHER_RESULT, tool
     assert tool["error"] is None and tool["started_at"] <= tool["ended_at"], tool
     assert tool["duration_ms"] is not None and tool["duration_ms"] >= 0, tool
+    return session
+
+
+def land_weather_session(
+    integration: Any, api: Any, spool: Path, sqld: Sqld, source: str
+) -> dict[str, Any]:
+    """The weather conversation, run to its end (``api`` has no turn left over and got
+    no unscripted request), handed to the spool by ``integration`` (a callback handler
+    or trace processor: its ``spool``, ``errors``, ``unmapped``) with nothing lost, lands
+    in sqld as the one weather session of the agent "weather-bot" from ``source``."""
+    assert api.unscripted == [] and api.remaining() == {}
+    assert integration.spool.flush(10)
+    assert (integration.errors, integration.unmapped) == (0, 0)
+    burst(spool, sqld)
+    session = assert_weather_session(sqld)
+    assert session["agent"] == "weather-bot"
+    assert session["metadata"]["source"] == source
     return session

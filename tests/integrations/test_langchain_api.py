@@ -21,6 +21,7 @@ from langchain_openai import ChatOpenAI
 from agentspool import Spool
 from agentspool.integrations.langchain import SpoolCallbackHandler
 from tests.fakes.openai_api import FakeOpenAIAPI
+from tests.integrations import common
 from tests.integrations.common import (
     WEATHER_ANSWER,
     WEATHER_MODEL,
@@ -28,16 +29,13 @@ from tests.integrations.common import (
     WEATHER_RESULT,
     assert_weather_session,
     burst,
+    land_weather_session,
     script_weather,
     sessions,
 )
 from tests.sqld import Sqld
 
-
-@tool
-def get_weather(city: str) -> str:
-    """The weather in a city."""
-    return WEATHER_RESULT
+get_weather = tool(common.get_weather)
 
 
 @pytest.fixture
@@ -63,13 +61,7 @@ def chat_model(api: FakeOpenAIAPI, responses: bool, streamed: bool) -> ChatOpenA
 
 
 def land(handler: SpoolCallbackHandler, api: FakeOpenAIAPI, spool: Path, sqld: Sqld) -> None:
-    assert api.unscripted == [] and api.remaining() == {}
-    assert handler.spool.flush(10)
-    assert (handler.errors, handler.unmapped) == (0, 0)
-    burst(spool, sqld)
-    session = assert_weather_session(sqld)
-    assert session["agent"] == "weather-bot"
-    assert session["metadata"]["source"] == "langchain"
+    land_weather_session(handler, api, spool, sqld, "langchain")
 
 
 @pytest.mark.parametrize("streamed", [False, True], ids=["plain", "streamed"])

@@ -23,24 +23,21 @@ from openai import AsyncOpenAI
 from agentspool import Spool
 from agentspool.integrations.openai_agents import SpoolTracingProcessor
 from tests.fakes.openai_api import FakeOpenAIAPI
+from tests.integrations import common
 from tests.integrations.common import (
     WEATHER_ANSWER,
     WEATHER_MODEL,
     WEATHER_QUESTION,
-    WEATHER_RESULT,
     assert_weather_session,
     burst,
+    land_weather_session,
     messages,
     script_weather,
     sessions,
 )
 from tests.sqld import Sqld
 
-
-@function_tool
-def get_weather(city: str) -> str:
-    """The weather in a city."""
-    return WEATHER_RESULT
+get_weather = function_tool(common.get_weather)
 
 
 @pytest.fixture
@@ -95,14 +92,8 @@ def test_the_weather_conversation_lands_once(
     # A streamed chat completion reports usage only when asked (as the real API does).
     settings = ModelSettings(include_usage=True) if kind == "chat_completions" else ModelSettings()
     assert run(openai_api, kind, streamed, settings) == WEATHER_ANSWER
-    assert openai_api.unscripted == [] and openai_api.remaining() == {}
     assert [r.stream for r in openai_api.requests] == [streamed, streamed]
-    assert processor.spool.flush(10)
-    assert (processor.errors, processor.unmapped) == (0, 0)
-    burst(spool, sqld)
-    session = assert_weather_session(sqld)
-    assert session["agent"] == "weather-bot"
-    assert session["metadata"]["source"] == "openai-agents"
+    land_weather_session(processor, openai_api, spool, sqld, "openai-agents")
 
 
 def test_streamed_chat_without_usage_says_so(

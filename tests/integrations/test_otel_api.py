@@ -29,6 +29,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from agentspool import Spool
 from agentspool.integrations.otel import SpoolSpanProcessor, install
 from tests.fakes.openai_api import FakeOpenAIAPI
+from tests.integrations import common
 from tests.integrations.common import (
     WEATHER_ANSWER,
     WEATHER_MODEL,
@@ -327,10 +328,7 @@ def test_openinference_langchain(
     from langchain_openai import ChatOpenAI
     from openinference.instrumentation.langchain import LangChainInstrumentor
 
-    @tool
-    def get_weather(city: str) -> str:
-        """The weather in a city."""
-        return WEATHER_RESULT
+    get_weather = tool(common.get_weather)
 
     check_spans = openinference_genai(semconv, monkeypatch, finished)
     instrumentor = LangChainInstrumentor()
