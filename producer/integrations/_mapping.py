@@ -5,7 +5,8 @@ model span, a LangChain ``on_chat_model_start``, an OTel ``chat`` span all repea
 history), so an integration that logged what it was given would log the question
 once per turn. ``Transcript`` logs each message once, in order. ``role_of`` maps the
 frameworks' message types onto the roles agentspool stores, ``Usage`` sums token
-counts, and ``SessionLog`` ties them to one session.
+counts, and ``SessionLog`` ties them to one session; ``session_block`` is the body of
+an integration's ``session()`` block.
 
 Standard library only; the integrations import their framework, this never does.
 """
@@ -13,9 +14,12 @@ Standard library only; the integrations import their framework, this never does.
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -312,6 +316,28 @@ class SessionLog:
         if self.usage.calls:
             summary["usage"] = self.usage.as_dict()
         self.session.end(status, error, timeout=timeout, metadata=summary or None)
+
+
+@contextmanager
+def session_block(
+    session: Session, block: ContextVar[SessionLog | None], lock: threading.Lock
+) -> Iterator[SessionLog]:
+    """While open, ``block`` holds ``session``'s log for the caller's thread and task,
+    so every run or trace the integration sees start inside joins it. The session
+    ends ``completed``, or ``error`` when the block raises; ``lock`` is the
+    integration's, which guards its logs against its callbacks."""
+    log = SessionLog(session)
+    token = block.set(log)
+    try:
+        yield log
+    except BaseException as error:
+        with lock:
+            log.end("error", f"{type(error).__name__}: {error}")
+        raise
+    finally:
+        block.reset(token)
+        with lock:
+            log.end("completed")
 
 
 def epoch_of_iso(text: Any) -> float | None:

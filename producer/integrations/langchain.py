@@ -35,7 +35,7 @@ from langchain_core.outputs import LLMResult
 from agentspool.producer import Session, Spool
 
 from ._guard import CallbackGuard
-from ._mapping import Message, SessionLog, ToolCall, Usage, role_of, text_of
+from ._mapping import Message, SessionLog, ToolCall, Usage, role_of, session_block, text_of
 
 __all__ = ["SpoolCallbackHandler"]
 
@@ -93,18 +93,8 @@ class SpoolCallbackHandler(BaseCallbackHandler):
         session = self.spool.session(
             agent or self.agent or "langchain", session_id=session_id, metadata=session_metadata
         )
-        log = SessionLog(session)
-        token = self._block.set(log)
-        try:
+        with session_block(session, self._block, self._lock):
             yield session
-        except BaseException as error:
-            with self._lock:
-                log.end("error", f"{type(error).__name__}: {error}")
-            raise
-        finally:
-            self._block.reset(token)
-            with self._lock:
-                log.end("completed")
 
     # ---- runs ---------------------------------------------------------------
     # LangChain passes every start callback the run's id, its parent's id, its tags,

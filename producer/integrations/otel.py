@@ -44,7 +44,7 @@ from agentspool.producer import Session, Spool
 
 from . import _openinference as openinference
 from ._guard import CallbackGuard
-from ._mapping import SessionLog, Usage, arguments_of
+from ._mapping import SessionLog, Usage, arguments_of, session_block
 from ._otel_genai import has_content, model_messages
 
 __all__ = ["SpoolLogRecordProcessor", "SpoolSpanProcessor", "install"]
@@ -122,18 +122,8 @@ class SpoolSpanProcessor(SpanProcessor):
             session_id=session_id,
             metadata={"source": SOURCE, **(metadata or {})},
         )
-        log = SessionLog(session)
-        token = self._block.set(log)
-        try:
+        with session_block(session, self._block, self._lock):
             yield session
-        except BaseException as error:
-            with self._lock:
-                log.end("error", f"{type(error).__name__}: {error}")
-            raise
-        finally:
-            self._block.reset(token)
-            with self._lock:
-                log.end("completed")
 
     # ---- the SDK's interface (each call guarded) --------------------------
 
