@@ -116,7 +116,7 @@ def loopback_only() -> Iterator[list[Any]]:
                 raise ConnectionRefusedError(f"the tests stay offline: {address!r}")
         connect(sock, address)
 
-    socket.socket.connect = guarded  # type: ignore[method-assign]
+    socket.socket.connect = guarded  # type: ignore[method-assign, assignment]
     try:
         yield refused
     finally:

@@ -81,7 +81,9 @@ def test_chat_completions_streamed(include_usage: bool, api: FakeOpenAIAPI, clie
     with_usage = [c for c in chunks if c.usage is not None]
     if include_usage:  # one last chunk, with no choices, as the real API sends it
         assert with_usage == [chunks[-1]] and chunks[-1].choices == []
-        assert (with_usage[0].usage.prompt_tokens, with_usage[0].usage.completion_tokens) == (  # type: ignore[union-attr]
+        usage = with_usage[0].usage
+        assert usage is not None
+        assert (usage.prompt_tokens, usage.completion_tokens) == (
             7, 3
         )  # fmt: skip
     else:
@@ -110,7 +112,8 @@ def test_responses(api: FakeOpenAIAPI, client: OpenAI) -> None:
     script_two(api)
     first = client.responses.create(model="gpt-asked", input=ask("hi"))
     assert first.status == "completed" and first.model == "gpt-asked"
-    made = [(item.call_id, item.name, json.loads(item.arguments)) for item in first.output]  # type: ignore[union-attr]
+    made = [(item.call_id, item.name, json.loads(item.arguments))  # type: ignore[union-attr, arg-type]
+            for item in first.output]  # fmt: skip
     assert made[0] == ("call_1", "get_weather", {"city": "Paris"})
     assert made[1][1:] == ("get_time", {})
     assert first.usage is not None and (first.usage.input_tokens, first.usage.output_tokens) == (
