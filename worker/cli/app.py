@@ -40,6 +40,7 @@ from agentspool.worker.cli.options import (
     spool_option,
     spool_or_group_default,
 )
+from agentspool.worker.cli.terminal import visible
 from agentspool.worker.cli.ui import ui
 from agentspool.worker.cli.verify import verify
 from agentspool.worker.daemon.control import retry_now
@@ -204,8 +205,10 @@ def status(spool_dir: Path | None, as_json: bool, check: bool, max_age: float) -
         extra = f", {p.dropped} dropped by producer" if p.dropped else ""
         extra += f", error: {p.error}" if p.error else ""
         click.echo(
-            f"  {p.producer_id}  [{alive}]  ready {p.ready}, unacked {p.unacked},"
-            f" acked {p.acked}, dead {p.dead}{extra}"
+            visible(
+                f"  {p.producer_id}  [{alive}]  ready {p.ready}, unacked {p.unacked},"
+                f" acked {p.acked}, dead {p.dead}{extra}"
+            )
         )
     s = report.sessions
     click.echo(
@@ -220,7 +223,7 @@ def status(spool_dir: Path | None, as_json: bool, check: bool, max_age: float) -
             fg="red"))  # fmt: skip
     if report.last_sync_error:
         e = report.last_sync_error
-        click.echo(f"last sync error  {e['session_id']}: {e['error']}")
+        click.echo(visible(f"last sync error  {e['session_id']}: {e['error']}"))
     age = health.oldest_pending_age_s
     click.echo(f"oldest waiting  {'-' if age is None else f'{age:.1f}s'}")
     if health.healthy:
@@ -228,7 +231,7 @@ def status(spool_dir: Path | None, as_json: bool, check: bool, max_age: float) -
     else:
         click.echo(click.style(f"health  {len(health.problems)} problem(s)", fg="red"))
         for problem in health.problems:
-            click.echo(f"  - {problem}")
+            click.echo(f"  - {visible(problem)}")
     if check and not health.healthy:
         sys.exit(EXIT_ERROR)
 

@@ -59,7 +59,8 @@ def queue_ls(spool_dir: Path | None, as_json: bool) -> None:
     if not queues:
         click.echo(f"no producer queue files in {settings.spool_dir}")
         return
-    width = max(len(q.producer_id) for q in queues)
+    names = {q.producer_id: visible(q.producer_id) for q in queues}  # a file name: shown
+    width = max(len(name) for name in names.values())
     click.echo(
         f"{'PRODUCER':<{width}}  {'PID':>7}  {'STATE':<6}  {'READY':>6}  {'UNACKED':>7}"
         f"  {'ACKED':>6}  {'DEAD':>5}  {'DROPPED':>7}  OLDEST WAITING"
@@ -72,11 +73,11 @@ def queue_ls(spool_dir: Path | None, as_json: bool) -> None:
             state = "shared"
         oldest = "-" if q.oldest_pending_age_s is None else f"{q.oldest_pending_age_s:.1f}s"
         click.echo(
-            f"{q.producer_id:<{width}}  {_pid(q):>7}  {state:<6}"
+            f"{names[q.producer_id]:<{width}}  {_pid(q):>7}  {state:<6}"
             f"  {q.ready:>6}  {q.unacked:>7}  {q.acked:>6}  {q.dead:>5}  {q.dropped:>7}  {oldest}"
         )
         if q.error:
-            click.echo(click.style(f"  cannot read: {q.error}", fg="red"))
+            click.echo(click.style(f"  cannot read: {visible(q.error)}", fg="red"))
 
 
 def _pid(q: QueueSummary) -> str:
