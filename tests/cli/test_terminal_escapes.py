@@ -108,12 +108,12 @@ def test_terminal_escapes_in_agent_text_are_shown_not_obeyed(spool: Path) -> Non
 
 def test_status_and_queue_ls_show_a_hostile_queue_name_as_text(spool: Path) -> None:
     """A queue directory's name is whatever a producer (or anyone who can write the
-    spool) made it: `queue ls` and `status` print it, and its error, escaped."""
+    spool) made it: `queue ls`, `status` and `verify` print it, and its error, escaped."""
     env = worker_env(spool, TERM="xterm")
     hostile = spool / "queues" / ("evil" + TITLE + WIPE)
     hostile.mkdir(parents=True)
     (hostile / "data.db").write_bytes(b"not a database" + CLIPBOARD.encode())
-    for args in ([AGENTSPOOL, "queue", "ls"], [AGENTSPOOL, "status"]):
+    for args in ([AGENTSPOOL, "queue", "ls"], [AGENTSPOOL, "status"], [AGENTSPOOL, "verify"]):
         out = on_pty(args, env)
         assert_inert(out)
         assert "evil\\x1b]0;pwned\\x07\\x1b[2J\\x1b[H" in out, out

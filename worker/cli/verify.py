@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from agentspool.worker.cli.options import database_errors_explained, settings_from, spool_option
+from agentspool.worker.cli.terminal import visible
 from agentspool.worker.intake.quarantine import list_quarantined
 from agentspool.worker.reports.verify import verify_spool
 
@@ -39,12 +40,13 @@ def verify(spool_dir: Path | None, full: bool, as_json: bool) -> None:
         }
         click.echo(json.dumps(report, indent=2))
     else:
+        # File names and reasons may hold what a producer named a file: shown, not obeyed.
         for check in checks:
-            click.echo(f"{'ok' if check.ok else 'DAMAGED':8} {check.path}")
+            click.echo(f"{'ok' if check.ok else 'DAMAGED':8} {visible(str(check.path))}")
             if check.problem:
-                click.echo(f"         {check.problem}")
+                click.echo(f"         {visible(check.problem)}")
         for q in held:
-            click.echo(f"{'held':8} quarantine/{q.name}: {q.reason}")
+            click.echo(f"{'held':8} quarantine/{visible(q.name)}: {visible(q.reason)}")
         click.echo(
             f"{len(checks)} file(s) checked, {len(damaged)} damaged, {len(held)} quarantined"
         )
