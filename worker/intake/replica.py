@@ -35,6 +35,7 @@ from agentspool.worker.intake.replica_schema import (
     ensure_local_tables as ensure_local_tables,
 )
 from agentspool.worker.readonly import readonly_uri as readonly_uri
+from agentspool.worker.security import refuse_link
 
 ABANDONED_ERROR = "the producer process ended without ending the session"
 # Tool calls still running when their session ends never finish: they are closed.
@@ -113,6 +114,7 @@ class Replica:
     def __init__(self, path: Path) -> None:
         self.path = path
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        refuse_link(path)  # SQLite would follow it
         if not path.exists():
             create_from_template(path)
         self.conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)

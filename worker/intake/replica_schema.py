@@ -119,7 +119,14 @@ def create_from_template(path: Path) -> None:
             conn.close()  # checkpointed: the file alone holds all of it
         os.replace(building, template)
     copying = path.with_name(f".{path.name}.{os.getpid()}.new")
-    shutil.copyfile(template, copying)
+    # Neither end may be a link (a spool's files are its own; see worker/security.py).
+    source = os.open(template, os.O_RDONLY | os.O_NOFOLLOW)
+    try:
+        target = os.open(copying, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(source, "rb", closefd=False) as src, os.fdopen(target, "wb") as dst:
+            shutil.copyfileobj(src, dst)
+    finally:
+        os.close(source)
     os.replace(copying, path)
 
 
