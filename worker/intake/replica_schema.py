@@ -5,6 +5,7 @@ the template new replicas are copied from (page size, indexes, journal mode).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
@@ -120,11 +121,19 @@ def create_from_template(path: Path) -> None:
         os.replace(building, template)
     copying = path.with_name(f".{path.name}.{os.getpid()}.new")
     # Neither end may be a link (a spool's files are its own; see worker/security.py).
+    # A copy cut short (a full disk) is removed, so that the next attempt starts anew.
     source = os.open(template, os.O_RDONLY | os.O_NOFOLLOW)
     try:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(copying)
         target = os.open(copying, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-        with os.fdopen(source, "rb", closefd=False) as src, os.fdopen(target, "wb") as dst:
-            shutil.copyfileobj(src, dst)
+        try:
+            with os.fdopen(source, "rb", closefd=False) as src, os.fdopen(target, "wb") as dst:
+                shutil.copyfileobj(src, dst)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(copying)
+            raise
     finally:
         os.close(source)
     os.replace(copying, path)
