@@ -16,6 +16,12 @@ loopback connection's request to the first byte of the response, for
   transcript so it never delays it).
 
 Then the server's RSS (VmRSS and VmHWM) after serving all of them.
+
+Row 18 (issue 26): a spool of 5,000 two-event sessions (built with ``Replica.apply``
+and indexed with ``StateStore.record_drained``, as the drain does; each replica
+closed, as the drain closes an ended session's): a replica's size per session, the
+first ``/api/sessions`` of a new server, and that the server created or changed no
+file in the spool.
 """
 
 from __future__ import annotations
@@ -113,7 +119,99 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def build_many(spool: Path, sessions: int) -> None:
+    from agentspool.worker.intake.replica import Replica, replica_path
+    from agentspool.worker.state import StateStore
+
+    store = StateStore(spool)
+    t0 = time.time() - sessions
+    try:
+        for n in range(sessions):
+            sid = f"small-{n:05d}"
+            replica = Replica(replica_path(spool, sid))
+            common = {"session_id": sid, "producer_id": "bench"}
+            replica.apply(
+                [
+                    {"type": "session_start", "seq": 1, "pseq": 1, "ts": t0 + n, "agent": "bench",
+                     "metadata": {"cwd": "/w"}, **common},
+                    {"type": "session_end", "seq": 2, "pseq": 2, "ts": t0 + n + 0.5,
+                     "status": "completed", **common},
+                ]
+            )  # fmt: skip
+            summary = replica.summary(sid)
+            replica.close()
+            assert summary is not None
+            store.record_drained(
+                session_id=sid, replica=replica.path.name, agent=summary.agent,
+                status=summary.status, producer_id=summary.producer_id,
+                event_count=summary.event_count, max_seq=summary.max_seq,
+                last_event_at=None, now=time.time(), started_at=summary.started_at,
+            )  # fmt: skip
+    finally:
+        store.close()
+
+
+def spool_files(spool: Path) -> dict[str, tuple[int, int]]:
+    return {
+        str(p.relative_to(spool)): (p.stat().st_size, p.stat().st_mtime_ns)
+        for p in spool.rglob("*")
+        if p.is_file()
+    }
+
+
+def run_many(cfg: Config) -> list[Row]:
+    sessions = cfg.size(5_000, 200)
+    spool = cfg.workdir("ui-many-spool")
+    started = time.monotonic()
+    build_many(spool, sessions)
+    build_s = time.monotonic() - started
+    replicas = [p for p in (spool / "replicas").glob("*.db")]
+    per_session = sum(p.stat().st_size for p in replicas) / len(replicas)
+    before = spool_files(spool)
+    port = free_port()
+    proc = popen(
+        [AGENTSPOOL_CLI, "ui", "--spool", str(spool), "--port", str(port)],
+        env=clean_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+
+        def answers() -> bool:
+            try:
+                ttfb_ms(port, "/api/info")
+                return True
+            except OSError:
+                return False
+
+        wait_until(answers, 30, "agentspool ui to answer", interval=0.05)
+        first = ttfb_ms(port, "/api/sessions")
+        again = ttfb_ms(port, "/api/sessions")
+        listed = body(port, "/api/sessions")["total"]
+    finally:
+        stop(proc)
+    after = spool_files(spool)
+    changed = sorted(set(after.items()) ^ set(before.items()))
+    if listed != sessions or changed:
+        raise AssertionError(f"ui: listed {listed} of {sessions}; files changed: {changed[:5]}")
+    return [
+        Row(GROUP, "ui.small_replica_kib", "18. a closed two-event session's replica",
+            per_session / 1024, "KiB", target=16.0,
+            note=f"{sessions:,} sessions: {per_session * sessions / 1e6:.0f} MB in all, built "
+            f"in {build_s:.1f} s; 512-byte pages, the primary keys only (docs/RELIABILITY.md)"),
+        Row(GROUP, "ui.first_list_many_ms",
+            f"18. ui: the first /api/sessions over {sessions:,} sessions, time to first byte",
+            first, "ms", target=1000.0,
+            note=f"a new server; the next request {again:.0f} ms; the server created or "
+            "changed no file in the spool"),
+    ]  # fmt: skip
+
+
 def run(cfg: Config) -> list[Row]:
+    return run_one(cfg) + run_many(cfg)
+
+
+def run_one(cfg: Config) -> list[Row]:
     messages = cfg.size(100_000, 2_000)
     tools = cfg.size(1_000, 20)
     repeats = cfg.size(20, 3)

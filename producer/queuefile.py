@@ -19,6 +19,7 @@ The names and SQL are constants in ``layout.py``, re-exported here.
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import sqlite3
@@ -152,6 +153,9 @@ def _fsync_path(path: Path) -> None:
 
 def connect(queue_dir: Path, *, readonly: bool = False) -> sqlite3.Connection:
     path = queue_db_path(queue_dir)
+    if queue_dir.is_symlink() or path.is_symlink():
+        # SQLite would follow it (into another user's file, for a worker run as root).
+        raise OSError(errno.ELOOP, "a symbolic link in the spool; not followed", str(path))
     if readonly:
         # mode=ro still takes part in WAL locking, so readers see committed data only.
         conn = sqlite3.connect(

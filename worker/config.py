@@ -44,7 +44,9 @@ class Settings:
     burst_timeout: float = 300.0  # --burst: give up on retrying syncs after this long
     drain_batch: int = 2000  # queue items read per transaction
     retain_synced: float = 7 * 86400.0  # keep a synced session's replica this long (0: forever)
-    max_replica_bytes: int = 0  # then drop the oldest synced replicas above this total (0: no cap)
+    # Then drop the oldest synced replicas above this total (0: no cap). 1 GiB holds
+    # ~100,000 small sessions (a two-event replica is 10.5 KiB) or a few huge ones.
+    max_replica_bytes: int = 1 << 30
     metrics_port: int | None = None  # serve Prometheus metrics on this port
     metrics_addr: str = "127.0.0.1"  # ... on this address
     checkpoint_interval: float = 5.0  # send open sessions' news this often (0: only at the end)

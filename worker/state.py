@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from agentspool.producer.transaction import transaction
+from agentspool.worker.readonly import readonly_uri
 
 STATE_FILENAME = "worker.db"
 
@@ -53,7 +54,8 @@ CREATE TABLE IF NOT EXISTS session_state (
     synced_log      TEXT,                       -- the replica change log it refers to
     checkpointed_at REAL NOT NULL DEFAULT 0,    -- worker clock: last checkpoint sent
     error_at        REAL,                       -- when last_error was recorded
-    rejected_events INTEGER NOT NULL DEFAULT 0  -- its events kept as dead letters
+    rejected_events INTEGER NOT NULL DEFAULT 0, -- its events kept as dead letters
+    started_at      TEXT                        -- the session's start (the viewer's list)
 );
 CREATE INDEX IF NOT EXISTS session_state_by_sync_state ON session_state (sync_state, next_attempt_at);
 CREATE TABLE IF NOT EXISTS dead_letters (
@@ -102,6 +104,9 @@ _ADDED_COLUMNS = (
     ("checkpointed_at", "REAL NOT NULL DEFAULT 0"),
     ("error_at", "REAL"),
     ("rejected_events", "INTEGER NOT NULL DEFAULT 0"),
+    # Not in SessionState (a read-only store of an older worker.db has no such column):
+    # only the viewer's list reads it, so it needs no replica per session.
+    ("started_at", "TEXT"),
 )
 
 
@@ -127,7 +132,7 @@ class StateStore:
         path = spool_dir / STATE_FILENAME
         if readonly:
             self.conn = sqlite3.connect(
-                f"file:{path}?mode=ro", uri=True, isolation_level=None, timeout=5
+                readonly_uri(path), uri=True, isolation_level=None, timeout=5
             )
         else:
             self.conn = sqlite3.connect(path, isolation_level=None, timeout=5)
@@ -165,6 +170,7 @@ class StateStore:
         max_seq: int,
         last_event_at: str | None,
         now: float,
+        started_at: str | None = None,
     ) -> None:
         """Record what the replica holds after a drain; an end marker makes it pending.
 
@@ -173,10 +179,11 @@ class StateStore:
         sync_state = OPEN if status == "running" else PENDING
         self.conn.execute(
             "INSERT INTO session_state (session_id, replica, agent, status, sync_state,"
-            " producer_id, event_count, max_seq, last_event_at, seen_at, rejected_events)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?,"
-            "  (SELECT count(*) FROM dead_letters WHERE session_id = ?1))"
+            " producer_id, event_count, max_seq, last_event_at, seen_at, rejected_events,"
+            " started_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?,"
+            "  (SELECT count(*) FROM dead_letters WHERE session_id = ?1), ?11)"
             " ON CONFLICT (session_id) DO UPDATE SET agent = excluded.agent,"
+            " started_at = coalesce(excluded.started_at, session_state.started_at),"
             " status = excluded.status, producer_id = excluded.producer_id,"
             " event_count = excluded.event_count, max_seq = excluded.max_seq,"
             " last_event_at = max(coalesce(session_state.last_event_at, ''), excluded.last_event_at),"
@@ -186,7 +193,7 @@ class StateStore:
             "     THEN 'failed'"  # stays parked until `agentspool retry`
             "   ELSE excluded.sync_state END",
             (session_id, replica, agent, status, sync_state, producer_id, event_count,
-             max_seq, last_event_at, now),
+             max_seq, last_event_at, now, started_at),
         )  # fmt: skip
 
     def mark_sealed(self, session_id: str) -> None:

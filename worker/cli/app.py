@@ -383,8 +383,8 @@ def migrate(
 @click.option(
     "--max-bytes",
     type=SIZE,
-    help="Cap on all replicas' size: bytes or 500M, 2G... [env: AGENTSPOOL_MAX_REPLICA_BYTES;"
-    " default: none].",
+    help="Cap on all replicas' size: bytes or 500M, 2G... (0: none)"
+    " [env: AGENTSPOOL_MAX_REPLICA_BYTES; default: 1G].",
 )
 @click.option("--dry-run", is_flag=True, help="Only list what would be deleted.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON object instead of text.")

@@ -12,6 +12,7 @@ from agentspool.worker.cli.options import database_errors_explained, settings_fr
 from agentspool.worker.cli.terminal import visible
 from agentspool.worker.intake.quarantine import list_quarantined
 from agentspool.worker.reports.verify import verify_spool
+from agentspool.worker.security import InsecureSpool, check_spool_private
 
 
 @click.command()
@@ -24,9 +25,16 @@ from agentspool.worker.reports.verify import verify_spool
 def verify(spool_dir: Path | None, full: bool, as_json: bool) -> None:
     """Check every queue file, replica and worker.db with SQLite's quick_check.
 
+    Refuses (exit 1) a spool the worker would refuse: a link in it, a directory owned
+    by another user or writable by group or others.
+
     Exits 1 if any file is damaged. The worker quarantines a damaged file when it
     meets one (spool/quarantine/, never deleted); these are listed, not checked."""
     settings = settings_from(spool_dir=spool_dir)
+    try:  # the worker's own check: a spool it would refuse is not opened here either
+        check_spool_private(settings.spool_dir)
+    except InsecureSpool as exc:
+        raise click.ClickException(str(exc)) from None
     checks = verify_spool(settings.spool_dir, full=full)
     held = list_quarantined(settings.spool_dir)
     damaged = [c for c in checks if not c.ok]

@@ -119,6 +119,10 @@ class Worker:
 
     def run(self) -> int:
         os.umask(0o077)  # replicas, state and lock: readable by this user only
+        # Checked before anything is created: a linked spool or replicas/ must not get
+        # even an empty directory; then again, for what mkdir made.
+        if refuse_insecure_spool(self.spool_dir):
+            return EXIT_REFUSED
         for sub in ("", queuefile.QUEUES_DIRNAME, REPLICAS_DIRNAME):
             (self.spool_dir / sub).mkdir(mode=0o700, parents=True, exist_ok=True)
         if refuse_insecure_spool(self.spool_dir):

@@ -279,16 +279,22 @@ class Drainer:
                         return 0, dead, session_events[0][0]  # all again, in a new replica
                     dead.append((item_id, raw[item_id], f"cannot apply: {exc}"))
         last_event_at = iso(max(e["ts"] for _, e in session_events))
-        self._record(session_id, replica, last_event_at)
+        if self._record(session_id, replica, last_event_at) not in (None, "running"):
+            # Ended: closing it leaves one small self-contained file (replica.close),
+            # which readers open without creating anything beside it. Events that
+            # still come (from another producer, replays) reopen it.
+            self._drop_replica(session_id)
         return applied, dead, None
 
-    def _record(self, session_id: str, replica: Replica, last_event_at: str) -> None:
+    def _record(self, session_id: str, replica: Replica, last_event_at: str) -> str | None:
+        """Record what the replica now holds in the worker's index; return the
+        session's status (None: no session row yet)."""
         summary = replica.summary(session_id)
         if summary is None:
-            return
+            return None
         known = self.state.get(session_id)
         if known is not None and known.event_count == summary.event_count:
-            return  # only replays: nothing changed
+            return summary.status  # only replays: nothing changed
         self._seen[session_id] = self.monotonic()
         self.state.record_drained(
             session_id=session_id,
@@ -300,7 +306,9 @@ class Drainer:
             max_seq=summary.max_seq,
             last_event_at=last_event_at,
             now=self.now(),
+            started_at=summary.started_at,
         )
+        return summary.status
 
     def silent(self, session: SessionState, now: float, abandon_after: float) -> bool:
         """Has the session been quiet for longer than ``abandon_after`` seconds?

@@ -191,7 +191,9 @@ def rebuild_state(store: StateStore, spool_dir: Path, now: Callable[[], float] =
         try:
             conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
             try:
-                sessions = conn.execute("SELECT id, agent, status, producer_id FROM sessions")
+                sessions = conn.execute(
+                    "SELECT id, agent, status, producer_id, started_at FROM sessions"
+                )
                 rows = sessions.fetchall()
                 events, max_seq = conn.execute(
                     "SELECT count(*), coalesce(max(seq), -1) FROM applied_events"
@@ -206,7 +208,7 @@ def rebuild_state(store: StateStore, spool_dir: Path, now: Callable[[], float] =
             else:
                 log.error("cannot index replica %s: %s", path.name, exc)
             continue
-        for session_id, agent, status, producer_id in rows:
+        for session_id, agent, status, producer_id, started_at in rows:
             store.record_drained(
                 session_id=session_id,
                 replica=path.name,
@@ -217,6 +219,7 @@ def rebuild_state(store: StateStore, spool_dir: Path, now: Callable[[], float] =
                 max_seq=max_seq,
                 last_event_at=None,
                 now=now(),
+                started_at=started_at,
             )
             count += 1
     return count

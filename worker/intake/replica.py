@@ -9,9 +9,6 @@ remote schema (same migrations), which makes a sync a plain copy of its rows.
 from __future__ import annotations
 
 import json
-import os
-import secrets
-import shutil
 import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -21,110 +18,24 @@ from typing import Any
 
 from agentspool.producer import events as ev
 from agentspool.producer.transaction import transaction
-from agentspool.worker import migrations
 from agentspool.worker.intake.accounting import (
     ACCOUNTING_COLUMNS,
     MODEL_KEY,
     USAGE_KEY,
     accounting_of,
-    fill_accounting_columns,
     sum_usage_into_metadata,
 )
 from agentspool.worker.intake.replica_names import REPLICAS_DIRNAME as REPLICAS_DIRNAME
 from agentspool.worker.intake.replica_names import replica_path as replica_path
-
-_APPLIED_EVENTS = (
-    "CREATE TABLE IF NOT EXISTS applied_events ("
-    " seq INTEGER PRIMARY KEY, type TEXT NOT NULL, producer_id TEXT NOT NULL, pseq INTEGER NOT NULL)"
+from agentspool.worker.intake.replica_schema import (
+    create_from_template,
+    upgrade,
 )
-
-# The change log the sync reads (replica-only, like applied_events): every write to a
-# message, tool execution or session row appends its key with a new, ever-growing
-# change_no (AUTOINCREMENT never reuses one). A sync remembers the last change_no that
-# landed remotely (its watermark) and sends only rows changed after it; a tool call that
-# was running at a checkpoint moves to a later change_no when it finishes, and is sent
-# again. Triggers keep it complete for every writer (apply, sealing, closing calls);
-# they delete and insert rather than INSERT OR REPLACE, because the conflict clause of
-# the statement that fires a trigger overrides the trigger's own.
-CHANGE_MESSAGE, CHANGE_TOOL, CHANGE_SESSION = "m", "t", "s"
-_CHANGE_LOG = (
-    "CREATE TABLE changes (change_no INTEGER PRIMARY KEY AUTOINCREMENT,"
-    " kind TEXT NOT NULL, ref TEXT NOT NULL, UNIQUE (kind, ref))",
-    # Names this log: a watermark taken from another log (a replica rebuilt after
-    # damage or recreated after retention) must not be trusted.
-    "CREATE TABLE change_log (log_id TEXT NOT NULL)",
-    "CREATE TRIGGER message_changed AFTER INSERT ON messages BEGIN"
-    " DELETE FROM changes WHERE kind = 'm' AND ref = NEW.seq;"
-    " INSERT INTO changes (kind, ref) VALUES ('m', NEW.seq); END",
-    "CREATE TRIGGER tool_inserted AFTER INSERT ON tool_executions BEGIN"
-    " DELETE FROM changes WHERE kind = 't' AND ref = NEW.call_id;"
-    " INSERT INTO changes (kind, ref) VALUES ('t', NEW.call_id); END",
-    "CREATE TRIGGER tool_updated AFTER UPDATE ON tool_executions BEGIN"
-    " DELETE FROM changes WHERE kind = 't' AND ref = NEW.call_id;"
-    " INSERT INTO changes (kind, ref) VALUES ('t', NEW.call_id); END",
-    "CREATE TRIGGER session_inserted AFTER INSERT ON sessions BEGIN"
-    " DELETE FROM changes WHERE kind = 's' AND ref = NEW.id;"
-    " INSERT INTO changes (kind, ref) VALUES ('s', NEW.id); END",
-    "CREATE TRIGGER session_updated AFTER UPDATE ON sessions BEGIN"
-    " DELETE FROM changes WHERE kind = 's' AND ref = NEW.id;"
-    " INSERT INTO changes (kind, ref) VALUES ('s', NEW.id); END",
-    # Rows written before the log existed (a replica from an older agentspool).
-    "INSERT OR IGNORE INTO changes (kind, ref) SELECT 'm', seq FROM messages ORDER BY seq",
-    "INSERT OR IGNORE INTO changes (kind, ref) SELECT 't', call_id FROM tool_executions",
-    "INSERT OR IGNORE INTO changes (kind, ref) SELECT 's', id FROM sessions",
+from agentspool.worker.intake.replica_schema import (
+    ensure_local_tables as ensure_local_tables,
 )
-
-
-def ensure_local_tables(conn: sqlite3.Connection, *, name_log: bool = True) -> None:
-    """The replica-only tables: applied events and the change log (created once), and
-    a name for this file's change log (``name_log``; the template has none, so every
-    copy of it gets its own)."""
-    conn.execute(_APPLIED_EVENTS)
-    if not conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'changes'").fetchone():
-        with transaction(conn):
-            if not conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'changes'").fetchone():
-                for sql in _CHANGE_LOG:
-                    conn.execute(sql)
-    if name_log and not conn.execute("SELECT 1 FROM change_log").fetchone():
-        conn.execute("INSERT INTO change_log (log_id) VALUES (?)", (secrets.token_hex(8),))
-
-
-def upgrade(conn: sqlite3.Connection) -> None:
-    """Bring a replica opened for writing to this agentspool's schema: the pending
-    migrations, the replica-only tables, and for one a version-1 worker wrote, the
-    version-2 columns filled from its messages' metadata. Costs one query when the
-    replica is up to date."""
-    applied = migrations.migrate(conn)
-    ensure_local_tables(conn)
-    if 2 in applied:
-        with transaction(conn):
-            fill_accounting_columns(conn)
-
-
-# A new replica is a copy of a template that already has the schema, the change log
-# and WAL mode: creating those in every new file costs several fsyncs (~30 ms on a
-# busy disk, for each new session); a copy costs none. One template per schema
-# version, in a directory the replicas/*.db listings do not descend into.
-TEMPLATE_DIRNAME = ".template"
-
-
-def _create_from_template(path: Path) -> None:
-    template = path.parent / TEMPLATE_DIRNAME / f"v{migrations.latest_version()}.db"
-    if not template.exists():
-        template.parent.mkdir(mode=0o700, exist_ok=True)
-        building = template.with_name(f".{template.name}.{os.getpid()}.new")
-        conn = sqlite3.connect(building, isolation_level=None)
-        try:
-            conn.execute("PRAGMA journal_mode=WAL")
-            migrations.migrate(conn)
-            ensure_local_tables(conn, name_log=False)
-        finally:
-            conn.close()  # checkpointed: the file alone holds all of it
-        os.replace(building, template)
-    copying = path.with_name(f".{path.name}.{os.getpid()}.new")
-    shutil.copyfile(template, copying)
-    os.replace(copying, path)
-
+from agentspool.worker.readonly import readonly_uri as readonly_uri
+from agentspool.worker.security import refuse_link
 
 ABANDONED_ERROR = "the producer process ended without ending the session"
 # Tool calls still running when their session ends never finish: they are closed.
@@ -173,6 +84,7 @@ class SessionSummary:
     producer_id: str | None
     event_count: int
     max_seq: int
+    started_at: str | None = None
 
 
 @dataclass
@@ -202,8 +114,9 @@ class Replica:
     def __init__(self, path: Path) -> None:
         self.path = path
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        refuse_link(path)  # SQLite would follow it
         if not path.exists():
-            _create_from_template(path)
+            create_from_template(path)
         self.conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self.conn.execute("PRAGMA journal_mode=WAL")
         # NORMAL in WAL: a commit survives a crash of the worker; the queue item is
@@ -212,6 +125,14 @@ class Replica:
         upgrade(self.conn)  # a copy of the template: up to date, one query
 
     def close(self) -> None:
+        """Leave the file in rollback-journal mode: one self-contained file (the WAL
+        checkpointed into it and removed) that a reader opens without creating a
+        ``-wal`` or ``-shm`` beside it. Reopening it for more events turns WAL back on.
+        If a reader has it open right now, it stays in WAL mode (see readonly_uri)."""
+        try:
+            self.conn.execute("PRAGMA journal_mode=DELETE")
+        except sqlite3.Error:
+            pass
         self.conn.close()
 
     # ---- applying events ---------------------------------------------------
@@ -408,14 +329,15 @@ class Replica:
 
     def summary(self, session_id: str) -> SessionSummary | None:
         row = self.conn.execute(
-            "SELECT agent, status, producer_id FROM sessions WHERE id = ?", (session_id,)
+            "SELECT agent, status, producer_id, started_at FROM sessions WHERE id = ?",
+            (session_id,),
         ).fetchone()
         if row is None:
             return None
         count, max_seq = self.conn.execute(
             "SELECT count(*), coalesce(max(seq), -1) FROM applied_events"
         ).fetchone()
-        return SessionSummary(session_id, row[0], row[1], row[2], count, max_seq)
+        return SessionSummary(session_id, row[0], row[1], row[2], count, max_seq, row[3])
 
     def last_activity(self, session_id: str) -> str | None:
         """When the session's latest event happened (a full scan: used when sealing)."""
@@ -431,7 +353,7 @@ def open_readonly(path: Path) -> sqlite3.Connection:
     """Open a replica for reading only (transcripts and reports do this)."""
     if not path.exists():
         raise FileNotFoundError(f"replica {path} does not exist")
-    return sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None, timeout=10)
+    return sqlite3.connect(readonly_uri(path), uri=True, isolation_level=None, timeout=10)
 
 
 def read_session_rows(conn: sqlite3.Connection, session_id: str) -> SessionRows:

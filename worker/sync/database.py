@@ -4,6 +4,7 @@
     Database.run_atomic(statements)    one atomic batch: all of it lands, or none
     Database.query(sql, params)        rows as dicts (``sessions --remote``, the viewer)
     Database.ensure_schema()           apply pending migrations, return what was applied
+    Database.abort()                   from another thread: fail the request in progress
 
 ``RemoteDatabase`` speaks Hrana over HTTP (sqld, Turso: ``http(s)://``, ``libsql://``);
 ``LocalDatabase`` is the embedded default, a local libSQL/SQLite file (``file:``),
@@ -63,6 +64,7 @@ class Database(Protocol):
     def ensure_schema(self) -> list[int]: ...
     def schema_plan(self) -> tuple[list[int], list[migrations.Migration]]: ...
     def close(self) -> None: ...
+    def abort(self) -> None: ...  # from another thread: fail the request in progress
     def __enter__(self) -> Database: ...
     def __exit__(
         self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
@@ -143,6 +145,9 @@ class RemoteDatabase(_Closing):
     def close(self) -> None:
         self.client.close()
 
+    def abort(self) -> None:
+        self.client.abort()
+
 
 class LocalDatabase(_Closing):
     def __init__(self, path: Path) -> None:
@@ -186,6 +191,9 @@ class LocalDatabase(_Closing):
 
     def close(self) -> None:
         self.conn.close()
+
+    def abort(self) -> None:
+        self.conn.interrupt()  # sqlite3 allows this one call from another thread
 
 
 def _migrate(conn: sqlite3.Connection) -> list[int]:

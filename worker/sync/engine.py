@@ -2,8 +2,9 @@
 
 The worker's loop calls ``poll()`` on every pass; it never waits. Batches are built
 in the loop's thread (local reads, milliseconds) and sent by sender threads, each
-with its own connection (httpx releases the GIL while it waits, and has real
-timeouts, so no child process is needed to keep the loop responsive). At most
+with its own connection (httpx releases the GIL while it waits, and every request
+has a total deadline and a size cap, so no child process is needed to keep the loop
+responsive). At most
 ``max_in_flight`` batches travel at once, which hides distance; a session is in at
 most one of them, and its parts go one after another, so the part that writes its
 final status always lands after the others.
@@ -64,7 +65,8 @@ log = logging.getLogger("agentspool.worker")
 
 MAX_IN_FLIGHT = 3
 MAX_RETRY_AFTER_S = 600.0
-DEADLINE_GRACE_S = 5.0  # beyond the HTTP timeouts, before a sender is given up on
+DEADLINE_GRACE_S = 5.0  # beyond the request's own deadline, before a sender is given up on
+MAX_STUCK_SENDERS = 2  # threads given up on that may still be waiting, beyond max_in_flight
 
 
 def backoff_delay(
@@ -121,7 +123,9 @@ class SyncEngine:
         self.schema_ready = False
         self.misconfigured: str | None = None  # the last "not a libSQL server" error
         self._senders = Senders(
-            connect or (lambda: open_database(db_url, auth_token, timeout=timeout)), wake
+            connect or (lambda: open_database(db_url, auth_token, timeout=timeout)),
+            wake,
+            max_threads=max_in_flight + MAX_STUCK_SENDERS,
         )
         self._in_flight: dict[int, tuple[Job, float]] = {}  # job id -> (job, deadline)
         self._reserved: set[str] = set()
@@ -145,11 +149,11 @@ class SyncEngine:
         if self.monotonic() < self._paused_until:
             return
         if not self.schema_ready:
-            if not self._in_flight:
+            if not self._in_flight and self._senders.can_send():
                 self._submit(Job(self._job_id(), "schema"))
             return
         self._start_round_if_due()
-        while len(self._in_flight) < self.max_in_flight:
+        while len(self._in_flight) < self.max_in_flight and self._senders.can_send():
             if not self._start_batch():
                 break
 
@@ -323,6 +327,7 @@ class SyncEngine:
         for job_id, (job, deadline) in list(self._in_flight.items()):
             if now_mono >= deadline:
                 del self._in_flight[job_id]
+                self._senders.abort(job_id)
                 self._handle(
                     job,
                     DatabaseError(

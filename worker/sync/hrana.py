@@ -8,9 +8,10 @@ or none of it does, and the write lock is held only while the server runs it, ne
 across a network round trip (Hrana spec; verified against sqld 0.24.32, DESIGN.md).
 
 Why not the ``libsql`` package: it sends two HTTP requests per ``execute``, has no
-batch call, holds the GIL while it waits and has no client-side timeout. httpx has
-real connect/read/write timeouts and releases the GIL while it waits, so the worker
-can send from threads of its own process.
+batch call, holds the GIL while it waits and has no client-side timeout. httpx
+releases the GIL while it waits, so the worker can send from threads of its own
+process; deadline_http.py gives each request one total deadline (connect, send and
+the whole answer) and caps the answer's size, which httpx alone does not.
 
 Values are typed on the wire: integers travel as strings, blobs as base64.
 """
@@ -28,6 +29,16 @@ from typing import Any
 from urllib.parse import SplitResult, parse_qs, urlsplit, urlunsplit
 
 import httpx
+
+from agentspool.worker.sync.deadline_http import (
+    MAX_RESPONSE_BYTES,
+    Deadline,
+    DeadlineTransport,
+    ResponseTooLarge,
+    read_capped,
+    read_gist,
+    within,
+)
 
 PIPELINE_PATH = "/v2/pipeline"
 
@@ -305,15 +316,21 @@ class HranaClient:
             headers["Authorization"] = f"Bearer {auth_token}"
         self._token = auth_token
         self.timeout = timeout
+        self._deadline = Deadline()
         self._http = httpx.Client(
             headers=headers,
             timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
             follow_redirects=False,
-            trust_env=False,  # a proxy from the environment must not see the token
+            transport=DeadlineTransport(self._deadline),
         )
 
     def close(self) -> None:
         self._http.close()
+
+    def abort(self) -> None:
+        """Fail the request in progress at once (from another thread): the sync
+        engine's last word to a sender past its deadline."""
+        self._deadline.abort()
 
     def __enter__(self) -> HranaClient:
         return self
@@ -333,26 +350,34 @@ class HranaClient:
 
     def _post(self, body: bytes) -> tuple[list[dict[str, Any]], str | None]:
         try:
-            response = self._http.post(self.base_url + PIPELINE_PATH, content=body)
+            with (
+                within(self._deadline, self.timeout),
+                self._http.stream("POST", self.base_url + PIPELINE_PATH, content=body) as response,
+            ):
+                if response.status_code != 200:
+                    raise HranaError(
+                        classify_status(response.status_code),
+                        self._scrub(
+                            _status_message(
+                                response.status_code,
+                                self.where,
+                                read_gist(response),
+                                had_token=self._token is not None,
+                            )
+                        ),
+                        retry_after=_retry_after(response),
+                    )
+                content = read_capped(response, MAX_RESPONSE_BYTES)
         except httpx.HTTPError as exc:
             raise HranaError(
                 TRANSIENT, self._scrub(f"{self.where}: {_describe(exc, self.timeout)}")
             ) from None
-        if response.status_code != 200:
+        except ResponseTooLarge as exc:
             raise HranaError(
-                classify_status(response.status_code),
-                self._scrub(
-                    _status_message(
-                        response.status_code,
-                        self.where,
-                        response.text,
-                        had_token=self._token is not None,
-                    )
-                ),
-                retry_after=_retry_after(response),
-            )
+                MISCONFIGURED, f"{self.where}: {exc}, more than a libSQL server sends: {CHECK_URL}"
+            ) from None
         try:
-            answer = response.json()
+            answer = json.loads(content)
             entries = answer["results"]
         except (ValueError, KeyError, TypeError):
             raise HranaError(

@@ -3,8 +3,13 @@
 Each thread owns one connection (``Database``) and runs one job at a time: the
 schema check, or one batch (one HTTP request). Answers go back to the engine through
 a queue, and a threading.Event wakes the worker's loop. httpx releases the GIL while
-it waits, so waiting here never slows the loop. A sender the engine gave up on (past
-its deadline) is replaced, not reused, until it answers.
+it waits, so waiting here never slows the loop.
+
+Every request has a total deadline of its own (deadline_http.py), so a sender
+answers in time even when the server dribbles. A sender the engine still gives up on
+is aborted (its sockets shut down, which wakes it) and not reused until it answers;
+the number of threads is capped, so senders stuck in what no deadline reaches (a
+name lookup, say) hold back new batches instead of piling up threads.
 """
 
 from __future__ import annotations
@@ -34,13 +39,30 @@ class Reply:
 
 
 class Senders:
-    def __init__(self, connect: Callable[[], Database], wake: threading.Event) -> None:
+    def __init__(
+        self, connect: Callable[[], Database], wake: threading.Event, max_threads: int
+    ) -> None:
         self._connect = connect
         self._wake = wake
+        self._max_threads = max_threads
         self._jobs: SimpleQueue[Job | None] = SimpleQueue()
         self._replies: SimpleQueue[Reply] = SimpleQueue()
         self._threads: list[threading.Thread] = []
         self._busy = 0  # jobs handed out and not answered (given up on or not)
+        self._working: dict[int, Database] = {}  # job id -> the connection sending it
+        self._lock = threading.Lock()
+
+    def can_send(self) -> bool:
+        """A thread is free, or one more may be started."""
+        return self._busy < self._max_threads
+
+    def abort(self, job_id: int) -> None:
+        """Fail the job's request now (the engine gave up on it): its thread wakes,
+        answers (the answer is ignored) and gets a fresh connection."""
+        with self._lock:
+            database = self._working.get(job_id)
+        if database is not None:
+            database.abort()
 
     def send(self, job: Job) -> None:
         if self._busy >= len(self._threads):  # every sender is busy: one more
@@ -75,6 +97,8 @@ class Senders:
             try:
                 if database is None:
                     database = self._connect()
+                with self._lock:
+                    self._working[job.job_id] = database
                 if job.kind == "schema":
                     database.ensure_schema()
                 else:
@@ -84,6 +108,8 @@ class Senders:
                 error = exc
             except Exception as exc:  # a bug or an odd answer: retried, never fatal
                 error = DatabaseError(TRANSIENT, f"{type(exc).__name__}: {exc}")
+            with self._lock:
+                self._working.pop(job.job_id, None)
             if error is not None and error.kind != STATEMENT and database is not None:
                 database.close()  # the connection may be broken: a fresh one next time
                 database = None

@@ -2,7 +2,9 @@
 
 - ``SpoolSource`` reads ``<spool>/replicas/*.db`` (one session each) and the worker's
   index ``<spool>/worker.db`` (its sync state), every file opened read-only
-  (``mode=ro``), so open sessions are live and a running worker is never disturbed.
+  (``mode=ro``, or ``immutable=1`` where ``mode=ro`` would create a ``-shm``:
+  ``replica.readonly_uri``), so open sessions are live, a running worker is never
+  disturbed, and the viewer creates no file in the spool.
   The sessions list needs a few numbers per replica (its session row, counts, the
   latest activity); they are cached per file and read again only when the file (or
   its WAL) changed, so a list that refreshes every few seconds costs two ``stat``
@@ -21,23 +23,29 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
-from urllib.parse import quote
 
 from agentspool.producer.transaction import transaction
 from agentspool.worker import state as st
 from agentspool.worker.intake.replica import REPLICAS_DIRNAME, iso
 from agentspool.worker.ui.queries import Query
+from agentspool.worker.ui.spool_rows import (
+    ERROR_PREVIEW_CHARS,
+    file_signature,
+    read_summary,
+    replica_contains,
+    stub,
+)
+from agentspool.worker.ui.spool_rows import connect_readonly as connect_readonly
 
 log = logging.getLogger(__name__)
 
 STATUSES = ("running", "completed", "error", "abandoned")
-ERROR_PREVIEW_CHARS = 300
 MAX_LIST = 500
 
 
@@ -113,25 +121,6 @@ def _parse_time(text: str | None) -> float | None:
         return None
 
 
-def _dict_rows(cursor: sqlite3.Cursor, row: tuple[Any, ...]) -> dict[str, Any]:
-    return {d[0]: v for d, v in zip(cursor.description, row, strict=True)}
-
-
-def connect_readonly(path: Path, timeout: float = 5.0) -> sqlite3.Connection:
-    """A read-only SQLite connection that returns rows as dicts."""
-    if not path.exists():
-        raise FileNotFoundError(str(path))
-    conn = sqlite3.connect(
-        f"file:{quote(str(path))}?mode=ro",
-        uri=True,
-        isolation_level=None,
-        timeout=timeout,
-        check_same_thread=False,
-    )
-    conn.row_factory = _dict_rows
-    return conn
-
-
 def _sqlite_query(conn: sqlite3.Connection) -> Query:
     def query(sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
         return list(conn.execute(sql, tuple(params)).fetchall())
@@ -140,10 +129,14 @@ def _sqlite_query(conn: sqlite3.Connection) -> Query:
 
 
 def _page(
-    sessions: list[dict[str, Any]], f: ListFilter, now: float, source: dict[str, Any]
+    sessions: list[dict[str, Any]],
+    f: ListFilter,
+    now: float,
+    source: dict[str, Any],
+    fill: Callable[[list[dict[str, Any]]], None] | None = None,
 ) -> dict[str, Any]:
     """Counts per status over everything the other filters kept, then the status
-    filter, newest first, and one page of it."""
+    filter, newest first, and one page of it (``fill`` completes its rows)."""
     counts = dict.fromkeys(STATUSES, 0)
     for s in sessions:
         counts[s["status"]] = counts.get(s["status"], 0) + 1
@@ -152,6 +145,8 @@ def _page(
     sessions.sort(key=lambda s: (s["started_at"] or s["last_activity_at"] or "", s["id"]))
     sessions.reverse()
     page = sessions[f.offset : f.offset + f.limit]
+    if fill is not None:
+        fill(page)
     for s in page:
         s["open"] = s["status"] == "running"
         # A running session lasts until now; an ended one without an end time (a
@@ -194,17 +189,35 @@ class SpoolSource:
 
     # ---- the index of replicas ---------------------------------------------
 
-    def _replica_summaries(self) -> list[dict[str, Any]]:
+    def _replica_files(self) -> list[str]:
         try:
-            entries = [
+            return [
                 e.path
                 for e in os.scandir(self.replicas_dir)
                 if e.name.endswith(".db") and e.is_file(follow_symlinks=False)
             ]
         except FileNotFoundError:
-            entries = []
+            return []
+
+    def _replica_summaries(
+        self, known: dict[str, dict[str, Any]] | None = None
+    ) -> list[dict[str, Any]]:
+        """A row per replica. One the worker's index describes (``known``: replica file
+        name -> its state row, with a start time) is listed from that row alone, as a
+        stub that ``_fill`` completes if it lands on the page: a first listing of
+        5,000 sessions then reads one table, not 5,000 files. Any other replica (no
+        worker has indexed it yet) is read, and its summary cached."""
+        entries = self._replica_files()
         found: list[dict[str, Any]] = []
+        stubs: dict[str, str] = {}
         for path in entries:
+            state = (known or {}).get(os.path.basename(path))
+            with self._lock:
+                cached = self._cache.get(path)
+            if state is not None and (cached is None or cached.summary is None):
+                found.append(stub(state, path))
+                stubs[state["session_id"]] = path
+                continue
             summary = self._summary(path)
             if summary is not None:
                 found.append(dict(summary))
@@ -213,17 +226,30 @@ class SpoolSource:
                 del self._cache[gone]
             self._paths = {
                 c.summary["id"]: p for p, c in self._cache.items() if c.summary is not None
-            }
+            } | stubs
         return found
+
+    def _fill(self, rows: list[dict[str, Any]]) -> None:
+        """Complete the stubs among ``rows`` (one page) from their replicas."""
+        for i, row in enumerate(rows):
+            if row.get("stub"):
+                summary = self._summary(row["path"])
+                if summary is not None:
+                    rows[i] = dict(summary) | {
+                        "sync_state": row["sync_state"],
+                        "sync_error": row["sync_error"],
+                    }
+                else:
+                    row.pop("stub")
 
     def _summary(self, path: str) -> dict[str, Any] | None:
         """The replica's cached summary, read again (outside the lock: other requests
         go on meanwhile) when the file or its WAL changed."""
-        signature = _file_signature(path)
+        signature = file_signature(path)
         with self._lock:
             cached = self._cache.get(path)
         if cached is None or cached.signature != signature:
-            cached = _Cached(signature, _read_summary(Path(path)))
+            cached = _Cached(signature, read_summary(Path(path)))
             with self._lock:
                 self._cache[path] = cached
                 if cached.summary is not None:
@@ -238,20 +264,29 @@ class SpoolSource:
             conn = connect_readonly(path)
         except (OSError, sqlite3.Error):
             return {}
+        columns = (
+            "session_id, replica, agent, status, sync_state, event_count,"
+            " last_event_at, last_error, synced_at"
+        )
         try:
-            rows = conn.execute(
-                "SELECT session_id, replica, agent, status, sync_state, event_count,"
-                " last_event_at, last_error, synced_at FROM session_state"
-            ).fetchall()
+            try:
+                rows = conn.execute(f"SELECT {columns}, started_at FROM session_state").fetchall()
+            except sqlite3.OperationalError:  # a worker.db an older worker wrote
+                rows = conn.execute(f"SELECT {columns} FROM session_state").fetchall()
         except sqlite3.Error:
             return {}  # a worker creating its state right now, or a damaged file
         finally:
             conn.close()
         return {r["session_id"]: r for r in rows}
 
+    def _known(self, states: dict[str, dict[str, Any]] | None = None) -> dict[str, dict[str, Any]]:
+        """Replica file name -> the worker's row for it, where the row can stand in."""
+        rows = (self._state_rows() if states is None else states).values()
+        return {r["replica"]: r for r in rows if r.get("started_at")}
+
     def _sessions(self) -> list[dict[str, Any]]:
         states = self._state_rows()
-        sessions = self._replica_summaries()
+        sessions = self._replica_summaries(self._known(states))
         have = set()
         for s in sessions:
             have.add(s["id"])
@@ -300,10 +335,11 @@ class SpoolSource:
             ]
         if f.text:
             pattern = like_pattern(f.text)
-            sessions = [s for s in sessions if s["replica"] and _replica_contains(s, pattern)]
-        result = _page(sessions, f, now, self.describe())
+            sessions = [s for s in sessions if s["replica"] and replica_contains(s, pattern)]
+        result = _page(sessions, f, now, self.describe(), fill=self._fill)
         for s in result["sessions"]:
             s.pop("path", None)
+            s.pop("stub", None)
         result["agents"] = agents
         return result
 
@@ -325,7 +361,7 @@ class SpoolSource:
         with self._lock:
             path = self._paths.get(session_id)
         if path is None:
-            self._replica_summaries()  # a session that appeared since the last list
+            self._replica_summaries(self._known())  # a session new since the last list
             with self._lock:
                 path = self._paths.get(session_id)
         if path is not None:
@@ -375,73 +411,6 @@ class SpoolSource:
 
 
 _NUMBERS = ("message_count", "tool_count", "event_count", "last_activity_at")
-
-
-def _file_signature(path: str) -> tuple[int, ...]:
-    """Changes whenever the replica's content may have: the file or its WAL."""
-    parts: list[int] = []
-    for name in (path, path + "-wal"):
-        try:
-            stat = os.stat(name)
-            parts += [stat.st_mtime_ns, stat.st_size, stat.st_ino]
-        except FileNotFoundError:
-            parts += [0, 0, 0]
-    return tuple(parts)
-
-
-def _read_summary(path: Path) -> dict[str, Any] | None:
-    try:
-        conn = connect_readonly(path)
-    except (OSError, sqlite3.Error):
-        return None
-    try:
-        with transaction(conn, begin="BEGIN"):  # one snapshot
-            rows = conn.execute(
-                "SELECT id, agent, status, started_at, ended_at, substr(error, 1, ?) AS error, host"
-                " FROM sessions LIMIT 1",
-                (ERROR_PREVIEW_CHARS,),
-            ).fetchall()
-            if not rows:
-                return None
-            s = rows[0]
-            numbers = conn.execute(
-                "SELECT (SELECT count(*) FROM messages) AS message_count,"
-                " (SELECT count(*) FROM tool_executions) AS tool_count,"
-                " (SELECT count(*) FROM applied_events) AS event_count,"
-                " (SELECT max(created_at) FROM messages) AS last_message_at,"
-                " (SELECT max(started_at) FROM tool_executions WHERE session_id = ?) AS last_tool_at",
-                (s["id"],),
-            ).fetchone()
-    except sqlite3.Error as exc:
-        log.debug("skipping replica %s: %s", path.name, exc)
-        return None  # being created, or damaged (the worker quarantines those)
-    finally:
-        conn.close()
-    times = [t for t in (s["ended_at"], numbers["last_message_at"], numbers["last_tool_at"]) if t]
-    return s | {
-        "event_count": numbers["event_count"],
-        "message_count": numbers["message_count"],
-        "tool_count": numbers["tool_count"],
-        "last_activity_at": max(times) if times else s["started_at"],
-        "replica": True,
-        "path": str(path),
-    }
-
-
-def _replica_contains(summary: dict[str, Any], pattern: str) -> bool:
-    try:
-        conn = connect_readonly(Path(summary["path"]))
-    except (OSError, sqlite3.Error):
-        return False
-    try:
-        row = conn.execute(
-            "SELECT 1 AS hit FROM messages WHERE content LIKE ? ESCAPE '\\' LIMIT 1", (pattern,)
-        ).fetchone()
-        return row is not None
-    except sqlite3.Error:
-        return False
-    finally:
-        conn.close()
 
 
 def _short(text: str | None) -> str | None:
