@@ -32,6 +32,8 @@ import statistics
 import subprocess
 import time
 import urllib.parse
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -159,15 +161,9 @@ def spool_files(spool: Path) -> dict[str, tuple[int, int]]:
     }
 
 
-def run_many(cfg: Config) -> list[Row]:
-    sessions = cfg.size(5_000, 200)
-    spool = cfg.workdir("ui-many-spool")
-    started = time.monotonic()
-    build_many(spool, sessions)
-    build_s = time.monotonic() - started
-    replicas = [p for p in (spool / "replicas").glob("*.db")]
-    per_session = sum(p.stat().st_size for p in replicas) / len(replicas)
-    before = spool_files(spool)
+@contextmanager
+def serving(spool: Path) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+    """``agentspool ui`` on the spool, answering (bounded wait), stopped after."""
     port = free_port()
     proc = popen(
         [AGENTSPOOL_CLI, "ui", "--spool", str(spool), "--port", str(port)],
@@ -185,11 +181,24 @@ def run_many(cfg: Config) -> list[Row]:
                 return False
 
         wait_until(answers, 30, "agentspool ui to answer", interval=0.05)
+        yield proc, port
+    finally:
+        stop(proc)
+
+
+def run_many(cfg: Config) -> list[Row]:
+    sessions = cfg.size(5_000, 200)
+    spool = cfg.workdir("ui-many-spool")
+    started = time.monotonic()
+    build_many(spool, sessions)
+    build_s = time.monotonic() - started
+    replicas = [p for p in (spool / "replicas").glob("*.db")]
+    per_session = sum(p.stat().st_size for p in replicas) / len(replicas)
+    before = spool_files(spool)
+    with serving(spool) as (_, port):
         first = ttfb_ms(port, "/api/sessions")
         again = ttfb_ms(port, "/api/sessions")
         listed = body(port, "/api/sessions")["total"]
-    finally:
-        stop(proc)
     after = spool_files(spool)
     changed = sorted(set(after.items()) ^ set(before.items()))
     if listed != sessions or changed:
@@ -219,23 +228,7 @@ def run_one(cfg: Config) -> list[Row]:
     t = time.monotonic()
     build_replica(spool, messages, tools)
     build_s = time.monotonic() - t
-    port = free_port()
-    proc = popen(
-        [AGENTSPOOL_CLI, "ui", "--spool", str(spool), "--port", str(port)],
-        env=clean_env(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-
-        def answers() -> bool:
-            try:
-                ttfb_ms(port, "/api/info")
-                return True
-            except OSError:
-                return False
-
-        wait_until(answers, 30, "agentspool ui to answer", interval=0.05)
+    with serving(spool) as (proc, port):
         rss_idle_kb = proc_status_kb(proc.pid, "VmRSS")
         list_cold = ttfb_ms(port, "/api/sessions")
         list_warm = [ttfb_ms(port, "/api/sessions") for _ in range(repeats)]
@@ -259,8 +252,6 @@ def run_one(cfg: Config) -> list[Row]:
         timeline = [ttfb_ms(port, base + "/tools") for _ in range(repeats)]
         rss_kb = proc_status_kb(proc.pid, "VmRSS")
         hwm_kb = proc_status_kb(proc.pid, "VmHWM")
-    finally:
-        stop(proc)
     size_mb = sum(p.stat().st_size for p in (spool / "replicas").iterdir()) / 1e6
     what = f"{messages:,}-message replica"
     med = statistics.median

@@ -297,25 +297,11 @@ class SpoolSource:
             if sid in have:
                 continue
             # Pruned after its sync: the worker's index still knows it.
-            sessions.append(
-                {
-                    "id": sid,
-                    "agent": state["agent"],
-                    "status": state["status"],
-                    "started_at": None,
-                    "ended_at": None,
-                    "last_activity_at": state["last_event_at"],
-                    "error": None,
-                    "host": None,
-                    "event_count": state["event_count"],
-                    "message_count": None,
-                    "tool_count": None,
-                    "replica": False,
-                    "path": None,
-                    "sync_state": state["sync_state"],
-                    "sync_error": _short(state["last_error"]),
-                }
-            )
+            row = stub(state, path="")  # its replica is gone: no path, no start time
+            del row["stub"]
+            row.update(started_at=None, replica=False, path=None,
+                       sync_state=state["sync_state"], sync_error=_short(state["last_error"]))  # fmt: skip
+            sessions.append(row)
         return sessions
 
     # ---- the calls ----------------------------------------------------------
