@@ -248,7 +248,9 @@ def test_details_of_a_replica_without_the_version_2_columns(tmp_path: Path) -> N
     (replica,) = (spool / "replicas").glob("*.db")
     conn = sqlite3.connect(replica)
     with conn:
-        conn.execute("DROP INDEX IF EXISTS sessions_by_model_started")  # replicas keep only their keys
+        conn.execute(
+            "DROP INDEX IF EXISTS sessions_by_model_started"
+        )  # replicas keep only their keys
         for column in ("input_tokens", "output_tokens", "cache_read_tokens",
                        "cache_write_tokens", "cost_usd", "model"):  # fmt: skip
             conn.execute(f"ALTER TABLE sessions DROP COLUMN {column}")
