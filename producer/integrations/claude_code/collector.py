@@ -33,7 +33,7 @@ from agentspool.producer.queuefile import process_start_time
 from agentspool.producer.sharedqueue import SessionAppend, SharedQueue
 
 from . import inbox, mapping
-from .transcript import NotATranscript, read_transcript
+from .transcript import read_chunks
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -202,25 +202,13 @@ def _open_subagents(queue: SharedQueue, session_id: str) -> list[tuple[str, str 
 
 
 def _read(session: SessionAppend, result: Collected, *, final: bool) -> None:
-    """Read the session's transcript on from where it was left."""
+    """Read the session's transcript on from where it was left (its own records: a
+    subagent's, in the same file in older versions, are the subagent's session's)."""
     known = session.state.get("transcript")
     if not isinstance(known, dict) or not isinstance(known.get("path"), str):
         return
     offset = int(known.get("offset") or 0)
-    while True:
-        try:
-            read = read_transcript(known["path"], offset, final=final)
-        except FileNotFoundError:
-            return  # not written yet (or removed): a later read, or an import
-        except (NotATranscript, OSError) as exc:
-            _warn_once(session, result, f"transcript of session {session.session_id}: {exc}")
-            return
-        records = [r for r in read.records if not getattr(r, "is_sidechain", False)]
-        mapping.transcript_records(session, records, final=final)
-        if read.offset == offset:
-            break
-        offset = read.offset
-    known["offset"] = offset
+    known["offset"] = _read_on(session, known["path"], offset, result, final, main_only=True)
 
 
 def _read_subagent(
@@ -230,19 +218,35 @@ def _read_subagent(
         return
     session.state["path"] = path
     offset = int(session.state.get("transcript_offset") or 0)
-    while True:
-        try:
-            read = read_transcript(path, offset, final=final)
-        except FileNotFoundError:
-            return
-        except (NotATranscript, OSError) as exc:
-            _warn_once(session, result, f"transcript of session {session.session_id}: {exc}")
-            return
-        mapping.transcript_records(session, read.records, final=final)
-        if read.offset == offset:
-            break
-        offset = read.offset
-    session.state["transcript_offset"] = offset
+    session.state["transcript_offset"] = _read_on(
+        session, path, offset, result, final, main_only=False
+    )
+
+
+def _read_on(
+    session: SessionAppend,
+    path: str,
+    offset: int,
+    result: Collected,
+    final: bool,
+    *,
+    main_only: bool,
+) -> int:
+    """Map the transcript's records after ``offset`` into ``session``; returns the
+    offset reached. A file not there yet is read later; one that cannot be read (not
+    a regular file, say) is reported once per session."""
+    try:
+        for read in read_chunks(path, offset, final=final):
+            records = read.records
+            if main_only:
+                records = [r for r in records if not getattr(r, "is_sidechain", False)]
+            mapping.transcript_records(session, records, final=final)
+            offset = read.offset
+    except FileNotFoundError:
+        pass  # not written yet (or removed): a later read, or an import
+    except OSError as exc:  # NotATranscript too
+        _warn_once(session, result, f"transcript of session {session.session_id}: {exc}")
+    return offset
 
 
 def _remember_transcript(session: SessionAppend, path: Any) -> None:
@@ -326,14 +330,10 @@ def gone_sessions(spool_dir: str) -> list[str]:
             if "transcript" in session.state:
                 _read(session, ignored, final=True)
             else:
-                _read_subagent(session, _path_of_subagent(queue, session), ignored, final=True)
+                _read_subagent(session, session.state.get("path"), ignored, final=True)
             session.state["sealed"] = True
         gone.append(session_id)
     return gone
-
-
-def _path_of_subagent(queue: SharedQueue, session: SessionAppend) -> str | None:
-    return None if not session.state.get("path") else str(session.state["path"])
 
 
 def _state_of(queue: SharedQueue, session_id: str) -> dict[str, Any] | None:

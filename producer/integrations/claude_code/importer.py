@@ -26,10 +26,9 @@ from . import AGENT, mapping
 from .collector import owner_gone
 from .transcript import (
     AssistantResponse,
-    NotATranscript,
     Record,
     UserPrompt,
-    read_transcript,
+    read_chunks,
     subagent_transcripts,
 )
 
@@ -138,21 +137,17 @@ def _should_end(session: SessionAppend, host: str) -> bool:
 
 
 def _read_whole(path: Path) -> tuple[list[Record], int]:
+    """Every record of a transcript and its count of unreadable lines (a file that is
+    not a regular one raises ``NotATranscript``, an ``OSError``)."""
     records: list[Record] = []
     bad = offset = 0
-    while True:
-        try:
-            read = read_transcript(path, offset, final=True)
-        except NotATranscript as exc:
-            raise OSError(str(exc)) from None
+    for read in read_chunks(path, final=True):
         records += read.records
         bad += read.bad_lines
-        if read.offset == offset:
-            size = os.stat(path).st_size
-            if offset < size:  # a last line without its newline: a cut file
-                bad += 1
-            return records, bad
         offset = read.offset
+    if offset < os.stat(path).st_size:  # a last line without its newline: a cut file
+        bad += 1
+    return records, bad
 
 
 def _timestamp(record: Record) -> str | None:

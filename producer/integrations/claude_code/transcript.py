@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from stat import S_ISREG
@@ -140,6 +141,20 @@ def read_transcript(
     finally:
         os.close(fd)
     return parse_transcript(data, offset, final=final and at_end)
+
+
+def read_chunks(
+    path: str | os.PathLike[str], offset: int = 0, *, final: bool = False
+) -> Iterator[TranscriptRead]:
+    """``read_transcript`` on from ``offset``, a chunk at a time, until a read adds
+    nothing (the end, or a line still being written); each chunk's ``offset`` is where
+    the next one starts. Only one chunk is in memory at a time."""
+    while True:
+        read = read_transcript(path, offset, final=final)
+        if read.offset == offset:
+            return
+        yield read
+        offset = read.offset
 
 
 def parse_transcript(data: bytes, offset: int = 0, *, final: bool = False) -> TranscriptRead:
