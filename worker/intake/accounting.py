@@ -84,6 +84,7 @@ def fill_accounting_columns(conn: sqlite3.Connection) -> None:
         if accounting is not None:
             filled.append((*accounting, seq))
     assignments = ", ".join(f"{c} = ?" for c in ACCOUNTING_COLUMNS)
+    # A replica is a local SQLite file: executemany costs no round trips here.
     conn.executemany(f"UPDATE messages SET {assignments} WHERE seq = ?", filled)
     sums = ", ".join(
         f"{c} = coalesce({c}, (SELECT sum(m.{c}) FROM messages m WHERE m.session_id = sessions.id))"

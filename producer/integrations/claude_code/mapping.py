@@ -101,7 +101,7 @@ def subagent_session_id(session_id: str, agent_id: str) -> str:
 
 def start(session: Session, payload: dict[str, Any], owner: dict[str, Any] | None) -> None:
     """The session's ``session_start`` (once), from its first payload."""
-    if session.known or session.state.get("started"):
+    if _started(session):
         return
     name = payload.get("hook_event_name")
     metadata = {key: payload[key] for key in START_FIELDS if payload.get(key) is not None}
@@ -109,29 +109,34 @@ def start(session: Session, payload: dict[str, Any], owner: dict[str, Any] | Non
         metadata.update(_extras(payload, ("source", "model")))
     else:  # installed mid-session, or the SessionStart hook did not run
         metadata["first_event"] = name
-    fields: dict[str, Any] = {"agent": AGENT, "metadata": metadata}
+    fields: dict[str, Any] = {"metadata": metadata}
     if isinstance(payload.get("model"), str):
         fields["model"] = payload["model"]
-    if owner:
-        fields.update(host=owner["host"], pid=owner["pid"])
-        session.state["owner"] = owner
-    session.add("session_start", **fields)
-    session.state["started"] = True
+    _add_start(session, fields, owner)
 
 
 def start_subagent(
     session: Session, parent_id: str, agent_id: str, agent_type: Any, owner: dict[str, Any] | None
 ) -> None:
-    if session.known or session.state.get("started"):
+    if _started(session):
         return
     metadata = {"agent_id": agent_id}
     if isinstance(agent_type, str):
         metadata["agent_type"] = agent_type
-    fields: dict[str, Any] = {"agent": AGENT, "metadata": metadata, "parent_id": parent_id}
+    _add_start(session, {"metadata": metadata, "parent_id": parent_id}, owner)
+
+
+def _started(session: Session) -> bool:
+    return session.known or bool(session.state.get("started"))
+
+
+def _add_start(session: Session, fields: dict[str, Any], owner: dict[str, Any] | None) -> None:
+    """``session_start`` with ``fields``; the owner (the Claude Code process) is its
+    ``host`` and ``pid``, and is kept in the state to tell when it is gone."""
     if owner:
         fields.update(host=owner["host"], pid=owner["pid"])
         session.state["owner"] = owner
-    session.add("session_start", **fields)
+    session.add("session_start", agent=AGENT, **fields)
     session.state["started"] = True
 
 
