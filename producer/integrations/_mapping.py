@@ -109,6 +109,31 @@ class ToolCall:
         return {"id": self.id, "name": self.name, "arguments": self.arguments}
 
 
+def str_or_none(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def indexed_tool_calls(
+    attributes: Mapping[str, Any], prefix: str, *, name: str, call_id: str, arguments: str
+) -> list[ToolCall]:
+    """Tool calls flattened into span attributes, ``<prefix>.0.<name>``,
+    ``<prefix>.1.<name>``, ... (OpenLLMetry's ``tool_calls.N.name``, OpenInference's
+    ``tool_calls.N.tool_call.function.name``), in index order."""
+    calls = []
+    n = 0
+    while f"{prefix}.{n}.{name}" in attributes:
+        call = f"{prefix}.{n}"
+        calls.append(
+            ToolCall(
+                str_or_none(attributes.get(f"{call}.{call_id}")),
+                str(attributes[f"{call}.{name}"]),
+                arguments_of(attributes.get(f"{call}.{arguments}")),
+            )
+        )
+        n += 1
+    return calls
+
+
 @dataclass
 class Message:
     """One message of a conversation, framework-neutral."""

@@ -17,7 +17,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from ._mapping import Message, ToolCall, arguments_of, role_of
+from ._mapping import Message, arguments_of, indexed_tool_calls, role_of, str_or_none
 
 KIND = "openinference.span.kind"
 
@@ -28,18 +28,10 @@ def messages(attributes: Mapping[str, Any], prefix: str) -> list[Message]:
     n = 0
     while f"{prefix}.{n}.message.role" in attributes:
         base = f"{prefix}.{n}.message"
-        calls = []
-        m = 0
-        while f"{base}.tool_calls.{m}.tool_call.function.name" in attributes:
-            call = f"{base}.tool_calls.{m}.tool_call"
-            calls.append(
-                ToolCall(
-                    _text(attributes.get(f"{call}.id")),
-                    str(attributes[f"{call}.function.name"]),
-                    arguments_of(attributes.get(f"{call}.function.arguments")),
-                )
-            )
-            m += 1
+        calls = indexed_tool_calls(
+            attributes, f"{base}.tool_calls", name="tool_call.function.name",
+            call_id="tool_call.id", arguments="tool_call.function.arguments",
+        )  # fmt: skip
         content = attributes.get(f"{base}.content")
         if content is None:
             content = _contents(attributes, f"{base}.contents")
@@ -48,7 +40,7 @@ def messages(attributes: Mapping[str, Any], prefix: str) -> list[Message]:
                 role_of(attributes[f"{base}.role"]),
                 content,
                 calls,
-                tool_call_id=_text(attributes.get(f"{base}.tool_call_id")),
+                tool_call_id=str_or_none(attributes.get(f"{base}.tool_call_id")),
             )
         )
         n += 1
@@ -71,12 +63,12 @@ def tool(attributes: Mapping[str, Any], asked: Any) -> tuple[str | None, str, An
     the model's call (whose arguments are the input: LangChain's ``input.value`` is
     the tool's input string, not its arguments)."""
     name = str(attributes.get("tool.name") or "tool")
-    call_id = _text(attributes.get("tool_call.id"))
+    call_id = str_or_none(attributes.get("tool_call.id"))
     output: Any = _json(attributes.get("output.value"))
     error = None
     message = output.get("data") if isinstance(output, Mapping) else None
     if isinstance(message, Mapping) and message.get("type") == "tool":
-        call_id = call_id or _text(message.get("tool_call_id"))
+        call_id = call_id or str_or_none(message.get("tool_call_id"))
         if message.get("status") == "error":
             error = str(message.get("content"))
         output = message.get("content")
@@ -95,7 +87,3 @@ def _json(value: Any) -> Any:
         except ValueError:
             return value
     return value
-
-
-def _text(value: Any) -> str | None:
-    return None if value is None else str(value)

@@ -16,7 +16,15 @@ from typing import Any
 
 from opentelemetry.sdk.trace import ReadableSpan
 
-from ._mapping import Message, ToolCall, arguments_of, role_of, text_of
+from ._mapping import (
+    Message,
+    ToolCall,
+    arguments_of,
+    indexed_tool_calls,
+    role_of,
+    str_or_none,
+    text_of,
+)
 
 # Older conventions: one span event per message.
 MESSAGE_EVENTS = {
@@ -196,18 +204,9 @@ def _indexed_messages(attributes: Mapping[str, Any], prefix: str) -> list[Messag
     n = 0
     while f"{prefix}.{n}.content" in attributes or f"{prefix}.{n}.role" in attributes:
         base = f"{prefix}.{n}"
-        calls = []
-        m = 0
-        while f"{base}.tool_calls.{m}.name" in attributes:
-            call = f"{base}.tool_calls.{m}"
-            calls.append(
-                ToolCall(
-                    _str_or_none(attributes.get(f"{call}.id")),
-                    str(attributes[f"{call}.name"]),
-                    arguments_of(attributes.get(f"{call}.arguments")),
-                )
-            )
-            m += 1
+        calls = indexed_tool_calls(
+            attributes, f"{base}.tool_calls", name="name", call_id="id", arguments="arguments"
+        )
         role = role_of(
             attributes.get(f"{base}.role") or ("user" if prefix.endswith("prompt") else "assistant")
         )
@@ -216,12 +215,8 @@ def _indexed_messages(attributes: Mapping[str, Any], prefix: str) -> list[Messag
                 role,
                 text_of(attributes.get(f"{base}.content")),
                 calls,
-                tool_call_id=_str_or_none(attributes.get(f"{base}.tool_call_id")),
+                tool_call_id=str_or_none(attributes.get(f"{base}.tool_call_id")),
             )
         )
         n += 1
     return found
-
-
-def _str_or_none(value: Any) -> str | None:
-    return None if value is None else str(value)
