@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from agentspool.producer.transaction import transaction
-from agentspool.worker.readonly import readonly_uri
+from agentspool.worker.readonly import connect_readonly
 
 STATE_FILENAME = "worker.db"
 
@@ -131,9 +131,7 @@ class StateStore:
     def __init__(self, spool_dir: Path, *, readonly: bool = False) -> None:
         path = spool_dir / STATE_FILENAME
         if readonly:
-            self.conn = sqlite3.connect(
-                readonly_uri(path), uri=True, isolation_level=None, timeout=5
-            )
+            self.conn = connect_readonly(path)
         else:
             self.conn = sqlite3.connect(path, isolation_level=None, timeout=5)
             self.conn.execute("PRAGMA journal_mode=WAL")

@@ -5,10 +5,24 @@
 from __future__ import annotations
 
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
+import pytest
+
 from agentspool.worker.config import Settings
-from tests.helpers import finish, run_cli, run_python, worker_env
+from agentspool.worker.readonly import connect_readonly
+from tests.helpers import (
+    finish,
+    hold_open_session,
+    run_cli,
+    run_python,
+    start_worker,
+    stop_process,
+    wait_until,
+    worker_env,
+)
 from tests.ui.browser import UiServer
 
 SMALL_SESSIONS = """
@@ -90,3 +104,96 @@ def test_synced_replicas_are_capped_by_default() -> None:
     settings = Settings(spool_dir=Path("unused"))
     assert settings.retain_synced == 7 * 86400
     assert settings.max_replica_bytes == 1 << 30
+
+
+def _content(paths: list[Path]) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in paths}
+
+
+def test_reading_an_open_session_leaves_the_workers_files_as_they_were(spool: Path) -> None:
+    """A replica the worker is writing is in WAL mode with its ``-wal`` and ``-shm``;
+    ``mode=ro`` alone shares the ``-shm`` and writes a read mark into it whenever it
+    finds frames no reader marked yet. The readers see every committed row and leave
+    all three files' bytes as they were."""
+    env = worker_env(spool, AGENTSPOOL_CHECKPOINT_INTERVAL="0")  # no sync reads it
+    producer = hold_open_session(spool, "live-1", messages=7)
+    worker = start_worker(env)
+    try:
+        replica = spool / "replicas" / "live-1.db"
+        files = [replica, Path(f"{replica}-wal"), Path(f"{replica}-shm")]
+
+        def applied() -> bool:
+            if not all(p.exists() for p in files):
+                return False
+            return "step 6" in run_cli("show", "live-1", env=env, timeout=60).stdout
+
+        wait_until(applied, timeout=60, what="the open session's 7 messages in its replica")
+        before = _content(files)
+        for _ in range(2):
+            shown = run_cli("show", "live-1", env=env, timeout=60)
+            assert shown.returncode == 0, shown.stderr
+            assert "step 6" in shown.stdout
+            listed = run_cli("sessions", env=env, timeout=60)
+            assert "live-1" in listed.stdout, listed.stderr
+        server = UiServer(spool, env=env)
+        try:
+            for path in ("/api/sessions", "/api/sessions/live-1/details"):
+                status, _, _ = server.get(path)
+                assert status == 200, path
+            status, body, _ = server.get("/api/sessions/live-1/events")
+            assert status == 200 and b"step 6" in body
+        finally:
+            server.stop()
+        assert _content(files) == before
+        assert sorted(p.name for p in replica.parent.iterdir() if p.name.startswith("live-1")) == [
+            "live-1.db", "live-1.db-shm", "live-1.db-wal"
+        ]  # fmt: skip
+    finally:
+        stop_process(worker)
+        producer.kill()
+        producer.communicate(timeout=30)
+
+
+WAL_WRITER = """
+import sqlite3, sys
+conn = sqlite3.connect(sys.argv[1], isolation_level=None)
+conn.execute("PRAGMA journal_mode=WAL")
+conn.execute("CREATE TABLE IF NOT EXISTS t (n INTEGER)")
+for line in sys.stdin:  # one committed row per line, never read back
+    conn.execute("INSERT INTO t VALUES (?)", (int(line),))
+    print("committed", flush=True)
+"""
+
+
+@pytest.mark.parametrize("reader", ["connect_readonly", "plain mode=ro"])
+def test_a_live_wal_reader_writes_no_read_mark(tmp_path: Path, reader: str) -> None:
+    """The mechanism under the test above, with a writer that never reads back: a
+    ``mode=ro`` reader (the control) writes its read mark into the writer's ``-shm``
+    each time it finds new frames; ``connect_readonly`` sees the same rows and writes
+    nothing."""
+    db = tmp_path / "live.db"
+    writer = subprocess.Popen(
+        [sys.executable, "-c", WAL_WRITER, str(db)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert writer.stdin is not None and writer.stdout is not None
+    changed = 0
+    try:
+        for n in range(1, 6):
+            writer.stdin.write(f"{n}\n")
+            writer.stdin.flush()
+            assert writer.stdout.readline().strip() == "committed"
+            shm = Path(f"{db}-shm").read_bytes()
+            if reader == "connect_readonly":
+                conn = connect_readonly(db)
+            else:
+                conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+            try:
+                assert conn.execute("SELECT count(*) FROM t").fetchone()[0] == n
+            finally:
+                conn.close()
+            changed += Path(f"{db}-shm").read_bytes() != shm
+    finally:
+        writer.stdin.close()
+        writer.wait(timeout=30)
+    assert changed == (0 if reader == "connect_readonly" else 5)

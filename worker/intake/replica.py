@@ -34,7 +34,7 @@ from agentspool.worker.intake.replica_schema import (
 from agentspool.worker.intake.replica_schema import (
     ensure_local_tables as ensure_local_tables,
 )
-from agentspool.worker.readonly import readonly_uri as readonly_uri
+from agentspool.worker.readonly import connect_readonly
 from agentspool.worker.security import refuse_link
 
 ABANDONED_ERROR = "the producer process ended without ending the session"
@@ -353,7 +353,7 @@ def open_readonly(path: Path) -> sqlite3.Connection:
     """Open a replica for reading only (transcripts and reports do this)."""
     if not path.exists():
         raise FileNotFoundError(f"replica {path} does not exist")
-    return sqlite3.connect(readonly_uri(path), uri=True, isolation_level=None, timeout=10)
+    return connect_readonly(path, timeout=10)
 
 
 def read_session_rows(conn: sqlite3.Connection, session_id: str) -> SessionRows:

@@ -1,10 +1,10 @@
 """Where the viewer's rows come from: the spool (default) or the remote database.
 
 - ``SpoolSource`` reads ``<spool>/replicas/*.db`` (one session each) and the worker's
-  index ``<spool>/worker.db`` (its sync state), every file opened read-only
-  (``mode=ro``, or ``immutable=1`` where ``mode=ro`` would create a ``-shm``:
-  ``replica.readonly_uri``), so open sessions are live, a running worker is never
-  disturbed, and the viewer creates no file in the spool.
+  index ``<spool>/worker.db`` (its sync state), every file opened read-only in the
+  way that neither creates a file nor writes one (``agentspool.worker.readonly``), so
+  open sessions are live, a running worker is never disturbed, and the viewer
+  changes nothing in the spool.
   The sessions list needs a few numbers per replica (its session row, counts, the
   latest activity); they are cached per file and read again only when the file (or
   its WAL) changed, so a list that refreshes every few seconds costs two ``stat``

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from agentspool.producer.transaction import transaction
-from agentspool.worker.readonly import readonly_uri
+from agentspool.worker.readonly import connect_readonly as open_readonly_file
 
 log = logging.getLogger(__name__)
 
@@ -23,15 +23,7 @@ def _dict_rows(cursor: sqlite3.Cursor, row: tuple[Any, ...]) -> dict[str, Any]:
 
 def connect_readonly(path: Path, timeout: float = 5.0) -> sqlite3.Connection:
     """A read-only SQLite connection that returns rows as dicts."""
-    if not path.exists():
-        raise FileNotFoundError(str(path))
-    conn = sqlite3.connect(
-        readonly_uri(path),
-        uri=True,
-        isolation_level=None,
-        timeout=timeout,
-        check_same_thread=False,
-    )
+    conn = open_readonly_file(path, timeout)
     conn.row_factory = _dict_rows
     return conn
 
