@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 from agentspool.producer import default_spool_dir
 from agentspool.worker.durations import parse_duration
+from agentspool.worker.intake.redaction import PatternFileError, Redactor, read_pattern_file
 from agentspool.worker.sizes import parse_size
 
 EMBEDDED_DB_FILENAME = "agentspool.db"
@@ -51,6 +52,8 @@ class Settings:
     metrics_addr: str = "127.0.0.1"  # ... on this address
     checkpoint_interval: float = 5.0  # send open sessions' news this often (0: only at the end)
     batch_bytes: int = 4 << 20  # bound on one batch request's rows (many sessions, one request)
+    redact: bool = True  # secrets in what agents log are redacted before a replica keeps them
+    redact_patterns: Path | None = None  # a file of more patterns, one regular expression a line
 
     @property
     def embedded(self) -> bool:
@@ -80,11 +83,28 @@ _ENV = {
     "metrics_addr": "AGENTSPOOL_METRICS_ADDR",
     "checkpoint_interval": "AGENTSPOOL_CHECKPOINT_INTERVAL",
     "batch_bytes": "AGENTSPOOL_BATCH_BYTES",
+    "redact": "AGENTSPOOL_REDACT",
+    "redact_patterns": "AGENTSPOOL_REDACT_PATTERNS",
 }
+_SWITCH = {"on": True, "true": True, "1": True, "yes": True,
+           "off": False, "false": False, "0": False, "no": False}  # fmt: skip
 
 _DB_SCHEMES = ("libsql://", "https://", "http://", "wss://", "ws://", "file:")
 _ACCEPTED_URLS = "libsql://HOST, https://HOST[:PORT], http://HOST:PORT, wss:// or ws://, file:PATH"
 _USERINFO = re.compile(r"^[^/]*@")
+
+
+def redactor_of(settings: Settings) -> Redactor | None:
+    """The redactor the settings ask for (None: redaction is off), with the patterns of
+    ``AGENTSPOOL_REDACT_PATTERNS`` compiled: a bad one is a ConfigError naming its line."""
+    if not settings.redact:
+        return None
+    if settings.redact_patterns is None:
+        return Redactor()
+    try:
+        return Redactor(read_pattern_file(settings.redact_patterns))
+    except PatternFileError as exc:
+        raise ConfigError(f"AGENTSPOOL_REDACT_PATTERNS: {exc}") from None
 
 
 def env_var(setting: str) -> str:
@@ -123,6 +143,15 @@ def _convert(name: str, raw: Any) -> Any:
         return str(raw).strip() or None
     if name == "metrics_addr":
         return str(raw).strip()
+    if name == "redact":
+        if isinstance(raw, bool):
+            return raw
+        switch = _SWITCH.get(str(raw).strip().lower())
+        if switch is None:
+            raise ConfigError(f"AGENTSPOOL_REDACT must be on or off, got {raw!r}")
+        return switch
+    if name == "redact_patterns":
+        return Path(raw).expanduser()
     kind = (
         int
         if name in ("drain_batch", "metrics_port", "max_replica_bytes", "batch_bytes")
@@ -209,6 +238,7 @@ def _validate(s: Settings) -> None:
         raise ConfigError("AGENTSPOOL_BATCH_BYTES must be between 1024 and 67108864 (64 MiB)")
     if s.drain_batch < 1:
         raise ConfigError("AGENTSPOOL_DRAIN_BATCH must be at least 1")
+    redactor_of(s)  # read and compiled at start: a bad pattern file stops every command
 
 
 # ---- --env-file -----------------------------------------------------------------

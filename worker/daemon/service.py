@@ -26,7 +26,7 @@ from watchdog.observers.api import BaseObserver
 
 from agentspool.producer import queuefile
 from agentspool.worker import state as st
-from agentspool.worker.config import Settings, display_url
+from agentspool.worker.config import Settings, display_url, redactor_of
 from agentspool.worker.daemon.burst_report import burst_gave_up, burst_stopped_misconfigured
 from agentspool.worker.daemon.lock import SpoolLock
 from agentspool.worker.daemon.metrics import WorkerMetrics
@@ -134,6 +134,7 @@ class Worker:
             self.spool_dir,
             self.state,
             batch_size=self.settings.drain_batch,
+            redactor=redactor_of(self.settings),
             now=self.now,
             monotonic=self.monotonic,
         )
