@@ -300,13 +300,15 @@ def test_default_spool_dir_comes_from_the_given_environ(
 
 def test_redaction_is_on_by_default_and_takes_on_and_off(tmp_path: Path) -> None:
     assert load_settings({}, base_env(tmp_path)).redact is True
-    assert config.redactor_of(load_settings({}, base_env(tmp_path))) is not None
     for raw, expected in (("on", True), ("TRUE", True), ("1", True), ("off", False), ("no", False)):
         s = load_settings({}, base_env(tmp_path, AGENTSPOOL_REDACT=raw))
         assert s.redact is expected
-    assert (
-        config.redactor_of(load_settings({}, base_env(tmp_path, AGENTSPOOL_REDACT="off"))) is None
-    )
+    patterns = tmp_path / "patterns.txt"
+    patterns.write_text("# ours\n\nACME-[0-9]{6}\n   \n  internal_[a-z]+_key  \n")
+    s = load_settings({}, base_env(tmp_path, AGENTSPOOL_REDACT_PATTERNS=str(patterns)))
+    assert config.redact_patterns_of(s) == ["ACME-[0-9]{6}", "internal_[a-z]+_key"]
+    off = {"AGENTSPOOL_REDACT": "off", "AGENTSPOOL_REDACT_PATTERNS": str(tmp_path / "none")}
+    assert config.redact_patterns_of(load_settings({}, base_env(tmp_path, **off))) == []
     with pytest.raises(ConfigError, match="AGENTSPOOL_REDACT must be on or off, got 'maybe'"):
         load_settings({}, base_env(tmp_path, AGENTSPOOL_REDACT="maybe"))
 

@@ -18,7 +18,6 @@ from urllib.parse import urlsplit
 
 from agentspool.producer import default_spool_dir
 from agentspool.worker.durations import parse_duration
-from agentspool.worker.intake.redaction import PatternFileError, Redactor, read_pattern_file
 from agentspool.worker.sizes import parse_size
 
 EMBEDDED_DB_FILENAME = "agentspool.db"
@@ -94,17 +93,34 @@ _ACCEPTED_URLS = "libsql://HOST, https://HOST[:PORT], http://HOST:PORT, wss:// o
 _USERINFO = re.compile(r"^[^/]*@")
 
 
-def redactor_of(settings: Settings) -> Redactor | None:
-    """The redactor the settings ask for (None: redaction is off), with the patterns of
-    ``AGENTSPOOL_REDACT_PATTERNS`` compiled: a bad one is a ConfigError naming its line."""
-    if not settings.redact:
-        return None
-    if settings.redact_patterns is None:
-        return Redactor()
+def redact_patterns_of(settings: Settings) -> list[str]:
+    """The patterns ``AGENTSPOOL_REDACT_PATTERNS`` names (none when redaction is off):
+    one regular expression a line; blank lines and lines whose first non-blank
+    character is ``#`` are skipped. Each is compiled here, so that a bad one stops the
+    worker at start, named by its line number (never its text: it may spell a secret)."""
+    path = settings.redact_patterns
+    if not settings.redact or path is None:
+        return []
+    where = "AGENTSPOOL_REDACT_PATTERNS"
     try:
-        return Redactor(read_pattern_file(settings.redact_patterns))
-    except PatternFileError as exc:
-        raise ConfigError(f"AGENTSPOOL_REDACT_PATTERNS: {exc}") from None
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{where}: cannot read the pattern file {path}: {exc}") from None
+    patterns = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        pattern = line.strip()
+        if not pattern or pattern.startswith("#"):
+            continue
+        try:
+            compiled = re.compile(pattern)
+        except re.error as exc:
+            raise ConfigError(
+                f"{where}: {path}:{number}: not a regular expression ({exc.msg})"
+            ) from None
+        if compiled.search("") is not None:  # it would "redact" between every character
+            raise ConfigError(f"{where}: {path}:{number}: the pattern matches empty text")
+        patterns.append(pattern)
+    return patterns
 
 
 def env_var(setting: str) -> str:
@@ -238,7 +254,7 @@ def _validate(s: Settings) -> None:
         raise ConfigError("AGENTSPOOL_BATCH_BYTES must be between 1024 and 67108864 (64 MiB)")
     if s.drain_batch < 1:
         raise ConfigError("AGENTSPOOL_DRAIN_BATCH must be at least 1")
-    redactor_of(s)  # read and compiled at start: a bad pattern file stops every command
+    redact_patterns_of(s)  # read and compiled at start: a bad pattern file stops every command
 
 
 # ---- --env-file -----------------------------------------------------------------

@@ -9,12 +9,13 @@ keys, session error, names) through a ``Redactor`` before the replica is written
 producer's queue file, which lives only until the worker has applied it, still holds
 the raw text.
 
-The detectors are a small table of patterns (``BUILTIN_PATTERNS``), joined into one
-regular expression: clean text costs one scan. Each pattern is anchored on a fixed
+The detectors are a small table of patterns (``BUILTIN_DETECTORS``), one regular
+expression for each literal prefix: clean text costs a few fast substring searches
+(docs/PERFORMANCE.md, rows 5r). Each pattern is anchored on a fixed
 prefix or shape that ordinary prose, code, git SHAs, UUIDs, hex digests and base64
 data do not have (tests/intake/test_redaction.py holds the corpus of positives and
 negatives). ``AGENTSPOOL_REDACT_PATTERNS`` adds one regular expression per line, kind
-``custom``.
+``custom`` (read and checked with the settings: config.redact_patterns_of).
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ import sqlite3
 from collections import Counter
 from collections.abc import Iterable
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 MARKER = "[REDACTED:{}]"
@@ -37,118 +37,134 @@ _REDACTED_PREFIX = MARKER.split("{")[0]
 # search for its literal prefix, which makes it ~50 times slower on clean text).
 _END = r"(?![A-Za-z0-9_\-])"
 _TOKEN_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
-_PEM_LABEL = r"-----{}[A-Z0-9 ]{{0,40}}PRIVATE KEY(?: BLOCK)?-----"
+_PEM_LABEL = r"{}[A-Z0-9 ]{{0,40}}PRIVATE KEY(?: BLOCK)?-----"
 # In a URL: no separator, quote or backslash (so a match never ends inside a JSON
 # escape); the user part has no colon either.
 _URL_USER = r"[^\s:/?#@\"'<>\\`]*"
 _URL_PASSWORD = r"[^\s/?#@\"'<>\\`]+"
 
-# (kind, pattern), applied in this order. Every pattern starts with a literal, which
-# Python's re finds with a fast substring search: clean text costs about 1 µs per
-# pattern per 3 KB. (One alternation of them all is ~10 times slower: re then tries
-# every branch at every position.) A kind may have several patterns; Anthropic's
-# ``sk-ant-`` comes before OpenAI's ``sk-``.
-BUILTIN_PATTERNS: tuple[tuple[str, str], ...] = (
+# The detectors: (literal prefix, ((kind, rest of the pattern), ...)), each compiled
+# as one regular expression that starts with its literal, which Python's re finds with
+# a fast substring search: clean text costs well under 1 µs per detector per KB. (One
+# alternation of all of them is ~10 times slower: re then tries every branch at every
+# position.) Branches are tried in order: Anthropic's ``sk-ant-`` before OpenAI's ``sk-``.
+BUILTIN_DETECTORS: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
     # The whole block. A block cut short (no END line: truncated output) goes up to
     # the end of its base64 body; a BEGIN line alone (code that looks for one) stays.
     (
-        "private_key",
-        _PEM_LABEL.format("BEGIN")
-        + r"(?:(?:(?!-----)[\s\S])*?"
-        + _PEM_LABEL.format("END")
-        + r"|(?:[A-Za-z0-9+/=\s]|\\[nrt]){40,})",
+        "-----BEGIN",
+        (
+            (
+                "private_key",
+                _PEM_LABEL.format("")
+                + r"(?:(?:(?!-----)[\s\S])*?"
+                + _PEM_LABEL.format("-----END")
+                + r"|(?:[A-Za-z0-9+/=\s]|\\[nrt]){40,})",
+            ),
+        ),
     ),
-    ("aws_access_key", r"A(?:KIA|SIA|BIA|CCA|3T[A-Z0-9])[A-Z0-9]{16}" + _END),
-    ("google_api_key", r"AIza[0-9A-Za-z_\-]{35}" + _END),
-    ("github_token", r"gh[pousr]_[A-Za-z0-9]{36,251}" + _END),
-    ("github_token", r"github_pat_[A-Za-z0-9_]{22,251}" + _END),
     (
-        "gitlab_token",
-        r"gl(?:pat|dt|rt|ptt|ft|soat|cbt|imt|agent|oas)-"
-        r"[A-Za-z0-9_\-]{20,}(?:\.[A-Za-z0-9_\-]+)*" + _END,
+        "A",
+        (
+            ("aws_access_key", r"(?:KIA|SIA|BIA|CCA|3T[A-Z0-9])[A-Z0-9]{16}" + _END),
+            ("google_api_key", r"Iza[0-9A-Za-z_\-]{35}" + _END),
+        ),
     ),
-    ("slack_token", r"x(?:ox[abposre]|app-[0-9])-[A-Za-z0-9\-]{10,250}" + _END),
-    ("slack_token", r"https://hooks\.slack\.com/(?:services|workflows)/[A-Za-z0-9_/]{20,}" + _END),
-    ("anthropic_api_key", r"sk-ant-[A-Za-z0-9_\-]{20,}" + _END),
-    # Legacy keys (sk- and 48 characters) and project, service-account and admin keys;
-    # a digit somewhere keeps words joined by hyphens (sk-learn-...) out.
     (
-        "openai_api_key",
-        r"sk-(?:(?:proj|svcacct|admin)-)?(?=[A-Za-z_\-]*[0-9])[A-Za-z0-9_\-]{20,}" + _END,
+        "g",
+        (
+            ("github_token", r"h[pousr]_[A-Za-z0-9]{36,251}" + _END),
+            ("github_token", r"ithub_pat_[A-Za-z0-9_]{22,251}" + _END),
+            (
+                "gitlab_token",
+                r"l(?:pat|dt|rt|ptt|ft|soat|cbt|imt|agent|oas)-"
+                r"[A-Za-z0-9_\-]{20,}(?:\.[A-Za-z0-9_\-]+)*" + _END,
+            ),
+        ),
     ),
-    # Secret and restricted keys and webhook signing secrets (publishable pk_ keys
-    # are public by design).
-    ("stripe_key", r"sk_(?:live|test)_[0-9A-Za-z]{10,}" + _END),
-    ("stripe_key", r"rk_(?:live|test)_[0-9A-Za-z]{10,}" + _END),
-    ("stripe_key", r"whsec_[0-9A-Za-z]{20,}" + _END),
+    ("x", (("slack_token", r"(?:ox[abposre]|app-[0-9])-[A-Za-z0-9\-]{10,250}" + _END),)),
+    (
+        "https://hooks.slack.com/",
+        (("slack_token", r"(?:services|workflows)/[A-Za-z0-9_/]{20,}" + _END),),
+    ),
+    (
+        "sk",
+        (
+            ("anthropic_api_key", r"-ant-[A-Za-z0-9_\-]{20,}" + _END),
+            # Legacy keys (sk- and 48 characters) and project, service-account and
+            # admin keys; a digit somewhere keeps hyphenated words (sk-learn-...) out.
+            (
+                "openai_api_key",
+                r"-(?:(?:proj|svcacct|admin)-)?(?=[A-Za-z_\-]*[0-9])[A-Za-z0-9_\-]{20,}" + _END,
+            ),
+            # Secret keys; restricted keys and webhook secrets below (publishable pk_
+            # keys are public by design).
+            ("stripe_key", r"_(?:live|test)_[0-9A-Za-z]{10,}" + _END),
+        ),
+    ),
+    ("rk_", (("stripe_key", r"(?:live|test)_[0-9A-Za-z]{10,}" + _END),)),
+    ("whsec_", (("stripe_key", r"[0-9A-Za-z]{20,}" + _END),)),
     # header.payload.signature, both JSON parts base64url of '{"'.
-    ("jwt", r"eyJ[A-Za-z0-9_\-]{8,}\.eyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]*" + _END),
+    ("eyJ", (("jwt", r"[A-Za-z0-9_\-]{8,}\.eyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]*" + _END),)),
     # scheme://user:password@host: only the password goes.
     (
-        "url_password",
-        r"://(?<=[A-Za-z0-9]://)" + _URL_USER + ":(?P<pw>" + _URL_PASSWORD + ")@",
+        "://",
+        (("url_password", r"(?<=[A-Za-z0-9]://)" + _URL_USER + ":(?P<pw>" + _URL_PASSWORD + ")@"),),
     ),
 )
-# Kinds that are whole tokens (the others bring their own edges).
-_EDGELESS = frozenset({"private_key", "url_password", CUSTOM_KIND})
-
+BUILTIN_KINDS = frozenset(kind for _, branches in BUILTIN_DETECTORS for kind, _ in branches)
+# Kinds that bring their own edges (the others are whole tokens).
+_EDGELESS = frozenset({"private_key", "url_password"})
 # Texts shorter than this hold no secret of any built-in kind ("a://b:c@" is 8).
 _SHORTEST = 8
 
 
-class PatternFileError(ValueError):
-    """A pattern file that cannot be read, or a line in it that is no regular expression."""
-
-
-def read_pattern_file(path: Path) -> list[str]:
-    """The regular expressions in ``path``: one a line; blank lines and lines whose
-    first non-blank character is ``#`` are skipped. Each is compiled here, so a bad
-    one is reported at start with its line number (never its text: it may hold a
-    secret)."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise PatternFileError(f"cannot read the pattern file {path}: {exc}") from None
-    patterns = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        pattern = line.strip()
-        if not pattern or pattern.startswith("#"):
-            continue
-        try:
-            compiled = re.compile(pattern)
-        except re.error as exc:
-            raise PatternFileError(
-                f"{path}:{number}: not a regular expression ({exc.msg})"
-            ) from None
-        if compiled.search("") is not None:
-            raise PatternFileError(f"{path}:{number}: the pattern matches empty text")
-        patterns.append(pattern)
-    return patterns
+def _after_escape(text: str, start: int) -> bool:
+    """Does a JSON escape end right before ``start`` (``\\n``, ``\\t``, ``\\u00e9``)? In
+    JSON text (a dead letter's bytes) a token may follow one."""
+    if start >= 2 and text[start - 2] == "\\" and text[start - 1] in "nrt":
+        return True
+    return start >= 6 and text[start - 6 : start - 4] == "\\u"
 
 
 class Redactor:
     """Replaces secrets in text with ``[REDACTED:<kind>]`` and counts them by kind."""
 
     def __init__(self, custom_patterns: Iterable[str] = ()) -> None:
-        self._detectors = [(kind, re.compile(p)) for kind, p in BUILTIN_PATTERNS]
-        self._detectors += [(CUSTOM_KIND, re.compile(p)) for p in custom_patterns]
-        self._custom = len(self._detectors) > len(BUILTIN_PATTERNS)
+        self._kinds: dict[str, str] = {}  # a branch's group name -> its kind
+        self._detectors: list[re.Pattern[str]] = []
+        for prefix, branches in BUILTIN_DETECTORS:
+            alternatives = []
+            for kind, rest in branches:
+                group = f"k{len(self._kinds)}"
+                self._kinds[group] = kind
+                alternatives.append(f"(?P<{group}>{rest})")
+            self._detectors.append(
+                re.compile(re.escape(prefix) + "(?:" + "|".join(alternatives) + ")")
+            )
+        # Each on its own: joined, their groups and back-references would clash.
+        self._custom = [re.compile(p) for p in custom_patterns]
         self._shortest = 1 if self._custom else _SHORTEST
 
     def text(self, text: str, counts: Counter[str]) -> str:
         """``text`` with every secret replaced; ``counts`` gets one per replacement."""
         if len(text) < self._shortest:
             return text
-        for kind, pattern in self._detectors:
+        for pattern in self._detectors:
             if pattern.search(text) is not None:  # the rare case pays for the callback
-                text = pattern.sub(partial(self._replace, kind, counts), text)
+                text = pattern.sub(partial(self._replace, counts), text)
+        for pattern in self._custom:
+            text, n = pattern.subn(MARKER.format(CUSTOM_KIND), text)
+            if n:
+                counts[CUSTOM_KIND] += n
         return text
 
-    def _replace(self, kind: str, counts: Counter[str], match: re.Match[str]) -> str:
+    def _replace(self, counts: Counter[str], match: re.Match[str]) -> str:
+        kind = self._kinds[match.lastgroup or ""]
         whole = match.string
         start = match.start()
         if kind not in _EDGELESS and start and whole[start - 1] in _TOKEN_CHARS:
-            if not (start >= 2 and whole[start - 2] == "\\" and whole[start - 1] in "nrt"):
+            if not _after_escape(whole, start):
                 return match.group(0)  # the middle of a longer token: no secret of this kind
         if kind == "url_password":
             if match.group("pw").startswith(_REDACTED_PREFIX):  # redacted before
@@ -159,10 +175,16 @@ class Redactor:
         counts[kind] += 1
         return MARKER.format(kind)
 
+    def raw(self, data: bytes) -> bytes:
+        """Bytes as they were queued (a dead letter), redacted as text; bytes that are
+        not UTF-8 pass through unchanged."""
+        text = data.decode("utf-8", "surrogateescape")
+        return self.text(text, Counter()).encode("utf-8", "surrogateescape")
+
     def found_in(self, text: str) -> bool:
         """Does any detector match somewhere in ``text``? (A quick check of a value's
         JSON text before its strings are redacted one by one.)"""
-        return any(pattern.search(text) is not None for _, pattern in self._detectors)
+        return any(p.search(text) is not None for p in (*self._detectors, *self._custom))
 
     def value(self, value: Any, counts: Counter[str]) -> Any:
         """``value`` (a string, or JSON: dicts, lists, numbers) with every string in
