@@ -15,6 +15,7 @@ from agentspool.worker.cli.options import (
     json_option,
     settings_from,
     spool_option,
+    view_redactor,
 )
 from agentspool.worker.cli.terminal import visible, visible_text
 
@@ -205,15 +206,12 @@ def _as_shown(letter: DeadLetter, settings: Settings) -> DeadLetter:
     worker redacts what it applies (docs/RELIABILITY.md), so that a secret in an item
     that never reached a replica is not printed either. The stored item is unchanged:
     `dead requeue` queues it again as it was."""
-    if not settings.redact:
+    redactor = view_redactor(settings)
+    if redactor is None:
         return letter
     import dataclasses
     from collections import Counter
 
-    from agentspool.worker.config import redact_patterns_of
-    from agentspool.worker.intake.redaction import Redactor
-
-    redactor = Redactor(redact_patterns_of(settings))
     return dataclasses.replace(
         letter, data=redactor.raw(letter.data), reason=redactor.text(letter.reason, Counter())
     )
