@@ -115,8 +115,8 @@ BUILTIN_DETECTORS: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
 BUILTIN_KINDS = frozenset(kind for _, branches in BUILTIN_DETECTORS for kind, _ in branches)
 # Kinds that bring their own edges (the others are whole tokens).
 _EDGELESS = frozenset({"private_key", "url_password"})
-# Texts shorter than this hold no secret of any built-in kind ("a://b:c@" is 8).
-_SHORTEST = 8
+# Texts shorter than this hold no secret of any built-in kind ("a://:p@" is 7).
+_SHORTEST = 7
 
 
 def _after_escape(text: str, start: int) -> bool:
