@@ -173,8 +173,8 @@ def measure(cfg: Config) -> list[Row]:
         Row(GROUP, "drain.redaction_off.events_per_s",
             f"5r. drain of agent-like events, redaction off, events/s ({shape})",
             off, "/s", higher_is_better=True,
-            note=f"{emitted:,} events (prose, code, tool output of a few KB, ~1 secret in 40 "
-            f"tool outputs), best of {cfg.size(ROUNDS, 1)} rounds, alternating with redaction on"),
+            note=f"{emitted:,} events (prose, code, tool output of a few KB, a secret in ~1 "
+            f"tool output of 20), best of {cfg.size(ROUNDS, 1)} rounds, alternating with redaction on"),
         Row(GROUP, "drain.redaction_on.events_per_s",
             f"5r. drain of agent-like events, redaction on (built-in detectors), events/s ({shape})",
             on, "/s", higher_is_better=True, anchor=off_ref),
