@@ -210,6 +210,8 @@ CLEAN = [
     "The agent reads the failing test, opens the module and proposes a patch; "
     "risk-free task-management for the desk-side team, xoxo.",
     "pip install scikit-learn; import sklearn; sk-learn is not a package",
+    "see sk-learn-2024-release-notes-v1-2-3 and task-2024-11-05-migrate-db-v2",
+    "xoxo-hugs-and-kisses-from-the-team and xoxb-not-a-token-at-all",
     "def check(line):\n    return line.startswith('-----BEGIN PRIVATE KEY-----')\n",
     "See https://example.com/docs?page=2#top and http://localhost:8080/health",
     "git clone git@github.com:org/repo.git; ssh://git@github.com/org/repo",

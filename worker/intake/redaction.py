@@ -82,7 +82,11 @@ BUILTIN_DETECTORS: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
             ),
         ),
     ),
-    ("x", (("slack_token", r"(?:ox[abposre]|app-[0-9])-[A-Za-z0-9\-]{10,250}" + _END),)),
+    # Slack's tokens have digits after the type (xoxb-123…-…, xapp-1-…): "xoxo-hugs" is none.
+    (
+        "x",
+        (("slack_token", r"(?:ox[abposre]-[0-9]{6,}-|app-[0-9]-)[A-Za-z0-9\-]{8,250}" + _END),),
+    ),
     (
         "https://hooks.slack.com/",
         (("slack_token", r"(?:services|workflows)/[A-Za-z0-9_/]{20,}" + _END),),
@@ -91,11 +95,13 @@ BUILTIN_DETECTORS: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
         "sk",
         (
             ("anthropic_api_key", r"-ant-[A-Za-z0-9_\-]{20,}" + _END),
-            # Legacy keys (sk- and 48 characters) and project, service-account and
-            # admin keys; a digit somewhere keeps hyphenated words (sk-learn-...) out.
+            # Legacy keys (sk- and 48 letters and digits, a digit among them) and
+            # project, service-account and admin keys; hyphenated words
+            # (sk-learn-2024-notes) are neither.
             (
                 "openai_api_key",
-                r"-(?:(?:proj|svcacct|admin)-)?(?=[A-Za-z_\-]*[0-9])[A-Za-z0-9_\-]{20,}" + _END,
+                r"-(?:(?:proj|svcacct|admin|None)-[A-Za-z0-9_\-]{40,}"
+                r"|(?=[A-Za-z]*[0-9])[A-Za-z0-9]{32,})" + _END,
             ),
             # Secret keys; restricted keys and webhook secrets below (publishable pk_
             # keys are public by design).
