@@ -5,8 +5,10 @@ prose, code, tool inputs and outputs of a few KB (listings, test logs, file cont
 assistant metadata with usage, and now and then a secret (a token in an environment
 dump, a password in a URL). The backlog's queue files are then copied, and the same
 events are drained with redaction off and on, alternately (off, on, off, on, ...: a
-busy machine slows both alike); each side's best round counts. The drain is the
-worker's ``Drainer``, driven in a loop as in drain.py.
+busy machine slows both alike); each side's best round counts, and the share kept is
+taken from the draining process's CPU time (the clock is noted beside it: on a shared
+machine it also counts what other processes take). The drain is the worker's
+``Drainer``, driven in a loop as in drain.py.
 """
 
 from __future__ import annotations
@@ -179,9 +181,9 @@ def measure(cfg: Config) -> list[Row]:
             f"5r. drain of agent-like events, redaction on (built-in detectors), events/s ({shape})",
             on, "/s", higher_is_better=True, anchor=off_ref),
         Row(GROUP, "drain.redaction_kept_pct",
-            "5r. drain rate kept with redaction on (on / off, same events, same run)",
-            100.0 * on / off, "%", higher_is_better=True, target=80.0,
-            note=f"by the drain's CPU time instead (less sensitive to a busy machine): "
-            f"{cpu_kept:.0f} % ({cpu[False] * 1e6 / emitted:.0f} µs an event off, "
-            f"{cpu[True] * 1e6 / emitted:.0f} µs on)"),
+            "5r. drain rate kept with redaction on, by the drain's CPU time (on / off, same events)",
+            cpu_kept, "%", higher_is_better=True, target=80.0,
+            note=f"events per CPU second of the draining process: {cpu[False] * 1e6 / emitted:.0f} µs "
+            f"an event off, {cpu[True] * 1e6 / emitted:.0f} µs on; by the clock {100.0 * on / off:.0f} % "
+            "(the clock also counts what other processes take from the 2 CPUs)"),
     ]  # fmt: skip
