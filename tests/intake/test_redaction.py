@@ -15,10 +15,15 @@ import random
 import string
 import uuid
 from collections import Counter
+from pathlib import Path
+from typing import Any
 
 import pytest
 
+from agentspool.producer.events import MAX_FIELD_BYTES
 from agentspool.worker.intake.redaction import BUILTIN_KINDS, Redactor
+from agentspool.worker.intake.replica import Replica, replica_path
+from tests.intake.test_replica import SID, Events
 
 ALNUM = string.ascii_letters + string.digits
 UPPER_DIGITS = string.ascii_uppercase + string.digits
@@ -259,3 +264,62 @@ def test_custom_patterns_add_kind_custom() -> None:
     assert json.loads(custom.stored(value, json.dumps(value), counts)) == {
         "[REDACTED:custom]": ["[REDACTED:custom]"]
     }
+
+
+# ---- in a replica: counts by kind, kept across a late start; redacted before a cut ---
+
+
+def _metadata(replica: Any) -> Any:
+    row = replica.conn.execute("SELECT metadata FROM sessions WHERE id = ?", (SID,)).fetchone()
+    return json.loads(row[0])
+
+
+def test_counts_survive_a_start_that_arrives_after_the_messages(spool: Path) -> None:
+    # Events of one session from several processes arrive in any order: a message's
+    # counts are written before the session_start replaces the metadata.
+    token, jwt = dict(SECRETS)["github_token"], dict(SECRETS)["jwt"]
+    e = Events()
+    start = e.start(metadata={"task": "t", "auth": jwt})
+    first, second = e.message(1, "user", f"{token} {token}"), e.message(2, "tool", jwt)
+    end = e.make("session_end", 3, status="completed", metadata={"redacted": "mine"})
+    replica = Replica(replica_path(spool, SID), Redactor())
+    try:
+        replica.apply([first])
+        assert _metadata(replica) == {"redacted": {"github_token": 2}}
+        replica.apply([start, second])
+        assert _metadata(replica) == {
+            "task": "t", "auth": "[REDACTED:jwt]", "redacted": {"github_token": 2, "jwt": 2},
+        }  # fmt: skip
+        replica.apply([first, start])  # replays: nothing counted twice
+        replica.apply([end])  # an end's metadata is merged; the counts win over its key
+        assert _metadata(replica)["redacted"] == {"github_token": 2, "jwt": 2}
+    finally:
+        replica.close()
+
+
+def test_a_clean_session_gets_no_counts_and_no_table(spool: Path) -> None:
+    e = Events()
+    replica = Replica(replica_path(spool, SID), Redactor())
+    try:
+        replica.apply([e.start(metadata={"task": "t"}), e.message(1, "user", "hello there")])
+        assert _metadata(replica) == {"task": "t"}
+        names = {r[0] for r in replica.conn.execute("SELECT name FROM sqlite_master")}
+        assert "redactions" not in names
+    finally:
+        replica.close()
+
+
+def test_a_field_is_redacted_before_it_is_cut_to_size(spool: Path) -> None:
+    token = dict(SECRETS)["anthropic_api_key"]
+    content = "x" * (MAX_FIELD_BYTES - 20) + " " + token  # the cut falls inside the token
+    e = Events()
+    replica = Replica(replica_path(spool, SID), Redactor())
+    try:
+        replica.apply([e.start(), e.message(1, "user", content)])
+        stored = replica.conn.execute("SELECT content FROM messages").fetchone()[0]
+        # The marker may be cut; no piece of the token is left to cut.
+        assert stored.startswith("x" * (MAX_FIELD_BYTES - 20) + " [REDACTED:anthropic")
+        assert stored.endswith("…[truncated 9 bytes]")
+        assert token[:10] not in stored
+    finally:
+        replica.close()
