@@ -40,6 +40,8 @@ def run(cfg: Config) -> list[Row]:
     )
     anchor_ref = Ref(anchor["rate"], f"persist-queue get+ack ({anchor_n:,} backlog)")
     shape = f"{PRODUCERS} producers x {sessions * events:,} events"
+    from bench import drain_redaction
+
     return [
         Row(
             GROUP,
@@ -67,6 +69,7 @@ def run(cfg: Config) -> list[Row]:
             note=f"{total:,} events applied in {backlog['seconds']:.2f} s once all 8 producers "
             f"had finished; {backlog['sessions']} sessions",
         ),
+        *drain_redaction.measure(cfg),
     ]
 
 

@@ -32,10 +32,16 @@ ENV_VALUES: dict[str, tuple[str, str, Any]] = {
     "metrics_addr": ("AGENTSPOOL_METRICS_ADDR", " 0.0.0.0 ", "0.0.0.0"),
     "checkpoint_interval": ("AGENTSPOOL_CHECKPOINT_INTERVAL", "2.5", 2.5),
     "batch_bytes": ("AGENTSPOOL_BATCH_BYTES", "65536", 65536),
+    "redact": ("AGENTSPOOL_REDACT", " Off ", False),
+    # a file the test writes (the patterns are read when the settings are loaded)
+    "redact_patterns": ("AGENTSPOOL_REDACT_PATTERNS", "patterns.txt", Path("patterns.txt")),
 }
 
 NUMERIC = [
-    name for name in ENV_VALUES if name not in ("spool_dir", "db_url", "auth_token", "metrics_addr")
+    name
+    for name in ENV_VALUES
+    if name
+    not in ("spool_dir", "db_url", "auth_token", "metrics_addr", "redact", "redact_patterns")
 ]
 
 
@@ -75,6 +81,10 @@ def test_env_var_is_read(tmp_path: Path, name: str) -> None:
     env = base_env(tmp_path, **{var: raw})
     if name == "retry_base":
         env["AGENTSPOOL_RETRY_CAP"] = "1"
+    if name == "redact_patterns":
+        (tmp_path / raw).write_text("ACME-[0-9]+\n")
+        env[var] = str(tmp_path / raw)
+        expected = tmp_path / raw
     s = load_settings(None, env)
     assert getattr(s, name) == expected
     assert type(getattr(s, name)) is type(expected)
@@ -286,3 +296,39 @@ def test_default_spool_dir_comes_from_the_given_environ(
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "process-state"))
     s = load_settings({}, {"XDG_STATE_HOME": str(tmp_path / "given-state")})
     assert s.spool_dir == tmp_path / "given-state" / "agentspool"
+
+
+def test_redaction_is_on_by_default_and_takes_on_and_off(tmp_path: Path) -> None:
+    assert load_settings({}, base_env(tmp_path)).redact is True
+    for raw, expected in (("on", True), ("TRUE", True), ("1", True), ("off", False), ("no", False)):
+        s = load_settings({}, base_env(tmp_path, AGENTSPOOL_REDACT=raw))
+        assert s.redact is expected
+    patterns = tmp_path / "patterns.txt"
+    patterns.write_text("# ours\n\nACME-[0-9]{6}\n   \n  internal_[a-z]+_key  \n")
+    s = load_settings({}, base_env(tmp_path, AGENTSPOOL_REDACT_PATTERNS=str(patterns)))
+    assert config.redact_patterns_of(s) == ["ACME-[0-9]{6}", "internal_[a-z]+_key"]
+    off = {"AGENTSPOOL_REDACT": "off", "AGENTSPOOL_REDACT_PATTERNS": str(tmp_path / "none")}
+    assert config.redact_patterns_of(load_settings({}, base_env(tmp_path, **off))) == []
+    with pytest.raises(ConfigError, match="AGENTSPOOL_REDACT must be on or off, got 'maybe'"):
+        load_settings({}, base_env(tmp_path, AGENTSPOOL_REDACT="maybe"))
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        (None, "cannot read the pattern file"),
+        ("fine\n[unclosed\n", ":2: not a regular expression"),
+        ("(?P<x>a)|\n", ":1: the pattern matches empty text"),
+    ],
+)
+def test_a_bad_pattern_file_is_a_config_error(
+    tmp_path: Path, content: str | None, problem: str
+) -> None:
+    path = tmp_path / "patterns.txt"
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(ConfigError) as info:
+        load_settings({}, base_env(tmp_path, AGENTSPOOL_REDACT_PATTERNS=str(path)))
+    message = str(info.value)
+    assert message.startswith("AGENTSPOOL_REDACT_PATTERNS: ") and problem in message
+    assert "\n" not in message and "unclosed" not in message  # one line, no pattern text

@@ -51,6 +51,8 @@ class Settings:
     metrics_addr: str = "127.0.0.1"  # ... on this address
     checkpoint_interval: float = 5.0  # send open sessions' news this often (0: only at the end)
     batch_bytes: int = 4 << 20  # bound on one batch request's rows (many sessions, one request)
+    redact: bool = True  # secrets in what agents log are redacted before a replica keeps them
+    redact_patterns: Path | None = None  # a file of more patterns, one regular expression a line
 
     @property
     def embedded(self) -> bool:
@@ -80,11 +82,45 @@ _ENV = {
     "metrics_addr": "AGENTSPOOL_METRICS_ADDR",
     "checkpoint_interval": "AGENTSPOOL_CHECKPOINT_INTERVAL",
     "batch_bytes": "AGENTSPOOL_BATCH_BYTES",
+    "redact": "AGENTSPOOL_REDACT",
+    "redact_patterns": "AGENTSPOOL_REDACT_PATTERNS",
 }
+_SWITCH = {"on": True, "true": True, "1": True, "yes": True,
+           "off": False, "false": False, "0": False, "no": False}  # fmt: skip
 
 _DB_SCHEMES = ("libsql://", "https://", "http://", "wss://", "ws://", "file:")
 _ACCEPTED_URLS = "libsql://HOST, https://HOST[:PORT], http://HOST:PORT, wss:// or ws://, file:PATH"
 _USERINFO = re.compile(r"^[^/]*@")
+
+
+def redact_patterns_of(settings: Settings) -> list[str]:
+    """The patterns ``AGENTSPOOL_REDACT_PATTERNS`` names (none when redaction is off):
+    one regular expression a line; blank lines and lines whose first non-blank
+    character is ``#`` are skipped. Each is compiled here, so that a bad one stops the
+    worker at start, named by its line number (never its text: it may spell a secret)."""
+    path = settings.redact_patterns
+    if not settings.redact or path is None:
+        return []
+    where = "AGENTSPOOL_REDACT_PATTERNS"
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{where}: cannot read the pattern file {path}: {exc}") from None
+    patterns = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        pattern = line.strip()
+        if not pattern or pattern.startswith("#"):
+            continue
+        try:
+            compiled = re.compile(pattern)
+        except re.error as exc:
+            raise ConfigError(
+                f"{where}: {path}:{number}: not a regular expression ({exc.msg})"
+            ) from None
+        if compiled.search("") is not None:  # it would "redact" between every character
+            raise ConfigError(f"{where}: {path}:{number}: the pattern matches empty text")
+        patterns.append(pattern)
+    return patterns
 
 
 def env_var(setting: str) -> str:
@@ -123,6 +159,15 @@ def _convert(name: str, raw: Any) -> Any:
         return str(raw).strip() or None
     if name == "metrics_addr":
         return str(raw).strip()
+    if name == "redact":
+        if isinstance(raw, bool):
+            return raw
+        switch = _SWITCH.get(str(raw).strip().lower())
+        if switch is None:
+            raise ConfigError(f"AGENTSPOOL_REDACT must be on or off, got {raw!r}")
+        return switch
+    if name == "redact_patterns":
+        return Path(raw).expanduser()
     kind = (
         int
         if name in ("drain_batch", "metrics_port", "max_replica_bytes", "batch_bytes")
@@ -209,6 +254,7 @@ def _validate(s: Settings) -> None:
         raise ConfigError("AGENTSPOOL_BATCH_BYTES must be between 1024 and 67108864 (64 MiB)")
     if s.drain_batch < 1:
         raise ConfigError("AGENTSPOOL_DRAIN_BATCH must be at least 1")
+    redact_patterns_of(s)  # read and compiled at start: a bad pattern file stops every command
 
 
 # ---- --env-file -----------------------------------------------------------------

@@ -15,10 +15,12 @@ from agentspool.worker.cli.options import (
     json_option,
     settings_from,
     spool_option,
+    view_redactor,
 )
 from agentspool.worker.cli.terminal import visible, visible_text
 
 if TYPE_CHECKING:
+    from agentspool.worker.config import Settings
     from agentspool.worker.intake.deadletters import DeadLetter
 
 
@@ -41,6 +43,7 @@ def dead_ls(spool_dir: Path | None, limit: int, as_json: bool) -> None:
 
     settings = settings_from(spool_dir=spool_dir)
     letters, total = list_dead_letters(settings.spool_dir, limit)
+    letters = [_as_shown(d, settings) for d in letters]
     if as_json:
         echo_json(
             {
@@ -72,13 +75,17 @@ def dead_ls(spool_dir: Path | None, limit: int, as_json: bool) -> None:
 @dead.command("show")
 @spool_option
 @click.argument("dead_id", type=int)
-@click.option("--raw", is_flag=True, help="Write the item's stored bytes exactly, nothing else.")
+@click.option(
+    "--raw",
+    is_flag=True,
+    help="Write the item's stored bytes exactly (secrets redacted), nothing else.",
+)
 @json_option
 @database_errors_explained
 def dead_show(spool_dir: Path | None, dead_id: int, raw: bool, as_json: bool) -> None:
     """Show one dead letter: the reason and the item (decoded when it is JSON)."""
     settings = settings_from(spool_dir=spool_dir)
-    letter = _one(settings.spool_dir, dead_id)
+    letter = _as_shown(_one(settings.spool_dir, dead_id), settings)
     if raw:
         sys.stdout.buffer.write(letter.data)
         sys.stdout.buffer.flush()
@@ -192,6 +199,22 @@ def dead_purge(
         echo_json({"deleted": deleted})
     else:
         click.echo(f"deleted {deleted} dead letter(s)")
+
+
+def _as_shown(letter: DeadLetter, settings: Settings) -> DeadLetter:
+    """The dead letter as the views print it: its bytes and reason redacted as the
+    worker redacts what it applies (docs/RELIABILITY.md), so that a secret in an item
+    that never reached a replica is not printed either. The stored item is unchanged:
+    `dead requeue` queues it again as it was."""
+    redactor = view_redactor(settings)
+    if redactor is None:
+        return letter
+    import dataclasses
+    from collections import Counter
+
+    return dataclasses.replace(
+        letter, data=redactor.raw(letter.data), reason=redactor.text(letter.reason, Counter())
+    )
 
 
 def _one(spool_dir: Path, dead_id: int) -> DeadLetter:

@@ -23,6 +23,7 @@ from agentspool.worker.cli.options import (
     remote_options,
     settings_from,
     spool_option,
+    view_redactor,
 )
 from agentspool.worker.cli.terminal import visible, visible_text
 from agentspool.worker.config import EMBEDDED_DB_FILENAME, Settings
@@ -106,6 +107,9 @@ def queue_peek(spool_dir: Path | None, limit: int, producer: str | None, as_json
         raise click.ClickException(
             f"no queue file of producer {producer!r}; list them with: agentspool queue ls"
         ) from None
+    redactor = view_redactor(settings)
+    if redactor is not None:  # not applied yet: redacted here as the worker will
+        found = [p.redacted(redactor) for p in found]
     if as_json:
         echo_json({"spool": str(settings.spool_dir), "events": [p.to_json() for p in found]})
         return

@@ -11,7 +11,7 @@ import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -19,6 +19,9 @@ from agentspool.producer import default_spool_dir
 from agentspool.worker.config import ConfigError, Settings, load_settings
 from agentspool.worker.durations import format_duration, parse_duration
 from agentspool.worker.sizes import parse_size
+
+if TYPE_CHECKING:
+    from agentspool.worker.intake.redaction import Redactor
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -164,6 +167,20 @@ def settings_from(**overrides: Any) -> Settings:
     try:
         return load_settings(overrides)
     except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def view_redactor(settings: Settings) -> Redactor | None:
+    """The redactor of views that print what the worker has not applied (queue files,
+    dead letters): the worker's own (docs/RELIABILITY.md); None when it is off."""
+    if not settings.redact:
+        return None
+    from agentspool.worker.config import redact_patterns_of
+    from agentspool.worker.intake.redaction import Redactor
+
+    try:
+        return Redactor(redact_patterns_of(settings))
+    except ConfigError as exc:  # the file changed since the settings were read
         raise click.ClickException(str(exc)) from None
 
 

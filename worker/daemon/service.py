@@ -26,7 +26,7 @@ from watchdog.observers.api import BaseObserver
 
 from agentspool.producer import queuefile
 from agentspool.worker import state as st
-from agentspool.worker.config import Settings, display_url
+from agentspool.worker.config import Settings, display_url, redact_patterns_of
 from agentspool.worker.daemon.burst_report import burst_gave_up, burst_stopped_misconfigured
 from agentspool.worker.daemon.lock import SpoolLock
 from agentspool.worker.daemon.metrics import WorkerMetrics
@@ -36,6 +36,7 @@ from agentspool.worker.daemon.sealing import gone_producers, seal_abandoned
 from agentspool.worker.exitcodes import EXIT_LEFT_PENDING, EXIT_OK, EXIT_REFUSED
 from agentspool.worker.intake.drain import Drainer
 from agentspool.worker.intake.quarantine import list_quarantined, open_state_store
+from agentspool.worker.intake.redaction import Redactor
 from agentspool.worker.intake.replica import REPLICAS_DIRNAME, Replica
 from agentspool.worker.security import refuse_insecure_spool
 from agentspool.worker.sync.batch import Batch
@@ -134,6 +135,9 @@ class Worker:
             self.spool_dir,
             self.state,
             batch_size=self.settings.drain_batch,
+            redactor=(
+                Redactor(redact_patterns_of(self.settings)) if self.settings.redact else None
+            ),
             now=self.now,
             monotonic=self.monotonic,
         )

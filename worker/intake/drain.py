@@ -26,6 +26,7 @@ from agentspool.producer import queuefile
 from agentspool.worker.intake import quarantine
 from agentspool.worker.intake.hook_inbox import HookInbox
 from agentspool.worker.intake.ingest import read_rejected_line
+from agentspool.worker.intake.redaction import BUILTIN_REDACTOR, Redactor
 from agentspool.worker.intake.replica import Replica, iso, replica_path
 from agentspool.worker.state import SessionState, StateStore
 
@@ -62,12 +63,14 @@ class Drainer:
         state: StateStore,
         *,
         batch_size: int = 2000,
+        redactor: Redactor | None = BUILTIN_REDACTOR,
         now: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.spool_dir = spool_dir
         self.state = state
         self.batch_size = batch_size
+        self.redactor = redactor  # secrets in events are replaced before a replica keeps them
         self.now = now
         self.monotonic = monotonic
         self._started = monotonic()
@@ -347,12 +350,12 @@ class Drainer:
             raise ReplicaRebuilt(session_id)
         path = replica_path(self.spool_dir, session_id)
         try:
-            replica = Replica(path)
+            replica = Replica(path, self.redactor)
         except sqlite3.DatabaseError as exc:
             if not quarantine.is_damage(exc):
                 raise
             self.quarantine_replica(session_id, exc)
-            replica = Replica(path)
+            replica = Replica(path, self.redactor)
         self._replicas[session_id] = replica
         self._inodes[session_id] = _identity(path)
         while len(self._replicas) > MAX_OPEN_REPLICAS:

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterable
+from collections import Counter
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,6 +26,7 @@ from agentspool.worker.intake.accounting import (
     accounting_of,
     sum_usage_into_metadata,
 )
+from agentspool.worker.intake.redaction import Redactor, record_redactions
 from agentspool.worker.intake.replica_names import REPLICAS_DIRNAME as REPLICAS_DIRNAME
 from agentspool.worker.intake.replica_names import replica_path as replica_path
 from agentspool.worker.intake.replica_schema import (
@@ -54,15 +56,19 @@ def _when(e: dict[str, Any], field: str) -> str:
     return iso(e["ts"] if value is None else value)
 
 
-def to_text(value: Any) -> str | None:
+def to_text(value: Any, redact: Callable[[Any, str], str] | None = None) -> str | None:
     """Store strings as they are and anything else as JSON; never fail on odd text.
 
-    Text over ``MAX_FIELD_BYTES`` is truncated with a marker (see events.py). A value
-    nested too deeply to encode raises ``ValueError`` (its event is dead-lettered)."""
+    ``redact`` (value, text) -> text runs first (redaction.py), so that truncation
+    never cuts a secret in two. Text over ``MAX_FIELD_BYTES`` is truncated with a
+    marker (see events.py). A value nested too deeply to encode raises ``ValueError``
+    (its event is dead-lettered)."""
     if value is None:
         return None
     try:
         text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+        if redact is not None:
+            text = redact(value, text)
     except RecursionError:
         raise ValueError("a value is nested too deeply to store") from None
     try:
@@ -111,8 +117,17 @@ SESSION_COLUMNS = (
 
 
 class Replica:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, redactor: Redactor | None = None) -> None:
         self.path = path
+        # Every text an event brings goes through it before it is written (None: as
+        # it is); what it replaced in the current apply() is counted by kind.
+        self.redactor = redactor
+        self._redacted: Counter[str] = Counter()
+        self._text: Callable[[Any], str | None] = (
+            to_text
+            if redactor is None
+            else lambda value: to_text(value, lambda v, t: redactor.stored(v, t, self._redacted))
+        )
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         refuse_link(path)  # SQLite would follow it
         if not path.exists():
@@ -141,10 +156,17 @@ class Replica:
         """Apply validated events of this session in one transaction; return how many
         were new (the others had been applied before)."""
         applied = 0
+        self._redacted.clear()
+        session_id = None
+        metadata_replaced = False  # a start or end writes the session's metadata anew
         with transaction(self.conn):
             for event in events:
                 if self._apply_one(event):
                     applied += 1
+                    session_id = event["session_id"]
+                    metadata_replaced |= event["type"] in (ev.SESSION_START, ev.SESSION_END)
+            if session_id is not None and (self._redacted or metadata_replaced):
+                record_redactions(self.conn, session_id, self._redacted)
         return applied
 
     def _apply_one(self, e: dict[str, Any]) -> bool:
@@ -174,20 +196,22 @@ class Replica:
                 " started_at = excluded.started_at, metadata = excluded.metadata,"
                 " host = excluded.host, pid = excluded.pid, producer_id = excluded.producer_id,"
                 " parent_id = excluded.parent_id, model = coalesce(excluded.model, model)",
-                (sid, to_text(e["agent"]), at, to_text(e.get("metadata")), e.get("host"),
+                (sid, self._text(e["agent"]), at, self._text(e.get("metadata")), self._text(e.get("host")),
                  e.get("pid"), e["producer_id"], to_text(e.get("parent_id")),
-                 to_text(e.get("model"))),
+                 self._text(e.get("model"))),
             )  # fmt: skip
             if self._ended(sid):  # arrived after the end: its metadata replaced the totals
                 sum_usage_into_metadata(self.conn, sid)
         elif kind == ev.MESSAGE:
             metadata = e.get("metadata")
             accounting = accounting_of(metadata)
+            if accounting is not None and accounting[0] is not None:  # the model's name
+                accounting = (self._text(accounting[0]), *accounting[1:])
             inserted = self.conn.execute(
                 f"INSERT OR IGNORE INTO messages ({', '.join(MESSAGE_COLUMNS)})"
                 f" VALUES ({', '.join('?' * len(MESSAGE_COLUMNS))})",
-                (sid, e["seq"], to_text(e["role"]), to_text(e.get("content")), at,
-                 to_text(metadata), *(accounting or (None,) * len(ACCOUNTING_COLUMNS))),
+                (sid, e["seq"], self._text(e["role"]), self._text(e.get("content")), at,
+                 self._text(metadata), *(accounting or (None,) * len(ACCOUNTING_COLUMNS))),
             ).rowcount  # fmt: skip
             if inserted and accounting is not None:
                 self._add_to_session_totals(sid, accounting)
@@ -200,7 +224,7 @@ class Replica:
                 " VALUES (?, ?, ?, ?, 'running', ?)"
                 " ON CONFLICT (session_id, call_id) DO UPDATE SET name = excluded.name,"
                 " input = excluded.input, started_at = excluded.started_at",
-                (sid, e["call_id"], to_text(e["name"]), to_text(e.get("input")),
+                (sid, e["call_id"], self._text(e["name"]), self._text(e.get("input")),
                  _when(e, "started_at")),
             )  # fmt: skip
             if self._ended_after(sid, e["seq"]):  # its start arrived after its session's end
@@ -220,7 +244,7 @@ class Replica:
                 # take it from the two recorded times.
                 " duration_ms = coalesce(excluded.duration_ms, round((julianday(excluded.ended_at)"
                 " - julianday(tool_executions.started_at)) * 86400000.0, 3))",
-                (sid, e["call_id"], to_text(e.get("output")), status, to_text(error),
+                (sid, e["call_id"], self._text(e.get("output")), status, self._text(error),
                  _when(e, "ended_at"), e.get("duration_ms")),
             )  # fmt: skip
         elif kind == ev.SESSION_END:
@@ -232,7 +256,7 @@ class Replica:
             if latest:
                 self.conn.execute(
                     "UPDATE sessions SET status = ?, ended_at = ?, error = ? WHERE id = ?",
-                    (e["status"], at, to_text(e.get("error")), sid),
+                    (e["status"], at, self._text(e.get("error")), sid),
                 )
                 self._close_running_tools(sid, at, TOOL_OPEN_AT_END_ERROR)
             if e.get("metadata"):
@@ -248,7 +272,7 @@ class Replica:
                 self.conn.execute(
                     f"UPDATE sessions SET metadata = {patch}"
                     " WHERE id = ?2 AND json_valid(coalesce(metadata, '{}')) AND json_valid(?1)",
-                    (to_text(e["metadata"]), sid),
+                    (self._text(e["metadata"]), sid),
                 )
             sum_usage_into_metadata(self.conn, sid)
         return True

@@ -9,12 +9,14 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from dataclasses import asdict, dataclass
+from collections import Counter
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from agentspool.producer import events as ev
 from agentspool.producer import queuefile
+from agentspool.worker.intake.redaction import Redactor
 from agentspool.worker.intake.replica import iso
 from agentspool.worker.reports.status import spool_status
 
@@ -94,6 +96,16 @@ class PendingEvent:
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
+
+    def redacted(self, redactor: Redactor) -> PendingEvent:
+        """As the worker will store it: every text redacted (docs/RELIABILITY.md)."""
+        counts: Counter[str] = Counter()
+        return replace(
+            self,
+            event=None if self.event is None else redactor.value(self.event, counts),
+            error=None if self.error is None else redactor.text(self.error, counts),
+            raw=None if self.raw is None else redactor.text(self.raw, counts),
+        )
 
 
 def peek(spool_dir: Path, limit: int, producer_id: str | None = None) -> list[PendingEvent]:
