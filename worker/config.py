@@ -51,6 +51,8 @@ class Settings:
     metrics_addr: str = "127.0.0.1"  # ... on this address
     checkpoint_interval: float = 5.0  # send open sessions' news this often (0: only at the end)
     batch_bytes: int = 4 << 20  # bound on one batch request's rows (many sessions, one request)
+    # Delete sessions that ended longer ago than this from the database, daily (0: never).
+    remote_retention: float = 0.0
 
     @property
     def embedded(self) -> bool:
@@ -80,6 +82,7 @@ _ENV = {
     "metrics_addr": "AGENTSPOOL_METRICS_ADDR",
     "checkpoint_interval": "AGENTSPOOL_CHECKPOINT_INTERVAL",
     "batch_bytes": "AGENTSPOOL_BATCH_BYTES",
+    "remote_retention": "AGENTSPOOL_REMOTE_RETENTION",
 }
 
 _DB_SCHEMES = ("libsql://", "https://", "http://", "wss://", "ws://", "file:")
@@ -199,6 +202,8 @@ def _validate(s: Settings) -> None:
         )
     if s.checkpoint_interval < 0:
         raise ConfigError("AGENTSPOOL_CHECKPOINT_INTERVAL must be 0 (off) or a number of seconds")
+    if s.remote_retention < 0:
+        raise ConfigError("AGENTSPOOL_REMOTE_RETENTION must be 0 (off) or a duration (90d)")
     if s.abandon_after < 0:
         raise ConfigError("AGENTSPOOL_ABANDON_AFTER must be 0 (off) or a number of seconds")
     if s.retry_cap < s.retry_base:

@@ -4,7 +4,8 @@ The worker's pid is in its lock file. ``SIGUSR1`` (``agentspool drain``) asks it
 finish the way ``--burst`` does: drain everything, seal sessions whose producers are
 gone, sync, then exit; the caller waits (bounded) for the lock to be released, then
 reads the spool's status itself (reports.status). ``SIGUSR2`` (``agentspool retry``)
-asks it to drop its sync backoff and try now.
+asks it to drop its sync backoff and try now; ``agentspool delete`` sends it too, as
+the worker removes deleted sessions at the start of every pass.
 """
 
 from __future__ import annotations
@@ -15,8 +16,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from agentspool.worker import state as st
 from agentspool.worker.config import Settings
-from agentspool.worker.daemon.lock import lock_holder
+from agentspool.worker.daemon.deletion import apply_tombstones
+from agentspool.worker.daemon.lock import SpoolLock, WorkerAlreadyRunning, lock_holder
 from agentspool.worker.daemon.service import FINISH_SIGNAL, RETRY_SIGNAL, Worker
 
 
@@ -52,3 +55,46 @@ def retry_now(spool_dir: Path) -> bool:
     except OSError:
         return False  # it just exited: the next one starts without a backoff
     return True
+
+
+@dataclass(frozen=True)
+class LocalDeletion:
+    worker_pid: int | None  # the worker that removed them; None: removed here
+    done: bool  # every local copy is gone (False: the worker did not get to it in time)
+
+
+def delete_locally(
+    spool_dir: Path,
+    session_ids: list[str],
+    timeout: float,
+    sleep: Callable[[float], None] = time.sleep,
+) -> LocalDeletion:
+    """Tombstone the sessions, then remove their local copies: through the running
+    worker (woken with SIGUSR2, waited for up to ``timeout``), or here while holding
+    the worker's lock so that no worker starts in between."""
+    with st.created_state(spool_dir) as store:
+        store.add_tombstones(session_ids, time.time())
+    pid = lock_holder(spool_dir)
+    if pid is None:
+        lock = SpoolLock(spool_dir)
+        try:
+            lock.acquire()
+        except WorkerAlreadyRunning:
+            pid = lock_holder(spool_dir)  # one started just now: it removes them
+        else:
+            try:
+                with st.created_state(spool_dir) as store:
+                    apply_tombstones(spool_dir, store, now=time.time())
+            finally:
+                lock.release()
+            return LocalDeletion(None, True)
+    retry_now(spool_dir)  # wakes its loop, which removes tombstoned sessions first
+
+    def left() -> bool:
+        with st.existing_state(spool_dir) as store:
+            return store is None or bool(set(store.tombstones_to_apply()) & set(session_ids))
+
+    deadline = time.monotonic() + timeout
+    while left() and time.monotonic() < deadline:
+        sleep(0.05)
+    return LocalDeletion(pid, not left())
