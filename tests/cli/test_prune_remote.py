@@ -160,9 +160,7 @@ def test_prune_remote_works_on_the_embedded_database(spool: Path, tmp_path: Path
     assert [s["session_id"] for s in json.loads(listed.stdout)["sessions"]] == ["new-coder"]
 
 
-def test_the_worker_prunes_the_database_once_a_day(
-    spool: Path, tmp_path: Path, sqld: Sqld
-) -> None:
+def test_the_worker_prunes_the_database_once_a_day(spool: Path, tmp_path: Path, sqld: Sqld) -> None:
     old_and_new(spool, tmp_path)
     sync(spool, sqld.url)
     assert sqld.scalar("SELECT count(*) FROM sessions") == 3

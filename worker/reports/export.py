@@ -125,7 +125,7 @@ def export_local(
     for _, session_id, path in sorted(rows):
         conn = open_readonly(path)
         try:
-            _write_session(_sqlite_query(conn), session_id, out, fmt, report)
+            _write_session(_sqlite_query(conn), session_id, out, fmt, report, replica=True)
         finally:
             conn.close()
     return report
@@ -155,7 +155,13 @@ def export_remote(db: Database, out: IO[str], filters: Filters, fmt: str = "json
 
 
 def _write_session(
-    query: Query, session_id: str, out: IO[str], fmt: str, report: ExportReport
+    query: Query,
+    session_id: str,
+    out: IO[str],
+    fmt: str,
+    report: ExportReport,
+    *,
+    replica: bool = False,
 ) -> None:
     found = query(
         f"SELECT {_select_list(query, 'sessions', SESSION_FIELDS)} FROM sessions WHERE id = ?",
@@ -163,6 +169,12 @@ def _write_session(
     )
     if not found:
         return  # deleted since it was listed
+    if replica:  # a replica counts at sync time (sync/batch.py): the same counts here
+        found[0].update(query(
+            "SELECT (SELECT count(*) FROM applied_events) AS event_count,"
+            " (SELECT count(*) FROM messages) AS message_count,"
+            " (SELECT count(*) FROM tool_executions) AS tool_count", (),
+        )[0])  # fmt: skip
     messages = _messages(query, session_id)
     tools = _tools(query, session_id)
     counted = _Counted(report)
