@@ -32,6 +32,7 @@ ENV_VALUES: dict[str, tuple[str, str, Any]] = {
     "metrics_addr": ("AGENTSPOOL_METRICS_ADDR", " 0.0.0.0 ", "0.0.0.0"),
     "checkpoint_interval": ("AGENTSPOOL_CHECKPOINT_INTERVAL", "2.5", 2.5),
     "batch_bytes": ("AGENTSPOOL_BATCH_BYTES", "65536", 65536),
+    "remote_retention": ("AGENTSPOOL_REMOTE_RETENTION", "90d", 90 * 86400.0),
 }
 
 NUMERIC = [
