@@ -68,10 +68,21 @@ class ExportReport:
 # ---- where sessions come from ------------------------------------------------
 
 
-def _select_list(query: Query, table: str, fields: tuple[str, ...]) -> str:
-    """``fields`` as a select list, NULL for those an older schema lacks."""
-    have = {r["name"] for r in query("SELECT name FROM pragma_table_info(?)", (table,))}
-    return ", ".join(f if f in have else f"NULL AS {f}" for f in fields)
+class _Source:
+    """A replica or the database: its queries, and its tables' select lists (asked
+    once: each is a round trip to a remote database)."""
+
+    def __init__(self, query: Query) -> None:
+        self.query = query
+        self._lists: dict[str, str] = {}
+
+    def select_list(self, table: str, fields: tuple[str, ...]) -> str:
+        """``fields`` as a select list, NULL for those an older schema lacks."""
+        if table not in self._lists:
+            sql = "SELECT name FROM pragma_table_info(?)"
+            have = {r["name"] for r in self.query(sql, (table,))}
+            self._lists[table] = ", ".join(f if f in have else f"NULL AS {f}" for f in fields)
+        return self._lists[table]
 
 
 def _sqlite_query(conn: sqlite3.Connection) -> Query:
@@ -112,9 +123,9 @@ def export_local(
             report.missing_replicas += 1
             continue
         try:
-            query = _sqlite_query(conn)
-            found = query(
-                f"SELECT {_select_list(query, 'sessions', SESSION_FIELDS)} FROM sessions"
+            source = _Source(_sqlite_query(conn))
+            found = source.query(
+                f"SELECT {source.select_list('sessions', SESSION_FIELDS)} FROM sessions"
                 " WHERE id = ?",
                 (s.session_id,),
             )
@@ -125,7 +136,7 @@ def export_local(
     for _, session_id, path in sorted(rows):
         conn = open_readonly(path)
         try:
-            _write_session(_sqlite_query(conn), session_id, out, fmt, report, replica=True)
+            _write_session(_Source(_sqlite_query(conn)), session_id, out, fmt, report, replica=True)
         finally:
             conn.close()
     return report
@@ -134,6 +145,7 @@ def export_local(
 def export_remote(db: Database, out: IO[str], filters: Filters, fmt: str = "jsonl") -> ExportReport:
     """Every session in the database that matches, oldest start first."""
     report = ExportReport()
+    source = _Source(db.query)
     after = ("", "")
     while True:
         page = db.query(
@@ -145,7 +157,7 @@ def export_remote(db: Database, out: IO[str], filters: Filters, fmt: str = "json
              filters.since, filters.since, *after, SESSIONS_PER_PAGE),
         )  # fmt: skip
         for row in page:
-            _write_session(db.query, row["id"], out, fmt, report)
+            _write_session(source, row["id"], out, fmt, report)
         if len(page) < SESSIONS_PER_PAGE:
             return report
         after = (page[-1]["started_at"], page[-1]["id"])
@@ -155,7 +167,7 @@ def export_remote(db: Database, out: IO[str], filters: Filters, fmt: str = "json
 
 
 def _write_session(
-    query: Query,
+    source: _Source,
     session_id: str,
     out: IO[str],
     fmt: str,
@@ -163,8 +175,9 @@ def _write_session(
     *,
     replica: bool = False,
 ) -> None:
+    query = source.query
     found = query(
-        f"SELECT {_select_list(query, 'sessions', SESSION_FIELDS)} FROM sessions WHERE id = ?",
+        f"SELECT {source.select_list('sessions', SESSION_FIELDS)} FROM sessions WHERE id = ?",
         (session_id,),
     )
     if not found:
@@ -175,7 +188,7 @@ def _write_session(
             " (SELECT count(*) FROM messages) AS message_count,"
             " (SELECT count(*) FROM tool_executions) AS tool_count", (),
         )[0])  # fmt: skip
-    messages = _messages(query, session_id)
+    messages = _messages(source, session_id)
     tools = _tools(query, session_id)
     counted = _Counted(report)
     if fmt == "openai":
@@ -215,10 +228,10 @@ def _write_items(out: IO[str], items: Iterator[dict[str, Any]]) -> None:
         separator = ","
 
 
-def _messages(query: Query, session_id: str) -> Iterator[dict[str, Any]]:
-    columns = _select_list(query, "messages", MESSAGE_FIELDS)
+def _messages(source: _Source, session_id: str) -> Iterator[dict[str, Any]]:
+    columns = source.select_list("messages", MESSAGE_FIELDS)
     yield from _paged(
-        query,
+        source.query,
         session_id,
         sizes_sql="SELECT seq AS k0, coalesce(length(CAST(content AS BLOB)), 0)"
         " + coalesce(length(CAST(metadata AS BLOB)), 0) + length(CAST(role AS BLOB)) AS n"
