@@ -1,5 +1,6 @@
 """Remote retention: with ``AGENTSPOOL_REMOTE_RETENTION`` set, the worker deletes from
-the database, once a day, every session that ended longer ago than that.
+the database, once a day, every session that ended longer ago than that (the
+service does; ``--burst``, a CI job's worker, does not).
 
 It is ``agentspool prune --remote --older-than ...`` (sync/remote_delete.py), run on
 a thread of its own: the worker's loop never waits on the network, and each request

@@ -242,7 +242,8 @@ class Worker:
                     self._seal_abandoned_sessions()
                     self._remove_finished_queues()
                     self._prune_if_due()
-                    self.remote_retention.poll()
+                    if not self.burst:  # a service's daily chore, not a CI job's
+                        self.remote_retention.poll()
                     self._report_progress()
                 self._advance_syncs()
             except Exception:
