@@ -228,7 +228,8 @@ def delete(
         local = delete_locally(spool, ids, timeout)
         if not local.done:
             raise click.ClickException(
-                f"the worker (pid {local.worker_pid}) has not removed them within {timeout:g}s;"
+                f"the running worker{'' if local.worker_pid is None else f' (pid {local.worker_pid})'}"
+                f" has not removed them within {timeout:g}s;"
                 " they are marked deleted and it will; run this again to check"
                 + (" and to delete them from the database" if remote else "")
             )

@@ -11,6 +11,8 @@ the worker removes deleted sessions at the start of every pass.
 from __future__ import annotations
 
 import os
+import signal
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -69,18 +71,26 @@ def delete_locally(
     timeout: float,
     sleep: Callable[[float], None] = time.sleep,
 ) -> LocalDeletion:
-    """Tombstone the sessions, then remove their local copies: through the running
-    worker (woken with SIGUSR2, waited for up to ``timeout``), or here while holding
-    the worker's lock so that no worker starts in between."""
+    """Tombstone the sessions, then remove their local copies: here, holding the
+    worker's lock (so that no worker starts in between), or, while a worker holds it,
+    through that worker (woken with RETRY_SIGNAL, waited for up to ``timeout``)."""
     with st.created_state(spool_dir) as store:
         store.add_tombstones(session_ids, time.time())
-    pid = lock_holder(spool_dir)
-    if pid is None:
+    if threading.current_thread() is threading.main_thread():
+        # Whoever holds the lock is signalled as the worker (`retry`, `drain`, another
+        # `delete`): while this process holds it, such a signal must not end it.
+        for signum in (FINISH_SIGNAL, RETRY_SIGNAL):
+            signal.signal(signum, signal.SIG_IGN)
+    deadline = time.monotonic() + timeout
+    asked: int | None = None
+    while True:
         lock = SpoolLock(spool_dir)
         try:
             lock.acquire()
         except WorkerAlreadyRunning:
-            pid = lock_holder(spool_dir)  # one started just now: it removes them
+            holder = lock_holder(spool_dir)
+            if holder is not None and holder != asked and retry_now(spool_dir):
+                asked = holder  # its loop removes tombstoned sessions first thing
         else:
             try:
                 with st.created_state(spool_dir) as store:
@@ -88,13 +98,8 @@ def delete_locally(
             finally:
                 lock.release()
             return LocalDeletion(None, True)
-    retry_now(spool_dir)  # wakes its loop, which removes tombstoned sessions first
-
-    def left() -> bool:
         with st.existing_state(spool_dir) as store:
-            return store is None or bool(set(store.tombstones_to_apply()) & set(session_ids))
-
-    deadline = time.monotonic() + timeout
-    while left() and time.monotonic() < deadline:
+            left = store is None or bool(set(store.tombstones_to_apply()) & set(session_ids))
+        if not left or time.monotonic() >= deadline:
+            return LocalDeletion(asked, not left)
         sleep(0.05)
-    return LocalDeletion(pid, not left())
