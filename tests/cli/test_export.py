@@ -28,6 +28,10 @@ def exported(env: dict[str, str], *args: str) -> list[dict[str, Any]]:
     return lines(result.stdout)
 
 
+def spool_files(spool: Path) -> dict[str, tuple[int, int]]:
+    return {str(p): (p.stat().st_size, p.stat().st_mtime_ns) for p in spool.rglob("*")}
+
+
 def some_sessions(spool: Path, tmp_path: Path) -> None:
     events = (
         session_lines("s-old", agent="coder", ended_days_ago=30, messages=4, tools=2)
@@ -44,7 +48,9 @@ def test_export_jsonl_shape_and_filters(spool: Path, tmp_path: Path) -> None:
     some_sessions(spool, tmp_path)
     run_cli("worker", "run", "--burst", env=worker_env(spool), check=True, timeout=300)
     env = worker_env(spool)
+    before = spool_files(spool)
     every = exported(env)
+    assert spool_files(spool) == before  # read-only: nothing created or changed
     assert [s["session"]["id"] for s in every] == ["s-old", "s-planner", "s-failed", "s-new"]
     old = every[0]
     assert list(old) == ["format", "session", "messages", "tool_executions"]
@@ -91,9 +97,12 @@ def test_openai_shape_validates_against_the_openai_types(spool: Path, tmp_path: 
     pydantic = pytest.importorskip("pydantic")
     chat = pytest.importorskip("openai.types.chat")
     some_sessions(spool, tmp_path)
+    ingest(spool, tmp_path, session_lines("s-empty", messages=0, tools=0), name="empty")
     run_cli("worker", "run", "--burst", env=worker_env(spool), check=True, timeout=300)
-    examples = exported(worker_env(spool), "--format", "openai")
-    assert len(examples) == 4
+    result = run_cli("export", "--format", "openai", env=worker_env(spool), check=True)
+    assert "1 session(s) without a message to keep were left out" in result.stderr
+    examples = lines(result.stdout)
+    assert len(examples) == 4  # the empty session is no example
     adapter = pydantic.TypeAdapter(list[chat.ChatCompletionMessageParam])
     for example in examples:
         assert list(example) == ["messages"]

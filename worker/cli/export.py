@@ -80,6 +80,8 @@ def export(
         if report.missing_replicas
         else ""
     )
+    if report.empty:
+        missing += f"; {report.empty} session(s) without a message to keep were left out"
     click.echo(
         f"exported {report.sessions} session(s), {report.messages} messages,"
         f" {report.tool_executions} tool executions{missing}",

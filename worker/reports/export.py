@@ -63,6 +63,7 @@ class ExportReport:
     messages: int = 0
     tool_executions: int = 0
     missing_replicas: int = 0  # sessions the spool knows whose replica was pruned
+    empty: int = 0  # --format openai: sessions without a message to keep (no line)
 
 
 # ---- where sessions come from ------------------------------------------------
@@ -192,7 +193,9 @@ def _write_session(
     tools = _tools(query, session_id)
     counted = _Counted(report)
     if fmt == "openai":
-        _write_openai(out, counted.messages(messages), counted.tools(tools))
+        if not _write_openai(out, counted.messages(messages), counted.tools(tools)):
+            report.empty += 1
+            return
     else:
         out.write(f'{{"format":{_dumps(FORMAT)},"session":{_dumps(found[0])},"messages":[')
         _write_items(out, counted.messages(messages))
@@ -291,14 +294,15 @@ def _paged(
 
 def _write_openai(
     out: IO[str], messages: Iterator[dict[str, Any]], tools: Iterator[dict[str, Any]]
-) -> None:
+) -> bool:
     """``{"messages": [...]}``: messages and tool executions merged by time. A tool
     execution joins the assistant message before it as a ``tool_calls`` entry (or
     gets an assistant message of its own), and its result follows as a ``tool``
     message. Messages with other roles than OPENAI_ROLES are left out. One assistant
-    message and its tool results (at most MAX_HELD_CALLS) are held at a time."""
-    out.write('{"messages":[')
-    separator = ""
+    message and its tool results (at most MAX_HELD_CALLS) are held at a time. A
+    session with nothing to keep writes no line (an empty example is no example);
+    returns whether it wrote one."""
+    separator = '{"messages":['  # written with the first message
     held: dict[str, Any] | None = None  # the last assistant message, while tools may join it
     results: list[dict[str, Any]] = []
 
@@ -338,7 +342,9 @@ def _write_openai(
         outcome = row["error"] if row["status"] == "error" else row["output"]
         results.append({"role": "tool", "tool_call_id": row["call_id"], "content": outcome or ""})
     release()
-    out.write("]}\n")
+    if separator == ",":
+        out.write("]}\n")
+    return separator == ","
 
 
 def _arguments(stored: str | None) -> str:
