@@ -5,6 +5,7 @@ worker."""
 from __future__ import annotations
 
 import json
+import sqlite3
 from pathlib import Path
 
 from tests.cli.lifecycle_data import ingest, rows_of, session_lines, sync
@@ -192,3 +193,29 @@ def test_the_worker_prunes_the_database_once_a_day(spool: Path, tmp_path: Path, 
     burst = run_cli("worker", "run", "--burst", env=env | {"AGENTSPOOL_DIR": str(tmp_path / "ci")})
     assert burst.returncode == 0 and "remote retention" not in burst.stderr
     assert rows_of(sqld, "old-again") == (1, 3, 1)
+
+
+def test_the_worker_prunes_the_embedded_database_too(spool: Path, tmp_path: Path) -> None:
+    """No TURSO_DATABASE_URL: retention deletes from the spool's embedded file, on its
+    own thread and connection, beside the sync's writes to the same file."""
+    old_and_new(spool, tmp_path)
+    sync(spool, None)
+    embedded = spool / "agentspool.db"
+
+    def held() -> set[str]:
+        conn = sqlite3.connect(f"file:{embedded}?mode=ro", uri=True, timeout=10)
+        try:
+            return {r[0] for r in conn.execute("SELECT id FROM sessions")}
+        finally:
+            conn.close()
+
+    assert held() == {"old-coder", "old-planner", "new-coder"}
+    ingest(spool, tmp_path, session_lines("fresh", ended_days_ago=0), name="fresh")
+    worker = start_worker(worker_env(spool, AGENTSPOOL_REMOTE_RETENTION="90d"))
+    try:
+        wait_until(lambda: held() == {"new-coder", "fresh"}, 60, "retention and the sync")
+        wait_until(lambda: worker_db_rows(spool, "SELECT value FROM worker_meta"
+                                          " WHERE key = 'remote_retention_at'"), 30, "the record")  # fmt: skip
+    finally:
+        _, err = stop_process(worker)
+    assert "remote retention: deleted 2 session(s)" in err
