@@ -35,6 +35,7 @@ ENV_VALUES: dict[str, tuple[str, str, Any]] = {
     "redact": ("AGENTSPOOL_REDACT", " Off ", False),
     # a file the test writes (the patterns are read when the settings are loaded)
     "redact_patterns": ("AGENTSPOOL_REDACT_PATTERNS", "patterns.txt", Path("patterns.txt")),
+    "remote_retention": ("AGENTSPOOL_REMOTE_RETENTION", "90d", 90 * 86400.0),
 }
 
 NUMERIC = [

@@ -53,6 +53,8 @@ class Settings:
     batch_bytes: int = 4 << 20  # bound on one batch request's rows (many sessions, one request)
     redact: bool = True  # secrets in what agents log are redacted before a replica keeps them
     redact_patterns: Path | None = None  # a file of more patterns, one regular expression a line
+    # Delete sessions that ended longer ago than this from the database, daily (0: never).
+    remote_retention: float = 0.0
 
     @property
     def embedded(self) -> bool:
@@ -84,6 +86,7 @@ _ENV = {
     "batch_bytes": "AGENTSPOOL_BATCH_BYTES",
     "redact": "AGENTSPOOL_REDACT",
     "redact_patterns": "AGENTSPOOL_REDACT_PATTERNS",
+    "remote_retention": "AGENTSPOOL_REMOTE_RETENTION",
 }
 _SWITCH = {"on": True, "true": True, "1": True, "yes": True,
            "off": False, "false": False, "0": False, "no": False}  # fmt: skip
@@ -244,6 +247,8 @@ def _validate(s: Settings) -> None:
         )
     if s.checkpoint_interval < 0:
         raise ConfigError("AGENTSPOOL_CHECKPOINT_INTERVAL must be 0 (off) or a number of seconds")
+    if s.remote_retention < 0:
+        raise ConfigError("AGENTSPOOL_REMOTE_RETENTION must be 0 (off) or a duration (90d)")
     if s.abandon_after < 0:
         raise ConfigError("AGENTSPOOL_ABANDON_AFTER must be 0 (off) or a number of seconds")
     if s.retry_cap < s.retry_base:

@@ -69,6 +69,14 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     UNIQUE (producer_id, item_id)
 );
 CREATE TABLE IF NOT EXISTS worker_meta (key TEXT PRIMARY KEY, value TEXT);
+-- Sessions deleted on request (`agentspool delete`): their events are dropped, never
+-- applied or sent again. applied_at: when the local copy (replica, rows) was removed.
+CREATE TABLE IF NOT EXISTS tombstones (
+    session_id     TEXT PRIMARY KEY,
+    deleted_at     REAL NOT NULL,
+    applied_at     REAL,
+    dropped_events INTEGER NOT NULL DEFAULT 0
+);
 """
 
 
@@ -121,6 +129,17 @@ def existing_state(spool_dir: Path, *, readonly: bool = True) -> Iterator[StateS
         yield None
         return
     store = StateStore(spool_dir, readonly=readonly)
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+@contextmanager
+def created_state(spool_dir: Path) -> Iterator[StateStore]:
+    """The spool's ``worker.db`` for writing, created if no worker has run yet
+    (``delete`` leaves tombstones that a first worker must find)."""
+    store = StateStore(spool_dir)
     try:
         yield store
     finally:
@@ -409,6 +428,47 @@ class StateStore:
             )
             self._count_rejected(sorted(set(sessions)))
             return deleted
+
+    # ---- tombstones (deleted sessions) -------------------------------------
+
+    def add_tombstones(self, session_ids: list[str], now: float) -> None:
+        """Mark sessions deleted; the worker (or ``delete`` itself) removes the local copy."""
+        with self.transaction() as conn:
+            conn.executemany(
+                "INSERT INTO tombstones (session_id, deleted_at) VALUES (?, ?)"
+                " ON CONFLICT (session_id) DO UPDATE SET applied_at = NULL",
+                [(session_id, now) for session_id in session_ids],
+            )
+
+    def tombstoned(self, session_ids: list[str]) -> set[str]:
+        if not session_ids:
+            return set()
+        marks = ", ".join("?" * len(session_ids))
+        return {
+            row[0]
+            for row in self.conn.execute(
+                f"SELECT session_id FROM tombstones WHERE session_id IN ({marks})", session_ids
+            )
+        }
+
+    def tombstones_to_apply(self) -> list[str]:
+        rows = self.conn.execute("SELECT session_id FROM tombstones WHERE applied_at IS NULL")
+        return [row[0] for row in rows]
+
+    def remove_session(self, session_id: str, now: float) -> None:
+        """Forget a deleted session: its index row and dead letters; the tombstone stays."""
+        with self.transaction() as conn:
+            conn.execute("DELETE FROM session_state WHERE session_id = ?", (session_id,))
+            conn.execute("DELETE FROM dead_letters WHERE session_id = ?", (session_id,))
+            conn.execute(
+                "UPDATE tombstones SET applied_at = ? WHERE session_id = ?", (now, session_id)
+            )
+
+    def count_dropped(self, session_id: str, events: int) -> None:
+        self.conn.execute(
+            "UPDATE tombstones SET dropped_events = dropped_events + ? WHERE session_id = ?",
+            (events, session_id),
+        )
 
     # ---- meta --------------------------------------------------------------
 

@@ -269,7 +269,8 @@ def test_spool_before_the_command_works_for_every_spool_command(tmp_path: Path) 
 
         command.callback = record
         try:
-            extra = {"show": ["x"], "retry": ["x"], "dead show": ["1"], "emit": []}.get(name, [])
+            extra = {"show": ["x"], "retry": ["x"], "delete": ["x"], "dead show": ["1"],
+                     "emit": []}.get(name, [])  # fmt: skip
             result = runner.invoke(main, ["--spool", str(spool), *name.split(), *extra])
         finally:
             command.callback = callback

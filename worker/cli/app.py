@@ -20,12 +20,13 @@ import click
 from agentspool.worker import state as st
 from agentspool.worker.cli.dead import dead
 from agentspool.worker.cli.emit import emit, ingest
+from agentspool.worker.cli.export import export
 from agentspool.worker.cli.hook import hook
 from agentspool.worker.cli.imports import import_group
 from agentspool.worker.cli.inspect import queue, sessions, show
+from agentspool.worker.cli.lifecycle import delete, prune
 from agentspool.worker.cli.options import (
     DURATION,
-    SIZE,
     EndsQuietlyOnClosedStdout,
     database_errors_explained,
     duration_default,
@@ -372,74 +373,6 @@ def migrate(
         raise click.ClickException(f"{exc}") from None
 
 
-@main.command()
-@spool_option
-@click.option(
-    "--older-than",
-    type=DURATION,
-    help="How long a synced replica is kept: seconds or 12h, 7d, 2w..."
-    " [env: AGENTSPOOL_RETAIN_SYNCED; default: 7d].",
-)
-@click.option(
-    "--max-bytes",
-    type=SIZE,
-    help="Cap on all replicas' size: bytes or 500M, 2G... (0: none)"
-    " [env: AGENTSPOOL_MAX_REPLICA_BYTES; default: 1G].",
-)
-@click.option("--dry-run", is_flag=True, help="Only list what would be deleted.")
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON object instead of text.")
-@database_errors_explained
-def prune(
-    spool_dir: Path | None,
-    older_than: float | None,
-    max_bytes: int | None,
-    dry_run: bool,
-    as_json: bool,
-) -> None:
-    """Delete replicas of synced sessions by age and size (never unsynced ones).
-
-    The running worker does this hourly by itself; by hand it runs only while no
-    worker holds the spool."""
-    from agentspool.worker.daemon.lock import lock_holder
-    from agentspool.worker.daemon.retention import prune as prune_spool
-
-    settings = settings_from(
-        spool_dir=spool_dir, retain_synced=older_than, max_replica_bytes=max_bytes
-    )
-    holder = lock_holder(settings.spool_dir)
-    if holder is not None and not dry_run:
-        raise click.ClickException(
-            f"a worker (pid {holder}) is running and prunes by itself; use --dry-run to look, or stop it first"
-        )
-    with st.existing_state(settings.spool_dir, readonly=False) as store:
-        if store is None:
-            raise click.ClickException(
-                f"no worker state in {settings.spool_dir}: nothing has been synced yet"
-            )
-        report = prune_spool(
-            settings.spool_dir,
-            store,
-            retain_synced=settings.retain_synced,
-            max_bytes=settings.max_replica_bytes,
-            dry_run=dry_run,
-        )
-    if as_json:
-        click.echo(json.dumps({
-            "dry_run": dry_run,
-            "deleted": [{"session_id": s, "bytes": b} for s, b in report.deleted],
-            "freed_bytes": report.freed_bytes,
-            "kept_bytes": report.kept_bytes,
-            "stale_builds": report.stale_builds,
-        }, indent=2))  # fmt: skip
-        return
-    verb = "would delete" if dry_run else "deleted"
-    for session_id, size in report.deleted:
-        click.echo(f"{verb} {session_id} ({size} bytes)")
-    click.echo(
-        f"{verb} {len(report.deleted)} replica(s), {report.freed_bytes} bytes; {report.kept_bytes} bytes kept"
-    )
-
-
 # Command groups, one module each in cli/: inspection, dead letters, producers in
 # any language, the web viewer, the integrity check.
 main.add_command(queue)
@@ -452,3 +385,6 @@ main.add_command(ui)
 main.add_command(hook)
 main.add_command(import_group)
 main.add_command(verify)
+main.add_command(prune)
+main.add_command(delete)
+main.add_command(export)

@@ -28,9 +28,11 @@ from agentspool.producer import queuefile
 from agentspool.worker import state as st
 from agentspool.worker.config import Settings, display_url, redact_patterns_of
 from agentspool.worker.daemon.burst_report import burst_gave_up, burst_stopped_misconfigured
+from agentspool.worker.daemon.deletion import apply_tombstones
 from agentspool.worker.daemon.lock import SpoolLock
 from agentspool.worker.daemon.metrics import WorkerMetrics
 from agentspool.worker.daemon.notify import SystemdNotifier
+from agentspool.worker.daemon.remote_retention import RemoteRetention
 from agentspool.worker.daemon.retention import prune
 from agentspool.worker.daemon.sealing import gone_producers, seal_abandoned
 from agentspool.worker.exitcodes import EXIT_LEFT_PENDING, EXIT_OK, EXIT_REFUSED
@@ -165,6 +167,7 @@ class Worker:
             on_batch=self._record_batch,
             on_broken=self.drainer.recover_if_damaged,
         )
+        self.remote_retention = RemoteRetention(self.settings, self.state, now=self.now)
         observer = self._watch_queues()
         self._install_signal_handlers()
         if self.settings.embedded:
@@ -232,6 +235,7 @@ class Worker:
             failures_before = self.drainer.failures
             failed = False
             try:
+                self._apply_deletions()
                 drained = self.drainer.drain_all()
                 self.stats.drained += drained.items
                 if self.metrics is not None:
@@ -242,6 +246,8 @@ class Worker:
                     self._seal_abandoned_sessions()
                     self._remove_finished_queues()
                     self._prune_if_due()
+                    if not self.burst:  # a service's daily chore, not a CI job's
+                        self.remote_retention.poll()
                     self._report_progress()
                 self._advance_syncs()
             except Exception:
@@ -414,6 +420,14 @@ class Worker:
             self.spool_dir, self.state, self.drainer, host=self._host, now=self.now(),
             abandon_after=self.settings.abandon_after,
         )  # fmt: skip
+
+    def _apply_deletions(self) -> None:
+        """Sessions deleted by `agentspool delete` since the last pass (deletion.py)."""
+        removed = apply_tombstones(self.spool_dir, self.state, now=self.now(),
+                                   sending=self.syncer.sending,
+                                   forget_replica=self.drainer.forget_replica)  # fmt: skip
+        for session_id in removed:
+            log.info("deleted session %s locally (agentspool delete)", session_id)
 
     def _prune_if_due(self) -> None:
         """Retention of synced replicas, at most once per PRUNE_INTERVAL_S."""

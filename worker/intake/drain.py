@@ -28,6 +28,7 @@ from agentspool.worker.intake.hook_inbox import HookInbox
 from agentspool.worker.intake.ingest import read_rejected_line
 from agentspool.worker.intake.redaction import BUILTIN_REDACTOR, Redactor
 from agentspool.worker.intake.replica import Replica, iso, replica_path
+from agentspool.worker.intake.tombstones import DeletedSessions
 from agentspool.worker.state import SessionState, StateStore
 
 log = logging.getLogger("agentspool.worker")
@@ -80,6 +81,7 @@ class Drainer:
         self._replicas: OrderedDict[str, Replica] = OrderedDict()
         self._inodes: dict[str, tuple[int, int]] = {}  # session -> its open replica's file
         self.hook_inbox = HookInbox(spool_dir, state)  # Claude Code's, before each pass
+        self.deleted = DeletedSessions(state)  # tombstones: `agentspool delete`
         # Attempts that failed and will be retried (a file that cannot be opened, read
         # or written: a full disk, an I/O error); the loop pauses when this grows.
         self.failures = 0
@@ -175,7 +177,7 @@ class Drainer:
             raw[item.item_id] = item.data
             by_session.setdefault(event["session_id"], []).append((item.item_id, event))
 
-        done_ids = [item_id for item_id, _, _ in dead]
+        done_ids = [item_id for item_id, _, _ in dead] + self.deleted.drop(by_session)
         first_blocked: int | None = None
         for session_id, session_events in by_session.items():
             applied, failed_dead, blocked_at = self._apply_session_guarded(

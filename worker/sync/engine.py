@@ -166,6 +166,10 @@ class SyncEngine:
     def busy(self) -> bool:
         return bool(self._in_flight)
 
+    def sending(self, session_id: str) -> bool:
+        """A batch with this session is in flight (or about to be resent)."""
+        return session_id in self._reserved or any(session_id in g for g in self._isolate)
+
     def work_left(self, *, include_backoff: bool) -> bool:
         """Something in flight, due now, or (include_backoff) waiting for a retry."""
         if self._in_flight or self._isolate:
