@@ -107,3 +107,75 @@ def ui(known_spool: Path) -> Iterator[UiServer]:
         yield server
     finally:
         server.stop()
+
+
+# A session tree with models, token counts and costs (the source's own figures, so the
+# sums are known whatever prices the worker knows): `lead-1` started `sub-1` and
+# `sub-2`; `sub-1` started `sub-1a`. `solo-1` and `plain-1` stand alone; `plain-1` has
+# neither model nor tokens nor cost, `sub-2` has tokens but no cost.
+FAMILY_CODE = """
+import time
+from agentspool import Spool
+
+spool = Spool(SPOOL)
+
+def usage(i, o, r=None, w=None):
+    u = {"input_tokens": i, "output_tokens": o}
+    if r is not None:
+        u["cache_read_tokens"] = r
+    if w is not None:
+        u["cache_write_tokens"] = w
+    return u
+
+lead = spool.session(agent="lead", session_id="lead-1", model="model-a")
+lead.message("user", "plan the work")
+lead.message("assistant", "starting two helpers", model="model-a",
+             usage=usage(1000, 200, 300, 50), cost_usd=0.5)
+time.sleep(0.01)
+sub1 = spool.session(agent="helper", session_id="sub-1", parent_id="lead-1", model="model-b")
+sub1.message("assistant", "reading", model="model-b", usage=usage(300, 40, 100), cost_usd=0.125)
+c = sub1.tool_started("read_file", input={"path": "a.py"})
+sub1.tool_finished(c, output="ok")
+time.sleep(0.01)
+sub1a = spool.session(agent="helper", session_id="sub-1a", parent_id="sub-1", model="model-a")
+sub1a.message("assistant", "a nested look", model="model-a", usage=usage(50, 5), cost_usd=0.02)
+assert sub1a.end(status="error", error="gave up", timeout=30)
+assert sub1.end(timeout=30)
+time.sleep(0.01)
+sub2 = spool.session(agent="helper", session_id="sub-2", parent_id="lead-1", model="model-b")
+sub2.message("assistant", "no price for this one", model="model-b", usage=usage(200, 10))
+assert sub2.end(timeout=30)
+lead.message("assistant", "done", model="model-a", usage=usage(400, 100), cost_usd=0.25)
+assert lead.end(timeout=30)
+time.sleep(0.01)
+solo = spool.session(agent="solo", session_id="solo-1", model="model-c")
+solo.message("assistant", "cheap", model="model-c", usage=usage(10, 1), cost_usd=0.001)
+assert solo.end(timeout=30)
+time.sleep(0.01)
+plain = spool.session(agent="solo", session_id="plain-1")
+plain.message("user", "no usage at all")
+assert plain.end(timeout=30)
+"""
+
+
+def make_family(spool: Path, env: dict[str, str] | None = None) -> None:
+    finish(run_python(FAMILY_CODE, spool))
+    result = run_cli("worker", "run", "--burst", env=env or worker_env(spool), timeout=120)
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.fixture(scope="module")
+def family_spool(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    spool = tmp_path_factory.mktemp("family") / "spool"
+    spool.mkdir(mode=0o700)
+    make_family(spool)
+    return spool
+
+
+@pytest.fixture(scope="module")
+def family_ui(family_spool: Path) -> Iterator[UiServer]:
+    server = UiServer(family_spool)
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -15,9 +15,10 @@ the remote database is shown as its URL without credentials or query.
 
 The API (documented in docs/CLI.md, ``ui``):
   GET /api/info                                 what is being shown
-  GET /api/sessions?agent&status&since&q&limit&offset   the list, newest first
+  GET /api/sessions?agent&status&since&q&sort&dir&limit&offset   the list
   GET /api/sessions/<id or unique prefix>       one session: its row, counts, sync state
   GET /api/sessions/<id>/details                the side panel: model, tokens, cost, cwd
+  GET /api/sessions/<id>/tree                   its parent, its children as a tree, totals
   GET /api/sessions/<id>/events?after&limit     transcript items after a cursor
   GET /api/sessions/<id>/tools?limit            the tool calls, for the timeline
   GET /api/sessions/<id>/messages/<seq>?full=1  one message (full text with full=1)
@@ -40,7 +41,8 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from agentspool.worker.reports.transcript import end_reason, since_to_iso
-from agentspool.worker.ui import queries
+from agentspool.worker.ui import family, queries
+from agentspool.worker.ui.list_order import DEFAULT_SORT, SORTS
 from agentspool.worker.ui.sources import (
     STATUSES,
     AmbiguousSession,
@@ -200,6 +202,8 @@ class ViewerHandler(BaseHTTPRequestHandler):
                     return self._tools(session_id, params)
                 if rest == ["details"]:
                     return self._details(session_id)
+                if rest == ["tree"]:
+                    return family.tree(*source.family_rows(session_id), time.time())
                 if len(rest) == 2 and rest[0] == "messages":
                     return self._message(session_id, _int(rest[1], "seq"), _flag(params, "full"))
                 if len(rest) == 2 and rest[0] == "tools":
@@ -335,6 +339,12 @@ def _list_filter(params: dict[str, str]) -> ListFilter:
             raise HttpError(HTTPStatus.BAD_REQUEST, str(exc)) from None
     limit = _int(params.get("limit", "100"), "limit")
     offset = _int(params.get("offset", "0"), "offset")
+    sort = params.get("sort") or DEFAULT_SORT
+    if sort not in SORTS:
+        raise HttpError(HTTPStatus.BAD_REQUEST, f"sort must be one of {', '.join(SORTS)}")
+    direction = params.get("dir") or "desc"
+    if direction not in ("asc", "desc"):
+        raise HttpError(HTTPStatus.BAD_REQUEST, "dir must be asc or desc")
     return ListFilter(
         agent=params.get("agent") or None,
         status=status,
@@ -342,6 +352,8 @@ def _list_filter(params: dict[str, str]) -> ListFilter:
         text=params.get("q") or None,
         limit=max(1, min(limit, MAX_LIST_LIMIT)),
         offset=max(0, offset),
+        sort=sort,
+        descending=direction == "desc",
     )
 
 
