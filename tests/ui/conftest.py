@@ -3,6 +3,8 @@ and `agentspool ui` serving it as a real process."""
 
 from __future__ import annotations
 
+import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -158,8 +160,38 @@ assert plain.end(timeout=30)
 """
 
 
-def make_family(spool: Path, env: dict[str, str] | None = None) -> None:
+# Two sessions on earlier days, written with `agentspool emit --ts` (the producer
+# library stamps events with the present): (id, days ago, agent, model, usage, cost,
+# tool, duration in ms, tool error).
+HISTORY = (
+    ("old-2", 2, "lead", "model-a", {"input_tokens": 500, "output_tokens": 50}, 0.2,
+     "run_tests", 120.0, "1 failed"),
+    ("old-1", 1, "solo", "model-c", {"input_tokens": 70, "output_tokens": 7}, None,
+     "read_file", 30.0, None),
+)  # fmt: skip
+
+
+def make_history(spool: Path, env: dict[str, str]) -> None:
+    for sid, days_ago, agent, model, usage, cost, tool, duration, error in HISTORY:
+        at = time.time() - days_ago * 86400
+        events: list[tuple[str, ...]] = [
+            ("--type", "session_start", "--agent", agent, "--model", model),
+            ("--type", "message", "--seq", "1", "--role", "assistant", "--content", "old work",
+             "--model", model, "--usage", json.dumps(usage),
+             *(("--cost-usd", str(cost)) if cost is not None else ())),
+            ("--type", "tool_started", "--seq", "2", "--call-id", "c1", "--name", tool),
+            ("--type", "tool_finished", "--seq", "3", "--call-id", "c1", "--output", "done",
+             "--duration-ms", str(duration), *(("--error", error) if error else ())),
+            ("--type", "session_end", "--seq", "4"),
+        ]  # fmt: skip
+        for n, event in enumerate(events):
+            run_cli("emit", "--session", sid, "--ts", str(at + n), *event, env=env, check=True)
+
+
+def make_family(spool: Path, env: dict[str, str] | None = None, history: bool = False) -> None:
     finish(run_python(FAMILY_CODE, spool))
+    if history:
+        make_history(spool, env or worker_env(spool))
     result = run_cli("worker", "run", "--burst", env=env or worker_env(spool), timeout=120)
     assert result.returncode == 0, result.stderr
 
@@ -170,6 +202,19 @@ def family_spool(tmp_path_factory: pytest.TempPathFactory) -> Path:
     spool.mkdir(mode=0o700)
     make_family(spool)
     return spool
+
+
+@pytest.fixture(scope="module")
+def stats_ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UiServer]:
+    """The family and two sessions of earlier days, served."""
+    spool = tmp_path_factory.mktemp("stats") / "spool"
+    spool.mkdir(mode=0o700)
+    make_family(spool, history=True)
+    server = UiServer(spool)
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture(scope="module")

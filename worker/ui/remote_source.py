@@ -21,6 +21,7 @@ from agentspool.worker.ui.sources import (
     ListFilter,
     SessionNotFound,
     SourceError,
+    StatsFilter,
     connect_readonly,
     duration_ms,
     like_pattern,
@@ -208,6 +209,22 @@ class RemoteSource:
             [session_id, MAX_DEPTH, 4 * MAX_NODES, MAX_NODES + 1],
         )
         return own, parent, descendants
+
+    def stats(self, f: StatsFilter) -> dict[str, Any]:
+        """In the database, all its statements in one request (reports/stats.py)."""
+        from agentspool.worker.reports.stats import compute_stats
+
+        try:
+            with self._lock:
+                return compute_stats(
+                    self._conn if self._conn is not None else self._db,
+                    since=f.since,
+                    agent=f.agent,
+                    status=f.status,
+                    by=f.by,
+                )
+        except self._error_types as exc:
+            raise SourceError(f"reading {self.url}: {exc}") from None
 
     def numbers(self, session_id: str, query: Query) -> dict[str, Any]:
         from agentspool.worker.ui.queries import counts

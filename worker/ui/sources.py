@@ -81,6 +81,17 @@ class ListFilter:
     descending: bool = True
 
 
+@dataclass(frozen=True)
+class StatsFilter:
+    """The stats page's choice: compute_stats' arguments (``since``: sessions that
+    started at or after it)."""
+
+    agent: str | None = None
+    status: str | None = None
+    since: str | None = None
+    by: tuple[str, ...] = ()
+
+
 class Source(Protocol):
     def describe(self) -> dict[str, Any]: ...
 
@@ -98,6 +109,10 @@ class Source(Protocol):
     ) -> tuple[dict[str, Any], dict[str, Any] | None, list[dict[str, Any]]]:
         """The session's row, its parent's (None: none, or not here) and rows that
         include its descendants (each with ``parent_id``), for family.tree."""
+        ...
+
+    def stats(self, f: StatsFilter) -> dict[str, Any]:
+        """reports.stats.compute_stats over this source (the ``stats --json`` dict)."""
         ...
 
     def numbers(self, session_id: str, query: Query) -> dict[str, Any]:
@@ -413,6 +428,12 @@ class SpoolSource:
             raise SessionNotFound(session_id)
         parent = by_id.get(own["parent_id"]) if own.get("parent_id") else None
         return own, parent, sessions
+
+    def stats(self, f: StatsFilter) -> dict[str, Any]:
+        """Over the replicas still in the spool, each read-only (reports/stats.py)."""
+        from agentspool.worker.reports.stats import compute_stats
+
+        return compute_stats(self.spool_dir, since=f.since, agent=f.agent, status=f.status, by=f.by)
 
     def sync_state(self, session_id: str) -> dict[str, Any] | None:
         state = self._state_rows().get(session_id)

@@ -78,6 +78,11 @@
   function filtersToUrl() {
     const query = new URLSearchParams(currentQuery()).toString();
     history.replaceState(null, "", query ? "?" + query : location.pathname);
+    // The stats page takes the same filters (the search text aside).
+    const shared = {};
+    for (const name of ["agent", "status", "since"]) if (fields[name].value) shared[name] = fields[name].value;
+    const stats = new URLSearchParams(shared).toString();
+    document.getElementById("nav-stats").setAttribute("href", "/stats" + (stats ? "?" + stats : ""));
   }
 
   function renderCounts(data) {
@@ -174,6 +179,7 @@
     filtersFromUrl();
     sortFromUrl();
     renderSort();
+    filtersToUrl();
     for (const button of document.querySelectorAll("button.sort")) {
       button.addEventListener("click", () => sortBy(button.dataset.sort));
     }

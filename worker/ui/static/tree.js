@@ -14,10 +14,14 @@ const TREE = (() => {
 
   // One session's line: status, id (a link unless it is this page's), agent, model,
   // duration, tokens, cost.
-  function line(n, here) {
-    return el("div", { class: "tree-line" + (here ? " here" : ""), "data-session": n.id },
+  // Only the first column is indented by depth, so the figures stay in columns.
+  function line(n, here, depth) {
+    const who = el("span", { class: "who" },
       el("span", { class: `badge ${AS.statusClass(n.status)}` }, n.status),
-      here ? el("code", { class: "sid" }, n.id) : el("a", { class: "sid", href: "/s/" + encodeURIComponent(n.id) }, n.id),
+      here ? el("code", { class: "sid" }, n.id) : el("a", { class: "sid", href: "/s/" + encodeURIComponent(n.id) }, n.id));
+    who.style.paddingLeft = `${(depth || 0) * 18}px`; // (CSSOM: allowed by the CSP)
+    return el("div", { class: "tree-line" + (here ? " here" : ""), "data-session": n.id, "data-depth": depth || 0 },
+      who,
       el("span", { class: "agent" }, n.agent),
       el("span", { class: "model muted" }, n.model || ""),
       el("span", { class: "num duration" }, AS.fmtDuration(n.duration_ms)),
@@ -26,9 +30,9 @@ const TREE = (() => {
     );
   }
 
-  function branch(nodes) {
+  function branch(nodes, depth) {
     if (!nodes.length) return null;
-    return el("ul", { class: "tree" }, nodes.map((n) => el("li", {}, line(n, false), branch(n.children))));
+    return el("ul", { class: "tree" }, nodes.map((n) => el("li", {}, line(n, false, depth), branch(n.children, depth + 1))));
   }
 
   function count(nodes) {
@@ -65,12 +69,12 @@ const TREE = (() => {
       return;
     }
     const parts = [];
-    if (data.parent) parts.push(el("div", { class: "parent" }, el("span", { class: "muted" }, "Started by"), line(data.parent, false)));
+    if (data.parent) parts.push(el("div", { class: "parent" }, el("span", { class: "muted" }, "Started by"), line(data.parent, false, 0)));
     else if (data.session.parent_id) {
       // Its parent is not here (another spool, or not synced yet): named, not linked.
       parts.push(el("div", { class: "parent" }, el("span", { class: "muted" }, "Started by"), el("code", { class: "sid" }, data.session.parent_id), el("span", { class: "muted" }, " (not found here)")));
     }
-    parts.push(el("ul", { class: "tree root" }, el("li", {}, line(data.session, true), branch(data.children))));
+    parts.push(el("ul", { class: "tree root" }, el("li", {}, line(data.session, true, 0), branch(data.children, 1))));
     if (data.truncated) parts.push(el("p", { class: "muted" }, "The tree is cut short: it goes deeper or wider than the page shows."));
     if (data.children.length) parts.push(totalsTable(data.totals));
     document.getElementById("tree-note").textContent = data.children.length ? AS.plural(count(data.children), "subagent session") : "";
