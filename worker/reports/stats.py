@@ -29,6 +29,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from agentspool.producer.transaction import transaction
+from agentspool.worker.intake.accounting import unpriced
 from agentspool.worker.intake.replica_names import REPLICAS_DIRNAME
 from agentspool.worker.readonly import readonly_uri
 
@@ -132,9 +134,8 @@ class _Query:
             sums = [f"sum(s.{k}) AS {k}" for k in TOKEN_KEYS] + [
                 "sum(s.cost_usd) AS cost_usd",
                 "count(s.cost_usd) AS sessions_priced",
-                # Used a model (named one or counted tokens) and has no price.
-                "sum(s.cost_usd IS NULL AND (s.model IS NOT NULL OR s.input_tokens IS NOT NULL"
-                " OR s.output_tokens IS NOT NULL)) AS sessions_unpriced",
+                # Counted tokens and has no cost (intake/accounting.py).
+                f"sum({unpriced('s')}) AS sessions_unpriced",
             ]
         else:  # a replica a version-1 worker wrote: no token or cost columns
             sums = [f"NULL AS {k}" for k in (*TOKEN_KEYS, "cost_usd")] + [
@@ -250,22 +251,29 @@ def _spool_stats(spool_dir: Path, q: _Query) -> tuple[dict[str, Any], list[dict[
         except sqlite3.Error:
             continue  # gone or unreadable: a report skips it, as the viewer does
         try:
-            conn.execute("BEGIN")  # one snapshot of a replica the worker may be writing
-            try:
-                sessions = _sqlite_rows(conn, *q.sessions_sql())
-            except sqlite3.OperationalError as exc:
-                if "no such column" not in str(exc):
-                    raise
-                sessions = _sqlite_rows(conn, *q.sessions_sql(v2=False))
-            acc.add_sessions(sessions)
-            acc.add_tools(_sqlite_rows(conn, *q.tools_sql()))
-            acc.add_durations(_sqlite_rows(conn, *q.durations_sql()))
+            # One snapshot of a replica the worker may be writing; a deferred BEGIN
+            # takes no write lock.
+            with transaction(conn, begin="BEGIN"):
+                sessions, tools, durations = _replica_rows(conn, q)
         except sqlite3.Error:
             continue  # a replica being created (no tables yet) or damaged
         finally:
             conn.close()
+        acc.add_sessions(sessions)
+        acc.add_tools(tools)
+        acc.add_durations(durations)
     acc.take_percentiles()
     return acc.result()
+
+
+def _replica_rows(conn: sqlite3.Connection, q: _Query) -> tuple[list[dict[str, Any]], ...]:
+    try:
+        sessions = _sqlite_rows(conn, *q.sessions_sql())
+    except sqlite3.OperationalError as exc:
+        if "no such column" not in str(exc):
+            raise
+        sessions = _sqlite_rows(conn, *q.sessions_sql(v2=False))
+    return sessions, _sqlite_rows(conn, *q.tools_sql()), _sqlite_rows(conn, *q.durations_sql())
 
 
 # ---- adding up ------------------------------------------------------------------
