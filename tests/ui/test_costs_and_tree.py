@@ -89,8 +89,28 @@ def check_trees(family_ui: UiServer) -> None:
     assert alone["parent"] is None and alone["children"] == []
 
 
+def check_stats(ui: UiServer, page: Any) -> None:
+    """/api/stats (compute_stats over this source) adds up to what FAMILY_CODE wrote,
+    and the stats page shows the API's figures."""
+    totals = get_json(ui, "/api/stats?by=day,agent")["totals"]
+    for i, key in enumerate(KEYS[:4]):
+        known = [f[i] for f in FIGURES.values() if f[i] is not None]
+        assert totals[key] == sum(known), key
+    assert abs(totals["cost_usd"] - (0.75 + 0.125 + 0.02 + 0.001)) < 1e-9
+    assert totals["sessions"] == len(FIGURES) and totals["sessions_unpriced"] == 1  # sub-2
+    assert (totals["tool_calls"], totals["tool_errors"]) == (1, 0)
+    page.goto(ui.url + "/stats")
+    expect(page.locator('.figure[data-figure="input_tokens"] .value')).to_have_text("1,960")
+    expect(page.locator('.figure[data-figure="cost_usd"] .value')).to_have_text("$0.8960")
+    expect(page.locator("#chart-sessions rect.seg")).to_have_count(3)  # lead, helper, solo
+
+
 def test_the_list_carries_model_tokens_and_cost(family_ui: UiServer) -> None:
     check_list_figures(family_ui)
+
+
+def test_the_stats_add_up_over_the_replicas(family_ui: UiServer, page: Any) -> None:
+    check_stats(family_ui, page)
 
 
 def test_the_list_sorts_on_the_server_unknown_last_both_ways(family_ui: UiServer) -> None:
@@ -105,7 +125,8 @@ def test_the_same_from_the_remote_database(
     spool: Path, sqld: Sqld, page: Any, page_errors: PageErrors
 ) -> None:
     """`ui --remote` over a real sqld: the sort in the database's ORDER BY, the tree
-    walked by a recursive query, the same figures as from the replicas."""
+    walked by a recursive query, the stats in the database's SQL: the same figures as
+    from the replicas."""
     env = worker_env(spool, sqld.url)
     make_family(spool, env)
     shutil.rmtree(spool / "replicas")  # the viewer must read the database
@@ -114,6 +135,7 @@ def test_the_same_from_the_remote_database(
         check_list_figures(ui)
         check_sorts(ui)
         check_trees(ui)
+        check_stats(ui, page)
         page.goto(ui.url + "/s/sub-1")
         expect(page.locator('#tree-box .parent .tree-line[data-session="lead-1"]')).to_be_visible()
         expect(page.locator('#tree-box tr[data-total="all"] .output')).to_have_text("45")
