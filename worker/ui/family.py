@@ -9,8 +9,9 @@ started thousands of others, cannot make the answer unbounded.
 
 Totals: token counts and cost are sums over the sessions that know them (NULL is
 unknown, never 0: a total is None when no session in it knows the figure), and
-``unpriced`` counts the sessions without a cost, so "$0.12 + 2 sessions without a
-price" can be said instead of a sum that looks complete and is not.
+``unpriced`` counts the sessions that counted tokens and have no cost (as ``stats``
+counts them), so "$0.12 + 2 sessions without a price" can be said instead of a sum
+that looks complete and is not.
 """
 
 from __future__ import annotations
@@ -47,8 +48,15 @@ def totals(rows: list[dict[str, Any]]) -> dict[str, Any]:
     for field in (*TOKEN_FIELDS, "cost_usd"):
         known = [r[field] for r in rows if isinstance(r.get(field), int | float)]
         out[field] = sum(known) if known else None
-    out["unpriced"] = sum(1 for r in rows if not isinstance(r.get("cost_usd"), int | float))
+    out["unpriced"] = sum(1 for r in rows if _unpriced(r))
     return out
+
+
+def _unpriced(row: dict[str, Any]) -> bool:
+    """Counted tokens and has no cost: what ``stats`` calls unpriced
+    (intake/accounting.py, ``unpriced``)."""
+    counted = row.get("input_tokens") is not None or row.get("output_tokens") is not None
+    return counted and row.get("cost_usd") is None
 
 
 def tree(
