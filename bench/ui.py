@@ -224,12 +224,12 @@ def run_many(cfg: Config) -> list[Row]:
             note=f"a new server; the next request {again:.0f} ms; the server created or "
             "changed no file in the spool"),
         Row(GROUP, "ui.sort_by_cost_first_ms",
-            f"25. ui: the first /api/sessions?sort=cost over {sessions:,} sessions, TTFB",
+            f"18. ui: the first /api/sessions?sort=cost over {sessions:,} sessions, TTFB",
             sorted_first, "ms", target=3000.0,
             note=f"reads every replica's session row once; then {sorted_again:.0f} ms "
             f"(cached by file signature); a session's tree after it {tree:.0f} ms"),
         Row(GROUP, "ui.stats_page_ms",
-            f"25. ui: the stats page's two /api/stats over {sessions:,} sessions' replicas",
+            f"18. ui: the stats page's two /api/stats over {sessions:,} sessions' replicas",
             stats_day + stats_tool, "ms",
             note=f"by=day,agent {stats_day:.0f} ms + by=tool {stats_tool:.0f} ms; "
             "reports/stats.py reads every replica per request (nothing cached)"),
