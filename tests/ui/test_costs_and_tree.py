@@ -147,6 +147,23 @@ def test_the_same_from_the_remote_database(
         ui.stop()
 
 
+def test_the_same_from_the_embedded_database_file(
+    family_spool: Path, page: Any, page_errors: PageErrors
+) -> None:
+    """`ui --remote` without a URL: the spool's embedded database (a `file:` URL, read
+    with sqlite3 read-only), which the fixture's `worker run --burst` synced to."""
+    ui = UiServer(family_spool, "--remote")
+    try:
+        assert get_json(ui, "/api/info")["source"]["kind"] == "remote"
+        check_list_figures(ui)
+        check_sorts(ui)
+        check_trees(ui)
+        check_stats(ui, page)
+        assert not page_errors
+    finally:
+        ui.stop()
+
+
 def test_the_list_page_shows_and_sorts_the_columns(
     family_ui: UiServer, page: Any, page_errors: PageErrors
 ) -> None:
