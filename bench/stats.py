@@ -13,6 +13,11 @@ to every request), the median of 3 runs for the totals and for each ``--by``; th
 requests each made (the floor is one); and the whole command, ``agentspool stats
 --remote --by tool --json`` in a fresh process (interpreter start and imports
 included). Floor: one round trip (20 ms).
+
+Also what pricing costs the drain: assistant messages with a model and a usage applied
+to a replica (``Replica.apply``, as the drain applies them) when the worker prices them
+with genai-prices, against the same messages carrying their source's ``cost_usd``
+(nothing to price): the difference is the price lookup.
 """
 
 from __future__ import annotations
@@ -82,7 +87,49 @@ def run(cfg: Config) -> list[Row]:
             command, "s", floor=Ref(RTT, "1 round trip"),
             note="a fresh process: interpreter start, imports, the request, the output")
     )  # fmt: skip
-    return rows
+    return rows + pricing_rows(cfg)
+
+
+def pricing_rows(cfg: Config) -> list[Row]:
+    messages = cfg.size(20_000, 1_000)
+    priced = _apply_seconds(cfg, messages, given_cost=False) / messages * 1e6
+    given = _apply_seconds(cfg, messages, given_cost=True) / messages * 1e6
+    return [
+        Row(GROUP, "stats.pricing.apply_us",
+            "19. drain: apply one assistant message the worker prices (claude-sonnet-4-5)",
+            priced, "us", anchor=Ref(given, "the same message with its source's cost_usd"),
+            note=f"{messages:,} messages into one replica in batches of 500; the price"
+            f" lookup adds {priced - given:.0f} µs a message"),
+    ]  # fmt: skip
+
+
+def _apply_seconds(cfg: Config, messages: int, *, given_cost: bool) -> float:
+    from agentspool.worker.intake.pricing import price_usd
+    from agentspool.worker.intake.replica import Replica
+
+    price_usd("claude-sonnet-4-5", 1, 1, 0, 0)  # the table's import: once per worker
+    replica = Replica(cfg.workdir("pricing") / "replica.db")
+    usage = {"input_tokens": 12_000, "output_tokens": 800, "cache_read_tokens": 9_000,
+             "cache_write_tokens": 1_000}  # fmt: skip
+    metadata: dict[str, Any] = {"model": "claude-sonnet-4-5", "usage": usage}
+    if given_cost:
+        metadata["cost_usd"] = 0.0123
+    now = time.time()
+
+    def event(seq: int, kind: str, **fields: Any) -> dict[str, Any]:
+        return {"type": kind, "session_id": "pricing", "seq": seq, "producer_id": "bench",
+                "pseq": seq, "ts": now + seq * 0.001, **fields}  # fmt: skip
+
+    replica.apply([event(0, "session_start", agent="bench")])
+    seconds = 0.0
+    for start in range(1, messages + 1, 500):
+        batch = [event(seq, "message", role="assistant", content="ok", metadata=metadata)
+                 for seq in range(start, min(start + 500, messages + 1))]  # fmt: skip
+        t0 = time.perf_counter()
+        replica.apply(batch)
+        seconds += time.perf_counter() - t0
+    replica.close()
+    return seconds
 
 
 def _timed(proxy: FaultProxy, by: str | None, **filters: Any) -> dict[str, Any]:
