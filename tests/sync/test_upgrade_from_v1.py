@@ -131,6 +131,11 @@ def test_a_version_1_database_and_spool_upgrade_in_place(
     # This agentspool reads it before any worker of its own has touched it.
     shown = run_cli("show", "waiting-in-v1-spool", env=worker_env(spool))
     assert shown.returncode == 0 and "answer" in shown.stdout, shown.stderr
+    # So does `stats`: the replica has no token columns yet, which read as unknown.
+    counted = run_cli("stats", "--json", env=worker_env(spool))
+    assert counted.returncode == 0, counted.stderr
+    totals = json.loads(counted.stdout)["totals"]
+    assert totals["sessions"] >= 1 and totals["input_tokens"] is None
 
     result = run_cli("worker", "run", "--burst", env=worker_env(spool, sqld.url), timeout=180)
     assert result.returncode == 0, result.stderr

@@ -25,6 +25,7 @@ The returned dict is the ``--json`` contract of ``agentspool stats`` (docs/CLI.m
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
 from collections.abc import Iterable, Sequence
@@ -46,6 +47,8 @@ from agentspool.worker.reports.stats_sql import (
 
 if TYPE_CHECKING:
     from agentspool.worker.sync.database import Database
+
+log = logging.getLogger("agentspool.worker")
 
 STATUSES = ("running", "completed", "error", "abandoned")
 DIMENSIONS = (*SESSION_DIMENSIONS, TOOL_DIMENSION)
@@ -160,8 +163,10 @@ def _spool_stats(spool_dir: Path, q: StatsQuery) -> tuple[dict[str, Any], list[d
             # takes no write lock.
             with transaction(conn, begin="BEGIN"):
                 sessions, tools, durations = _replica_rows(conn, q)
-        except sqlite3.Error:
-            continue  # a replica being created (no tables yet) or damaged
+        except sqlite3.Error as exc:
+            if "no such table" not in str(exc):  # not one being created: say so
+                log.warning("stats: %s left out, it cannot be read: %s", path.name, exc)
+            continue
         finally:
             conn.close()
         acc.add_sessions(sessions)
