@@ -37,4 +37,5 @@ GROUPS: dict[str, Callable[[Config], list[Row]]] = {
     "claude_code": _group("claude_code"),
     "claude_import": _group("claude_import"),
     "opencode": _group("opencode"),
+    "stats": _group("stats"),
 }

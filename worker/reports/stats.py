@@ -6,7 +6,8 @@
 or a read-only ``sqlite3.Connection`` to a ``file:`` database), or a spool directory
 (its replicas, ``<spool>/replicas/*.db``, each opened read-only: nothing in the spool
 is created or changed). The aggregation runs in SQL where the rows are: the database
-gets all its statements in one request (``Database.query_many``); a spool's replicas
+gets its statements in one request (``Database.query_many``; ``by="tool"`` over every
+session takes a second, whose walks need the first's counts); a spool's replicas
 are aggregated one by one in SQL and the per-replica sums added up here.
 
 Which rows count: the sessions that started at or after ``since`` (ISO text), of
@@ -15,14 +16,16 @@ their own messages, schema/002), their tool figures those of their tool executio
 
 Percentiles are nearest-rank: p is the value at rank ceil(p/100 * n) of the n known
 durations in ascending order, so it is always a duration that was measured. The
-database computes them with window functions; a spool's replicas each give their
-durations (one number per tool call) and the ranks are taken here.
+database walks its duration indexes to the rank where every call counts (schema/003),
+else ranks the selected calls with window functions (stats_sql.py); a spool's replicas
+each give their durations (one number per tool call) and the ranks are taken here.
 
 The returned dict is the ``--json`` contract of ``agentspool stats`` (docs/CLI.md).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
 from collections.abc import Iterable, Sequence
@@ -30,27 +33,25 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agentspool.producer.transaction import transaction
-from agentspool.worker.intake.accounting import unpriced
 from agentspool.worker.intake.replica_names import REPLICAS_DIRNAME
 from agentspool.worker.readonly import readonly_uri
+from agentspool.worker.reports.stats_sql import (
+    PERCENTILES,
+    SESSION_DIMENSIONS,
+    TOKEN_KEYS,
+    TOOL_DIMENSION,
+    Statement,
+    StatsQuery,
+    rank,
+)
 
 if TYPE_CHECKING:
     from agentspool.worker.sync.database import Database
 
-STATUSES = ("running", "completed", "error", "abandoned")
-TOKEN_KEYS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens")
-PERCENTILES = (50, 95)
-# What a group is keyed on: a session's agent, its model (the first one it named), the
-# UTC day it started; or a tool's name (``by="tool"``, which combines with nothing).
-SESSION_DIMENSIONS = {
-    "agent": "s.agent",
-    "model": "s.model",
-    "day": "substr(s.started_at, 1, 10)",
-}
-TOOL_DIMENSION = "tool"
-DIMENSIONS = (*SESSION_DIMENSIONS, TOOL_DIMENSION)
+log = logging.getLogger("agentspool.worker")
 
-Statement = tuple[str, Sequence[Any]]
+STATUSES = ("running", "completed", "error", "abandoned")
+DIMENSIONS = (*SESSION_DIMENSIONS, TOOL_DIMENSION)
 
 
 class StatsError(ValueError):
@@ -70,7 +71,7 @@ def compute_stats(
     dims = _dimensions(by)
     if status is not None and status not in STATUSES:
         raise StatsError(f"unknown status {status!r}: one of {', '.join(STATUSES)}")
-    query = _Query(since=since, agent=agent, status=status, dims=dims)
+    query = StatsQuery(since=since, agent=agent, status=status, dims=dims)
     if isinstance(source, Path):
         totals, groups = _spool_stats(source, query)
     else:
@@ -95,130 +96,37 @@ def _dimensions(by: str | Sequence[str] | None) -> tuple[str, ...]:
     return dims
 
 
-# ---- the SQL -------------------------------------------------------------------
-
-
-class _Query:
-    """The statements for one set of filters and groupings (the same for a replica
-    and for the database: they hold the same tables)."""
-
-    def __init__(
-        self, *, since: str | None, agent: str | None, status: str | None, dims: tuple[str, ...]
-    ) -> None:
-        self.dims = dims
-        self.by_tool = dims == (TOOL_DIMENSION,)
-        conditions, params = [], []
-        for sql, value in (
-            ("s.started_at >= ?", since),
-            ("s.agent = ?", agent),
-            ("s.status = ?", status),
-        ):
-            if value is not None:
-                conditions.append(sql)
-                params.append(value)
-        self.where = " AND ".join(conditions) or "1"
-        self.params = tuple(params)
-        self.filtered = bool(conditions)
-
-    def _group(self, *, tools: bool) -> list[tuple[str, str]]:
-        """(name, SQL expression) of the group columns of a statement."""
-        if self.by_tool:
-            return [(TOOL_DIMENSION, "t.name")] if tools else []
-        return [(d, SESSION_DIMENSIONS[d]) for d in self.dims]
-
-    def sessions_sql(self, v2: bool = True) -> Statement:
-        """Per group and status: sessions, token and cost sums, priced and unpriced."""
-        group = self._group(tools=False)
-        cols = [f"{expr} AS {name}" for name, expr in group]
-        if v2:
-            sums = [f"sum(s.{k}) AS {k}" for k in TOKEN_KEYS] + [
-                "sum(s.cost_usd) AS cost_usd",
-                "count(s.cost_usd) AS sessions_priced",
-                # Counted tokens and has no cost (intake/accounting.py).
-                f"sum({unpriced('s')}) AS sessions_unpriced",
-            ]
-        else:  # a replica a version-1 worker wrote: no token or cost columns
-            sums = [f"NULL AS {k}" for k in (*TOKEN_KEYS, "cost_usd")] + [
-                "0 AS sessions_priced",
-                "0 AS sessions_unpriced",
-            ]
-        keys = [expr for _, expr in group] + ["s.status"]
-        sql = (
-            f"SELECT {', '.join([*cols, 's.status AS status', 'count(*) AS sessions', *sums])}"
-            f" FROM sessions s WHERE {self.where} GROUP BY {', '.join(keys)}"
-        )
-        return sql, self.params
-
-    def _tool_rows(self, group: list[tuple[str, str]]) -> str:
-        """FROM and WHERE of the selected sessions' tool executions."""
-        if not self.filtered and all(expr.startswith("t.") for _, expr in group):
-            return "FROM tool_executions t"  # every call counts: no join needed
-        return f"FROM tool_executions t JOIN sessions s ON s.id = t.session_id WHERE {self.where}"
-
-    def tools_sql(self) -> Statement:
-        """Per group: tool calls, errors, finished calls."""
-        group = self._group(tools=True)
-        cols = [f"{expr} AS {name}" for name, expr in group]
-        figures = [
-            "count(*) AS tool_calls",
-            "sum(t.status = 'error') AS tool_errors",
-            "sum(t.status != 'running') AS tool_finished",
-        ]
-        sql = f"SELECT {', '.join([*cols, *figures])} {self._tool_rows(group)}"
-        if group:
-            sql += f" GROUP BY {', '.join(expr for _, expr in group)}"
-        return sql, self.params
-
-    def percentiles_sql(self, *, grouped: bool) -> Statement:
-        """The nearest-rank p50 and p95 of the tool durations, per group or over all:
-        rows (group..., rank, n, duration_ms) at the ranks wanted."""
-        group = self._group(tools=True) if grouped else []
-        partition = f"PARTITION BY {', '.join(e for _, e in group)} " if group else ""
-        cols = [f"{expr} AS {name}" for name, expr in group]
-        rows = self._tool_rows(group)
-        where = " AND " if " WHERE " in rows else " WHERE "
-        inner = (
-            f"SELECT {', '.join([*cols, 't.duration_ms AS duration_ms'])},"
-            f" row_number() OVER ({partition}ORDER BY t.duration_ms) AS r,"
-            f" count(*) OVER ({partition.strip()}) AS n"
-            f" {rows}{where}t.duration_ms IS NOT NULL"
-        )
-        # ceil(p * n / 100) in integer arithmetic: (p * n + 99) / 100
-        ranks = " OR ".join(f"r = ({p} * n + 99) / 100" for p in PERCENTILES)
-        names = ", ".join([*(name for name, _ in group), "r", "n", "duration_ms"])
-        return f"SELECT {names} FROM ({inner}) WHERE {ranks}", self.params
-
-    def durations_sql(self) -> Statement:
-        """Every known tool duration with its group (a replica's few)."""
-        group = self._group(tools=True)
-        cols = [f"{expr} AS {name}" for name, expr in group]
-        rows = self._tool_rows(group)
-        where = " AND " if " WHERE " in rows else " WHERE "
-        sql = f"SELECT {', '.join([*cols, 't.duration_ms AS duration_ms'])} {rows}{where}"
-        return sql + "t.duration_ms IS NOT NULL", self.params
-
-
 # ---- the database --------------------------------------------------------------
 
 
 def _database_stats(
-    source: Database | sqlite3.Connection, q: _Query
+    source: Database | sqlite3.Connection, q: StatsQuery
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    statements = [q.sessions_sql(), q.tools_sql(), q.percentiles_sql(grouped=False)]
-    if q.dims:
-        statements.append(q.percentiles_sql(grouped=True))
-    if isinstance(source, sqlite3.Connection):
-        results = [_sqlite_rows(source, sql, params) for sql, params in statements]
-    else:
-        results = source.query_many(statements)  # one request
+    """One request; a second for the per-tool walks, which need the first's counts."""
+    statements = [q.sessions_sql(), q.tools_sql(), q.overall_percentiles_sql()]
+    if q.dims and not q.walks_tool_index:
+        statements.append(q.ranked_sql(grouped=True))
+    results = _run(source, statements)
     sessions, tools, overall = results[:3]
     acc = _Accumulator(q)
     acc.add_sessions(sessions)
     acc.add_tools(tools)
     acc.set_percentiles(overall, grouped=False)
-    if q.dims:
+    if q.walks_tool_index:
+        counts = {row[TOOL_DIMENSION]: row["tool_durations"] for row in tools}
+        for rows in _run(source, q.tool_walks_sql(counts)):
+            acc.set_percentiles(rows, grouped=True)
+    elif q.dims:
         acc.set_percentiles(results[3], grouped=True)
     return acc.result()
+
+
+def _run(source: Database | sqlite3.Connection, statements: list[Statement]) -> list[Any]:
+    if not statements:
+        return []
+    if isinstance(source, sqlite3.Connection):
+        return [_sqlite_rows(source, sql, params) for sql, params in statements]
+    return source.query_many(statements)  # one request
 
 
 def _sqlite_rows(conn: sqlite3.Connection, sql: str, params: Sequence[Any]) -> list[dict[str, Any]]:
@@ -243,7 +151,7 @@ def replica_files(spool_dir: Path) -> list[Path]:
     )
 
 
-def _spool_stats(spool_dir: Path, q: _Query) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def _spool_stats(spool_dir: Path, q: StatsQuery) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     acc = _Accumulator(q)
     for path in replica_files(spool_dir):
         try:
@@ -255,8 +163,10 @@ def _spool_stats(spool_dir: Path, q: _Query) -> tuple[dict[str, Any], list[dict[
             # takes no write lock.
             with transaction(conn, begin="BEGIN"):
                 sessions, tools, durations = _replica_rows(conn, q)
-        except sqlite3.Error:
-            continue  # a replica being created (no tables yet) or damaged
+        except sqlite3.Error as exc:
+            if "no such table" not in str(exc):  # not one being created: say so
+                log.warning("stats: %s left out, it cannot be read: %s", path.name, exc)
+            continue
         finally:
             conn.close()
         acc.add_sessions(sessions)
@@ -266,7 +176,7 @@ def _spool_stats(spool_dir: Path, q: _Query) -> tuple[dict[str, Any], list[dict[
     return acc.result()
 
 
-def _replica_rows(conn: sqlite3.Connection, q: _Query) -> tuple[list[dict[str, Any]], ...]:
+def _replica_rows(conn: sqlite3.Connection, q: StatsQuery) -> tuple[list[dict[str, Any]], ...]:
     try:
         sessions = _sqlite_rows(conn, *q.sessions_sql())
     except sqlite3.OperationalError as exc:
@@ -309,7 +219,7 @@ def _add(a: Any, b: Any) -> Any:
 
 
 class _Accumulator:
-    def __init__(self, q: _Query) -> None:
+    def __init__(self, q: StatsQuery) -> None:
         self.q = q
         self.totals = _empty_figures()
         self.groups: dict[tuple[Any, ...], dict[str, Any]] = {}
@@ -354,11 +264,15 @@ class _Accumulator:
                 figures["_finished"] += row["tool_finished"] or 0
 
     def set_percentiles(self, rows: list[dict[str, Any]], *, grouped: bool) -> None:
-        """Rows of ``percentiles_sql``: the durations at the ranks wanted."""
+        """Rows of a walk (p, duration_ms) or of the window functions (r, n,
+        duration_ms: the durations at the ranks wanted)."""
         for row in rows:
             figures = self._group(self._key(row)) if grouped else self.totals
+            if "p" in row:
+                figures[f"tool_duration_p{row['p']}_ms"] = row["duration_ms"]
+                continue
             for p in PERCENTILES:
-                if row["r"] == (p * row["n"] + 99) // 100:
+                if row["r"] == rank(p, row["n"]):
                     figures[f"tool_duration_p{p}_ms"] = row["duration_ms"]
 
     def add_durations(self, rows: list[dict[str, Any]]) -> None:
@@ -394,4 +308,4 @@ def nearest_rank(ordered: Sequence[float], p: int) -> float | None:
     """The value at rank ceil(p/100 * n) (1-based) of ``ordered`` (ascending)."""
     if not ordered:
         return None
-    return ordered[(p * len(ordered) + 99) // 100 - 1]
+    return ordered[rank(p, len(ordered)) - 1]
