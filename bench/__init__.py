@@ -38,4 +38,5 @@ GROUPS: dict[str, Callable[[Config], list[Row]]] = {
     "claude_import": _group("claude_import"),
     "opencode": _group("opencode"),
     "stats": _group("stats"),
+    "ui_remote": _group("ui_remote"),
 }
