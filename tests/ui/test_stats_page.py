@@ -160,3 +160,20 @@ def test_every_page_links_to_the_stats(stats_ui: UiServer, page: Any) -> None:
         expect(page.locator("header nav a", has_text="stats")).to_have_attribute("href", "/stats")
     assert stats_ui.get("/api/stats?by=bogus")[0] == 400
     assert stats_ui.get("/api/stats?status=bogus")[0] == 400
+
+
+def test_an_empty_spool_has_a_stats_page_too(
+    spool: Any, page: Any, page_errors: PageErrors
+) -> None:
+    ui = UiServer(spool)
+    try:
+        page.goto(ui.url + "/stats")
+        drawn(page)
+        expect(page.locator('.figure[data-figure="sessions"] .value')).to_have_text("0")
+        expect(page.locator('.figure[data-figure="cost_usd"] .value')).to_have_text("-")
+        expect(page.locator("#chart-note")).to_have_text("no sessions")
+        expect(page.locator("#tools-note")).to_have_text("no tool calls")
+        assert page.locator("svg.chart rect.seg").count() == 0
+        assert not page_errors
+    finally:
+        ui.stop()
