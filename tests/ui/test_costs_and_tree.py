@@ -234,3 +234,44 @@ def test_the_session_page_shows_its_tree_and_totals(
     expect(page.locator("#agent")).to_have_text("solo")
     expect(page.locator("#tree-box")).to_be_hidden()
     assert not page_errors
+
+
+def test_a_version_1_database_lists_and_has_trees_without_figures(
+    spool: Path, page: Any, page_errors: PageErrors
+) -> None:
+    """A database no version-2 worker wrote to (schema/001 only): no model, token,
+    cost or parent columns. Every sort is then the default order (all values are
+    unknown) and a session's tree is the session alone."""
+    import sqlite3
+
+    import agentspool.schema as schema
+    from agentspool.worker import migrations
+
+    conn = sqlite3.connect(spool / "agentspool.db", isolation_level=None)
+    conn.execute(migrations.VERSION_TABLE)
+    conn.executescript((Path(schema.__file__).parent / "001_init.sql").read_text())
+    conn.execute("INSERT INTO schema_version (version, applied_at) VALUES (1, 'then')")
+    for n in range(3):
+        conn.execute(
+            "INSERT INTO sessions (id, agent, status, started_at) VALUES (?, 'old', 'completed', ?)",
+            (f"v1-{n}", f"2026-01-0{n + 1}T00:00:00.000Z"),
+        )
+    conn.close()
+    ui = UiServer(spool, "--remote")
+    try:
+        newest = ["v1-2", "v1-1", "v1-0"]
+        assert ids(ui, "") == newest
+        assert ids(ui, "?sort=cost") == newest and ids(ui, "?sort=model&dir=asc") == newest
+        assert ids(ui, "?dir=asc") == newest[::-1]
+        assert get_json(ui, "/api/sessions")["sessions"][0]["cost_usd"] is None
+        tree = get_json(ui, "/api/sessions/v1-1/tree")
+        assert (tree["parent"], tree["children"], tree["session"]["id"]) == (None, [], "v1-1")
+        page.goto(ui.url + "/?sort=cost")
+        expect(page.locator("#rows tr")).to_have_count(3)
+        expect(page.locator("#rows tr").first.locator(".cost")).to_have_text("-")
+        page.goto(ui.url + "/s/v1-1")
+        expect(page.locator("#agent")).to_have_text("old")
+        expect(page.locator("#tree-box")).to_be_hidden()
+        assert not page_errors
+    finally:
+        ui.stop()

@@ -11,7 +11,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from agentspool.worker.intake.replica import iso
-from agentspool.worker.ui.list_order import order_by
+from agentspool.worker.ui.list_order import DEFAULT_SORT, order_by
 from agentspool.worker.ui.queries import Query
 from agentspool.worker.ui.sources import (
     ERROR_PREVIEW_CHARS,
@@ -96,10 +96,14 @@ class RemoteSource:
             params.append(f.status)
         # The page is chosen first (the inner SELECT, in the sort's order), and only its
         # rows are counted: the counts are subqueries per row.
-        order = order_by(f.sort, f.descending)
-        accounting = ", ".join(
-            ACCOUNTING if self._has_accounting() else (f"NULL AS {c}" for c in ACCOUNTING)
-        )
+        # (Without the version-2 columns every model, count and cost is unknown, and
+        # unknown values keep the default order: so that is the order.)
+        v2 = self._has_accounting()
+        sort, descending = (f.sort, f.descending) if v2 else (DEFAULT_SORT, True)
+        if not v2 and f.sort == DEFAULT_SORT:
+            descending = f.descending
+        order = order_by(sort, descending)
+        accounting = ", ".join(ACCOUNTING if v2 else (f"NULL AS {c}" for c in ACCOUNTING))
         rows = self.query(
             "SELECT id, agent, status, started_at, ended_at, substr(error, 1, ?) AS error, host,"
             f" event_count, {accounting},"
