@@ -38,4 +38,6 @@ GROUPS: dict[str, Callable[[Config], list[Row]]] = {
     "claude_import": _group("claude_import"),
     "opencode": _group("opencode"),
     "lifecycle": _group("lifecycle"),
+    "stats": _group("stats"),
+    "ui_remote": _group("ui_remote"),
 }

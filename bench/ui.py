@@ -21,7 +21,9 @@ Row 18 (issue 26): a spool of 5,000 two-event sessions (built with ``Replica.app
 and indexed with ``StateStore.record_drained``, as the drain does; each replica
 closed, as the drain closes an ended session's): a replica's size per session, the
 first ``/api/sessions`` of a new server, and that the server created or changed no
-file in the spool.
+file in the spool. Issue 25 over the same spool: the list sorted by cost (every
+replica's row read once, then cached), a session's tree, and the stats page's two
+``/api/stats`` requests.
 """
 
 from __future__ import annotations
@@ -199,6 +201,14 @@ def run_many(cfg: Config) -> list[Row]:
         first = ttfb_ms(port, "/api/sessions")
         again = ttfb_ms(port, "/api/sessions")
         listed = body(port, "/api/sessions")["total"]
+        # Issue 25: a sort the worker's index cannot answer reads every replica's row
+        # once (then cached); a session's tree looks among them; the stats page asks
+        # compute_stats twice, which reads every replica each time.
+        sorted_first = ttfb_ms(port, "/api/sessions?sort=cost")
+        sorted_again = statistics.median(ttfb_ms(port, "/api/sessions?sort=cost") for _ in range(3))
+        tree = ttfb_ms(port, "/api/sessions/small-00000/tree")
+        stats_day = ttfb_ms(port, "/api/stats?by=day,agent")
+        stats_tool = ttfb_ms(port, "/api/stats?by=tool")
     after = spool_files(spool)
     changed = sorted(set(after.items()) ^ set(before.items()))
     if listed != sessions or changed:
@@ -213,6 +223,16 @@ def run_many(cfg: Config) -> list[Row]:
             first, "ms", target=1000.0,
             note=f"a new server; the next request {again:.0f} ms; the server created or "
             "changed no file in the spool"),
+        Row(GROUP, "ui.sort_by_cost_first_ms",
+            f"18. ui: the first /api/sessions?sort=cost over {sessions:,} sessions, TTFB",
+            sorted_first, "ms", target=3000.0,
+            note=f"reads every replica's session row once; then {sorted_again:.0f} ms "
+            f"(cached by file signature); a session's tree after it {tree:.0f} ms"),
+        Row(GROUP, "ui.stats_page_ms",
+            f"18. ui: the stats page's two /api/stats over {sessions:,} sessions' replicas",
+            stats_day + stats_tool, "ms",
+            note=f"by=day,agent {stats_day:.0f} ms + by=tool {stats_tool:.0f} ms; "
+            "reports/stats.py reads every replica per request (nothing cached)"),
     ]  # fmt: skip
 
 

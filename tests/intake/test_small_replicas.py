@@ -197,3 +197,33 @@ def test_a_live_wal_reader_writes_no_read_mark(tmp_path: Path, reader: str) -> N
         writer.stdin.close()
         writer.wait(timeout=30)
     assert changed == (0 if reader == "connect_readonly" else 5)
+def test_a_replica_upgraded_to_a_newer_version_gets_none_of_its_remote_indexes(
+    tmp_path: Path,
+) -> None:
+    """A replica a version-2 worker wrote (no secondary indexes) upgraded in place:
+    version 3 adds indexes for the remote database's reports, not for a replica."""
+    from agentspool.producer.transaction import transaction
+    from agentspool.worker import migrations
+    from agentspool.worker.intake.replica_schema import upgrade
+
+    conn = sqlite3.connect(tmp_path / "v2.db", isolation_level=None)
+    try:
+        conn.execute("CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied_at TEXT)")
+        for migration in migrations.available_migrations()[:2]:
+            with transaction(conn):
+                for statement in migration.statements:
+                    conn.execute(statement)
+                conn.execute(*migrations.version_row(migration))
+        for (name,) in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL"
+        ).fetchall():
+            conn.execute(f'DROP INDEX "{name}"')  # a version-2 replica has none of them
+        upgrade(conn)
+        versions = [r[0] for r in conn.execute("SELECT version FROM schema_version")]
+        assert versions == list(range(1, migrations.latest_version() + 1))
+        indexes = conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL"
+        ).fetchall()
+        assert indexes == []
+    finally:
+        conn.close()

@@ -30,6 +30,8 @@ INDEXES = {
     "tool_executions_by_session_started",
     "tool_executions_by_name_started",
     "tool_executions_by_status",
+    "tool_executions_by_duration",
+    "tool_executions_by_name_duration",
 }
 
 

@@ -8,6 +8,7 @@ import subprocess
 from pathlib import Path
 
 from agentspool import Spool
+from agentspool.worker import migrations
 from tests.clients.npm import installed
 from tests.helpers import run_cli, worker_env
 from tests.sqld import Sqld
@@ -73,4 +74,6 @@ def test_node_libsql_client_reads_the_version_2_columns(
     assert sessions["p"]["model"] == "m-main" and sessions["p"]["cost_usd"] == 0.5
     assert (sessions["p"]["input_tokens"], sessions["p"]["cache_read_tokens"]) == (97, 90)
     assert sessions["c"]["parent_id"] == "p" and sessions["c"]["input_tokens"] == 5
-    assert [row["version"] for row in read["schema_version"]] == [1, 2]
+    assert [row["version"] for row in read["schema_version"]] == list(
+        range(1, migrations.latest_version() + 1)
+    )

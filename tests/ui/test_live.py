@@ -1,5 +1,5 @@
 """A session that is still running: its page and the list update without a reload
-while a real producer emits and a real worker drains."""
+while a real producer emits and a real worker drains (its subagent's session too)."""
 
 from __future__ import annotations
 
@@ -36,10 +36,13 @@ assert spool.flush(30)
 wait_for("step-1")
 call = s.tool_started("slow_tool", input={"n": 1})
 s.message("assistant", "live message 1")
+sub = spool.session(agent="live-helper", session_id="live-sub", parent_id="live-1")
+sub.message("assistant", "helping", usage={"input_tokens": 40, "output_tokens": 4})
 assert spool.flush(30)
 wait_for("step-2")
 s.tool_finished(call, output="slow tool finished")
 s.message("assistant", "live message 2")
+assert sub.end(timeout=30)
 assert spool.flush(30)
 wait_for("end")
 assert s.end(timeout=30)
@@ -87,6 +90,10 @@ def test_an_open_session_updates_without_a_reload(
         expect(page.locator(".tl-bar.st-running")).to_have_count(1, timeout=20_000)
         expect(row.locator(".messages")).to_have_text("2", timeout=20_000)
         expect(row.locator(".tools")).to_have_text("1")
+        # a subagent started: the tree appears, its child running, its tokens rolled up
+        child = page.locator('#tree-box .tree-line[data-session="live-sub"]')
+        expect(child.locator(".badge")).to_have_text("running", timeout=20_000)
+        expect(page.locator('#tree-box tr[data-total="descendants"] .input')).to_have_text("40")
 
         (gates / "step-2").touch()
         expect(page.locator("#transcript li.message", has_text="live message 2")).to_be_visible(
@@ -94,6 +101,7 @@ def test_an_open_session_updates_without_a_reload(
         )
         expect(tool.locator(".badge")).to_have_text("completed", timeout=20_000)
         expect(tool.locator(".tool-output")).to_contain_text("slow tool finished")
+        expect(child.locator(".badge")).to_have_text("completed", timeout=20_000)
         expect(page.locator(".tl-bar.st-completed")).to_have_count(1, timeout=20_000)
 
         (gates / "end").touch()

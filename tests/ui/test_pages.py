@@ -135,6 +135,16 @@ def test_agent_output_is_shown_as_text_and_never_runs(
         page.locator("#transcript img, #transcript script, #transcript b b, #side img").count() == 0
     )
     assert page.evaluate("typeof window.__pwned") == "undefined"
+    # the stats page: the agent's name in the legend and the charts' tooltips, the
+    # tool's name in the table, all as text
+    page.goto(ui.url + "/stats")
+    expect(page.locator('#legend li[data-series="<b>evil</b>"]')).to_contain_text("<b>evil</b>")
+    name = page.locator('#tool-rows tr[data-tool="<i>tool</i>"] .name')
+    expect(name).to_have_text("<i>tool</i>")
+    title = page.locator('#chart-sessions rect[data-series="<b>evil</b>"] title')
+    assert title.text_content().endswith("<b>evil</b>: 1")
+    assert page.locator("#legend b, #tool-rows i, svg.chart b, #totals b b").count() == 0
+    assert page.evaluate("typeof window.__pwned") == "undefined"
     assert not [e for e in page_errors if "pageerror" in e]
 
 

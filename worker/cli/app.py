@@ -41,6 +41,7 @@ from agentspool.worker.cli.options import (
     spool_option,
     spool_or_group_default,
 )
+from agentspool.worker.cli.stats import stats
 from agentspool.worker.cli.terminal import visible
 from agentspool.worker.cli.ui import ui
 from agentspool.worker.cli.verify import verify
@@ -378,6 +379,7 @@ def migrate(
 main.add_command(queue)
 main.add_command(sessions)
 main.add_command(show)
+main.add_command(stats)
 main.add_command(dead)
 main.add_command(emit)
 main.add_command(ingest)

@@ -6,8 +6,6 @@ All of them only read: they answer while a worker runs, and change nothing.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -15,23 +13,25 @@ import click
 
 from agentspool.worker import state as st
 from agentspool.worker.cli.options import (
+    WHEN_HELP,
     OtherFilterHint,
     database_errors_explained,
     echo_json,
     json_option,
     local_session_id,
+    remote_database,
     remote_options,
     settings_from,
+    since_option_value,
     spool_option,
     view_redactor,
 )
 from agentspool.worker.cli.terminal import visible, visible_text
-from agentspool.worker.config import EMBEDDED_DB_FILENAME, Settings
+from agentspool.worker.config import Settings
 from agentspool.worker.reports.transcript import end_reason, plural, unquoted
 
 if TYPE_CHECKING:
     from agentspool.worker.reports.transcript import Transcript
-    from agentspool.worker.sync.database import Database
 
 if TYPE_CHECKING:
     from agentspool.worker.reports.queues import QueueSummary
@@ -164,7 +164,7 @@ SESSION_STATUSES = ("running", "completed", "error", "abandoned")
 @click.option("--agent", help="Only this agent's sessions.")
 @click.option(
     "--since", metavar="WHEN",
-    help="Only sessions active since WHEN: a duration ago with its unit (30m, 2h, 7d) or an ISO-8601 time (UTC unless it has an offset).",
+    help=f"Only sessions active since WHEN: {WHEN_HELP}.",
 )  # fmt: skip
 @click.option(
     "--limit", type=click.IntRange(min=1), default=100, show_default=True,
@@ -188,19 +188,10 @@ def sessions(
     """List sessions, most recently active first: the ones the worker has seen, or
     with --remote the ones in the database (agent, status, start, duration,
     message and tool counts)."""
-    from agentspool.worker.durations import has_unit
-    from agentspool.worker.reports.transcript import list_sessions, session_json, since_to_iso
+    from agentspool.worker.reports.transcript import list_sessions, session_json
 
     settings = settings_from(spool_dir=spool_dir, db_url=db_url)
-    if since is not None and not has_unit(since):
-        raise click.BadParameter(
-            f"{since!r} has no unit: say {since}s, {since}m, {since}h or {since}d",
-            param_hint="--since",
-        )
-    try:
-        since_iso = None if since is None else since_to_iso(since)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--since") from None
+    since_iso = since_option_value(since)
     if remote:
         if sync_state is not None:
             raise click.UsageError(
@@ -263,7 +254,7 @@ def _remote_sessions(
 ) -> None:
     from agentspool.worker.reports.remote_sessions import list_remote_sessions
 
-    with _remote_database(settings, timeout) as db:
+    with remote_database(settings, timeout) as db:
         found = list_remote_sessions(db, status=status, agent=agent, since=since, limit=limit)
         url = db.url
     if as_json:
@@ -288,30 +279,6 @@ def _remote_sessions(
             f"  {agents[s.agent]:<{agent_width}}  {status_text}  {_duration(s.duration_s):>8}  {s.message_count:>8}"
             f"  {s.tool_count:>5}"
         )
-
-
-@contextmanager
-def _remote_database(settings: Settings, timeout: float) -> Iterator[Database]:
-    """The database, or exit 1 with one line that names it and what went wrong."""
-    from agentspool.worker.config import display_url
-    from agentspool.worker.sync.database import DatabaseError, open_database
-
-    if settings.embedded and not (settings.spool_dir / EMBEDDED_DB_FILENAME).exists():
-        raise click.ClickException(
-            f"no database to read: TURSO_DATABASE_URL is not set and the spool"
-            f" {settings.spool_dir} has no embedded database; give --db URL"
-        )
-    shown = display_url(settings.effective_db_url)
-    try:
-        with open_database(settings.effective_db_url, settings.auth_token, timeout=timeout) as db:
-            yield db
-    except DatabaseError as exc:
-        if "no such table" in str(exc):
-            raise click.ClickException(
-                f"the database {shown} has no agentspool tables: nothing was synced to it"
-                " (agentspool migrate creates them)"
-            ) from None
-        raise click.ClickException(f"cannot read the database {shown}: {exc}") from None
 
 
 def _duration(seconds: float | None) -> str:
@@ -422,7 +389,7 @@ def _remote_transcript(settings: Settings, given: str, timeout: float) -> Transc
     from agentspool.worker.reports.session_ids import AmbiguousSessionId
     from agentspool.worker.reports.transcript import SessionNotFound
 
-    with _remote_database(settings, timeout) as db:
+    with remote_database(settings, timeout) as db:
         try:
             session_id = resolve_remote(db, given)
         except AmbiguousSessionId as exc:

@@ -9,7 +9,8 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -22,6 +23,7 @@ from agentspool.worker.sizes import parse_size
 
 if TYPE_CHECKING:
     from agentspool.worker.intake.redaction import Redactor
+    from agentspool.worker.sync.database import Database
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -150,6 +152,53 @@ def local_session_id(spool_dir: Path, given: str) -> str:
         return resolve_local(spool_dir, given) or given
     except AmbiguousSessionId as exc:
         raise click.ClickException(str(exc)) from None
+
+
+@contextmanager
+def remote_database(settings: Settings, timeout: float) -> Iterator[Database]:
+    """The database, or exit 1 with one line that names it and what went wrong."""
+    from agentspool.worker.config import EMBEDDED_DB_FILENAME, display_url
+    from agentspool.worker.sync.database import DatabaseError, open_database
+
+    if settings.embedded and not (settings.spool_dir / EMBEDDED_DB_FILENAME).exists():
+        raise click.ClickException(
+            f"no database to read: TURSO_DATABASE_URL is not set and the spool"
+            f" {settings.spool_dir} has no embedded database; give --db URL"
+        )
+    shown = display_url(settings.effective_db_url)
+    try:
+        with open_database(settings.effective_db_url, settings.auth_token, timeout=timeout) as db:
+            yield db
+    except DatabaseError as exc:
+        if "no such table" in str(exc):
+            raise click.ClickException(
+                f"the database {shown} has no agentspool tables: nothing was synced to it"
+                " (agentspool migrate creates them)"
+            ) from None
+        raise click.ClickException(f"cannot read the database {shown}: {exc}") from None
+
+
+WHEN_HELP = (
+    "a duration ago with its unit (30m, 2h, 7d) or an ISO-8601 time (UTC unless it has an offset)"
+)
+
+
+def since_option_value(since: str | None) -> str | None:
+    """``--since`` as the ISO text the spool and the database store times in."""
+    from agentspool.worker.durations import has_unit
+    from agentspool.worker.reports.transcript import since_to_iso
+
+    if since is None:
+        return None
+    if not has_unit(since):
+        raise click.BadParameter(
+            f"{since!r} has no unit: say {since}s, {since}m, {since}h or {since}d",
+            param_hint="--since",
+        )
+    try:
+        return since_to_iso(since)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--since") from None
 
 
 def json_option(func: F) -> F:

@@ -5,6 +5,12 @@ gave it, ``cost_usd``; docs/EVENTS.md). The worker turns them into the version-2
 columns of ``messages`` -- the usage through the one mapping every producer shares,
 agentspool.producer.usage -- and adds them to the session's columns
 (intake/replica.py). The raw usage stays in the metadata.
+
+A message's cost is the source's own figure where it gives one (OpenCode does), else
+its price from the model and token counts (intake/pricing.py), else NULL. A session's
+cost is the sum of its messages' and NULL as soon as one of its messages that counted
+tokens has no cost: a partial sum would look like a complete one (``agentspool stats``
+counts such sessions as unpriced).
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import sqlite3
 from typing import Any
 
 from agentspool.producer.usage import TOKEN_COLUMNS, tokens_of
+from agentspool.worker.intake.pricing import price_usd
 
 log = logging.getLogger("agentspool.worker")
 
@@ -33,10 +40,12 @@ ACCOUNTING_COLUMNS = ("model", *TOKEN_COLUMNS, "cost_usd")
 _reported_usage_shapes: set[tuple[str, ...]] = set()
 
 
-def accounting_of(metadata: Any) -> tuple[Any, ...] | None:
+def accounting_of(metadata: Any, at: str | None = None) -> tuple[Any, ...] | None:
     """A message's (model, input, output, cache read, cache write, cost) from its
     metadata, ``None`` when it names none of them. A usage the mapping cannot read
-    is logged once per shape and kept in the metadata as it is; nothing is guessed."""
+    is logged once per shape and kept in the metadata as it is; nothing is guessed.
+    Without a cost in the metadata, the cost is the price at ``at`` (the message's
+    time) of its tokens, when the price table knows the model."""
     if not isinstance(metadata, dict):
         return None
     model = metadata.get(MODEL_KEY)
@@ -53,7 +62,25 @@ def accounting_of(metadata: Any) -> tuple[Any, ...] | None:
     if model is None and tokens is None and cost is None:
         return None
     counts = tokens.values() if tokens is not None else (None,) * len(TOKEN_COLUMNS)
+    if cost is None and tokens is not None:
+        cost = price_usd(model, *tokens.values(), at=at)
     return (model, *counts, None if cost is None else float(cost))
+
+
+def unpriced(alias: str) -> str:
+    """SQL: the row ``alias`` (a message, or a session) counted tokens and has no cost.
+    Such a message makes its session's cost unknown."""
+    return (
+        f"{alias}.cost_usd IS NULL"
+        f" AND ({alias}.input_tokens IS NOT NULL OR {alias}.output_tokens IS NOT NULL)"
+    )
+
+
+def needs_price(accounting: tuple[Any, ...]) -> bool:
+    """Does this (model, input, output, cache read, cache write, cost) count tokens
+    without a cost?"""
+    _, input_tokens, output_tokens, _, _, cost = accounting
+    return cost is None and (input_tokens is not None or output_tokens is not None)
 
 
 def _report_unreadable_usage(usage: Any) -> None:
@@ -76,11 +103,12 @@ def fill_accounting_columns(conn: sqlite3.Connection) -> None:
     message's from its metadata (the same mapping as for new messages), then the
     session's sums. Rows already filled are left alone."""
     filled = []
-    for seq, metadata in conn.execute(
-        "SELECT seq, metadata FROM messages WHERE metadata IS NOT NULL AND json_valid(metadata)"
+    for seq, metadata, created_at in conn.execute(
+        "SELECT seq, metadata, created_at FROM messages"
+        " WHERE metadata IS NOT NULL AND json_valid(metadata)"
         " AND model IS NULL AND input_tokens IS NULL AND output_tokens IS NULL"
     ).fetchall():
-        accounting = accounting_of(json.loads(metadata))
+        accounting = accounting_of(json.loads(metadata), created_at)
         if accounting is not None:
             filled.append((*accounting, seq))
     assignments = ", ".join(f"{c} = ?" for c in ACCOUNTING_COLUMNS)
@@ -88,11 +116,15 @@ def fill_accounting_columns(conn: sqlite3.Connection) -> None:
     conn.executemany(f"UPDATE messages SET {assignments} WHERE seq = ?", filled)
     sums = ", ".join(
         f"{c} = coalesce({c}, (SELECT sum(m.{c}) FROM messages m WHERE m.session_id = sessions.id))"
-        for c in ACCOUNTING_COLUMNS[1:]
+        for c in ACCOUNTING_COLUMNS[1:-1]
     )
     conn.execute(
         f"UPDATE sessions SET {sums}, model = coalesce(model, (SELECT m.model FROM messages m"
-        " WHERE m.session_id = sessions.id AND m.model IS NOT NULL ORDER BY m.seq LIMIT 1))"
+        " WHERE m.session_id = sessions.id AND m.model IS NOT NULL ORDER BY m.seq LIMIT 1)),"
+        " cost_usd = coalesce(cost_usd, CASE WHEN EXISTS (SELECT 1 FROM messages m"
+        f" WHERE m.session_id = sessions.id AND {unpriced('m')})"
+        " THEN NULL ELSE (SELECT sum(m.cost_usd) FROM messages m"
+        " WHERE m.session_id = sessions.id) END)"
     )
 
 

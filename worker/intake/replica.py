@@ -19,12 +19,15 @@ from typing import Any
 
 from agentspool.producer import events as ev
 from agentspool.producer.transaction import transaction
+from agentspool.producer.usage import TOKEN_COLUMNS
 from agentspool.worker.intake.accounting import (
     ACCOUNTING_COLUMNS,
     MODEL_KEY,
     USAGE_KEY,
     accounting_of,
+    needs_price,
     sum_usage_into_metadata,
+    unpriced,
 )
 from agentspool.worker.intake.redaction import Redactor, record_redactions
 from agentspool.worker.intake.replica_names import REPLICAS_DIRNAME as REPLICAS_DIRNAME
@@ -204,8 +207,8 @@ class Replica:
                 sum_usage_into_metadata(self.conn, sid)
         elif kind == ev.MESSAGE:
             metadata = e.get("metadata")
-            accounting = accounting_of(metadata)
-            if accounting is not None and accounting[0] is not None:  # the model's name
+            accounting = accounting_of(metadata, at)  # priced by the model's real name
+            if accounting is not None and accounting[0] is not None:  # then kept redacted
                 accounting = (self._text(accounting[0]), *accounting[1:])
             inserted = self.conn.execute(
                 f"INSERT OR IGNORE INTO messages ({', '.join(MESSAGE_COLUMNS)})"
@@ -300,16 +303,30 @@ class Replica:
 
     def _add_to_session_totals(self, session_id: str, accounting: tuple[Any, ...]) -> None:
         """A new message's tokens and cost are added to its session's (NULL stays NULL
-        until some message knows the count); the first model named is the session's."""
+        until some message knows the count); the first model named is the session's.
+        A message that counted tokens without a cost makes the session's cost NULL for
+        good (accounting.py): while the session's cost is known, no such message exists,
+        so only a NULL cost needs the look for one."""
         model, *amounts = accounting
+        *tokens, cost = amounts
         sums = ", ".join(
             f"{c} = CASE WHEN ?{n} IS NULL THEN {c} ELSE coalesce({c}, 0) + ?{n} END"
-            for n, c in enumerate(ACCOUNTING_COLUMNS[1:], start=1)
+            for n, c in enumerate(TOKEN_COLUMNS, start=1)
         )
-        n = len(amounts)
+        n = len(tokens)
+        if needs_price(accounting):
+            cost_sql = "NULL"
+        else:  # a cost, or no tokens (nothing to price): ?{n + 1} IS NULL adds nothing
+            cost_sql = (
+                f"CASE WHEN ?{n + 1} IS NULL THEN cost_usd"
+                f" WHEN cost_usd IS NOT NULL THEN cost_usd + ?{n + 1}"
+                f" WHEN EXISTS (SELECT 1 FROM messages m WHERE m.session_id = ?{n + 3}"
+                f" AND {unpriced('m')}) THEN NULL ELSE ?{n + 1} END"
+            )
         self.conn.execute(
-            f"UPDATE sessions SET {sums}, model = coalesce(model, ?{n + 1}) WHERE id = ?{n + 2}",
-            (*amounts, model, session_id),
+            f"UPDATE sessions SET {sums}, cost_usd = {cost_sql}, model = coalesce(model, ?{n + 2})"
+            f" WHERE id = ?{n + 3}",
+            (*tokens, cost, model, session_id),
         )
 
     def _close_running_tools(self, session_id: str, ended_at: str | None, error: str) -> None:

@@ -74,7 +74,8 @@ def ensure_local_tables(conn: sqlite3.Connection, *, name_log: bool = True) -> N
 
 def upgrade(conn: sqlite3.Connection) -> None:
     """Bring a replica opened for writing to this agentspool's schema: the pending
-    migrations, the replica-only tables, and for one a version-1 worker wrote, the
+    migrations (without the indexes they create for the remote database, as in a new
+    replica), the replica-only tables, and for one a version-1 worker wrote, the
     version-2 columns filled from its messages' metadata. Costs one query when the
     replica is up to date."""
     applied = migrations.migrate(conn)
@@ -82,6 +83,8 @@ def upgrade(conn: sqlite3.Connection) -> None:
     if 2 in applied:
         with transaction(conn):
             fill_accounting_columns(conn)
+    if applied:  # the new versions' indexes serve the remote database, not a replica
+        _drop_remote_only_indexes(conn)
 
 
 # A new replica is a copy of a template that already has the schema, the change log

@@ -3,6 +3,7 @@
     open_database(url, token, timeout) -> Database
     Database.run_atomic(statements)    one atomic batch: all of it lands, or none
     Database.query(sql, params)        rows as dicts (``sessions --remote``, the viewer)
+    Database.query_many(statements)    several queries in one request (``stats --remote``)
     Database.ensure_schema()           apply pending migrations, return what was applied
     Database.abort()                   from another thread: fail the request in progress
 
@@ -61,6 +62,7 @@ class Database(Protocol):
 
     def run_atomic(self, statements: Sequence[Statement]) -> None: ...
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]: ...
+    def query_many(self, statements: Sequence[Statement]) -> list[list[dict[str, Any]]]: ...
     def ensure_schema(self) -> list[int]: ...
     def schema_plan(self) -> tuple[list[int], list[migrations.Migration]]: ...
     def close(self) -> None: ...
@@ -116,6 +118,12 @@ class RemoteDatabase(_Closing):
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
         result = self.client.execute(sql, params)
         return [dict(zip(result.columns, row, strict=True)) for row in result.rows]
+
+    def query_many(self, statements: Sequence[Statement]) -> list[list[dict[str, Any]]]:
+        return [
+            [dict(zip(result.columns, row, strict=True)) for row in result.rows]
+            for result in self.client.execute_many(statements)
+        ]
 
     def ensure_schema(self) -> list[int]:
         try:
@@ -182,6 +190,9 @@ class LocalDatabase(_Closing):
             return [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
         except sqlite3.Error as exc:
             raise DatabaseError(hrana.classify_sql_error(str(exc)), str(exc)) from None
+
+    def query_many(self, statements: Sequence[Statement]) -> list[list[dict[str, Any]]]:
+        return [self.query(sql, params) for sql, params in statements]
 
     def ensure_schema(self) -> list[int]:
         return _migrate(self.conn)

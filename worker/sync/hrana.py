@@ -402,6 +402,16 @@ class HranaClient:
         )
         return decode_rows(results[0]["result"])
 
+    def execute_many(self, statements: Sequence[Statement]) -> list[Rows]:
+        """Several statements in one stream, one HTTP request (reads: ``stats``). The
+        first that fails raises; there is no transaction around them."""
+        requests = [
+            {"type": "execute", "stmt": statement(sql, args, want_rows=True)}
+            for sql, args in statements
+        ]
+        results, _ = self.pipeline([*requests, {"type": "close"}])
+        return [decode_rows(r["result"]) for r in results[: len(statements)]]
+
     def run_atomic(self, statements: Sequence[Statement]) -> None:
         """Run the statements as one atomic batch in one HTTP request. Raises
         StepError naming the failed statement; on any error nothing was committed."""

@@ -11,6 +11,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from agentspool.worker.intake.replica import iso
+from agentspool.worker.ui.list_order import DEFAULT_SORT, order_by
 from agentspool.worker.ui.queries import Query
 from agentspool.worker.ui.sources import (
     ERROR_PREVIEW_CHARS,
@@ -20,10 +21,12 @@ from agentspool.worker.ui.sources import (
     ListFilter,
     SessionNotFound,
     SourceError,
+    StatsFilter,
     connect_readonly,
     duration_ms,
     like_pattern,
 )
+from agentspool.worker.ui.spool_rows import ACCOUNTING
 
 
 class RemoteSource:
@@ -39,6 +42,7 @@ class RemoteSource:
         self._lock = threading.Lock()  # one connection, one request at a time
         self._db: Any = None
         self._conn: sqlite3.Connection | None = None
+        self._accounting: bool | None = None  # the version-2 columns: not asked yet
         if urlsplit(url).scheme == "file":
             path = database.local_path(url)
             try:
@@ -90,15 +94,25 @@ class RemoteSource:
         if f.status:
             where.append("status = ?")
             params.append(f.status)
+        # The page is chosen first (the inner SELECT, in the sort's order), and only its
+        # rows are counted: the counts are subqueries per row.
+        # (Without the version-2 columns every model, count and cost is unknown, and
+        # unknown values keep the default order: so that is the order.)
+        v2 = self._has_accounting()
+        sort, descending = (f.sort, f.descending) if v2 else (DEFAULT_SORT, True)
+        if not v2 and f.sort == DEFAULT_SORT:
+            descending = f.descending
+        order = order_by(sort, descending)
+        accounting = ", ".join(ACCOUNTING if v2 else (f"NULL AS {c}" for c in ACCOUNTING))
         rows = self.query(
             "SELECT id, agent, status, started_at, ended_at, substr(error, 1, ?) AS error, host,"
-            " event_count,"
+            f" event_count, {accounting},"
             " (SELECT count(*) FROM messages m WHERE m.session_id = s.id) AS message_count,"
             " (SELECT count(*) FROM tool_executions t WHERE t.session_id = s.id) AS tool_count,"
             " (SELECT created_at FROM messages m WHERE m.session_id = s.id ORDER BY seq DESC"
             "  LIMIT 1) AS last_message_at"
-            f" FROM sessions s WHERE {' AND '.join(where)}"
-            " ORDER BY started_at DESC, id DESC LIMIT ? OFFSET ?",
+            f" FROM (SELECT * FROM sessions WHERE {' AND '.join(where)}"
+            f"  ORDER BY {order} LIMIT ? OFFSET ?) s ORDER BY {order}",
             [ERROR_PREVIEW_CHARS, *params, f.limit, f.offset],
         )
         total = counts.get(f.status, 0) if f.status else sum(counts.values())
@@ -135,6 +149,14 @@ class RemoteSource:
             "agents": agents,
         }
 
+    def _has_accounting(self) -> bool:
+        """Whether the database has the version-2 columns (a database no worker of
+        version 2 has written to yet has not); asked once."""
+        if self._accounting is None:
+            rows = self.query("SELECT max(version) AS version FROM schema_version")
+            self._accounting = bool(rows) and int(rows[0]["version"] or 0) >= 2
+        return self._accounting
+
     def resolve(self, ref: str) -> str:
         if self.query("SELECT id FROM sessions WHERE id = ?", [ref]):
             return ref
@@ -155,6 +177,58 @@ class RemoteSource:
 
     def sync_state(self, session_id: str) -> dict[str, Any] | None:
         return None  # in the database: synced, or checkpointed while it runs
+
+    def family_rows(
+        self, session_id: str
+    ) -> tuple[dict[str, Any], dict[str, Any] | None, list[dict[str, Any]]]:
+        """Two requests: the session and its parent; its descendants, walked down
+        ``parent_id`` (indexed: sessions_by_parent) by a recursive query bounded in
+        depth and count."""
+        from agentspool.worker.ui.family import FAMILY_COLUMNS, MAX_DEPTH, MAX_NODES
+
+        if not self._has_accounting():  # no parent_id before version 2
+            rows = self.query(
+                "SELECT id, agent, status, started_at, ended_at FROM sessions WHERE id = ?",
+                [session_id],
+            )
+            if not rows:
+                raise SessionNotFound(session_id)
+            return rows[0], None, []
+        columns = ", ".join(FAMILY_COLUMNS)
+        rows = self.query(
+            f"SELECT {columns} FROM sessions WHERE id = ?"
+            " OR id = (SELECT parent_id FROM sessions WHERE id = ?)",
+            [session_id, session_id],
+        )
+        own = next((r for r in rows if r["id"] == session_id), None)
+        if own is None:
+            raise SessionNotFound(session_id)
+        parent = next((r for r in rows if r["id"] == own["parent_id"] != session_id), None)
+        descendants = self.query(
+            "WITH RECURSIVE tree(id, depth) AS ("
+            " SELECT id, 1 FROM sessions WHERE parent_id = ?"
+            " UNION SELECT s.id, tree.depth + 1 FROM sessions s JOIN tree ON s.parent_id = tree.id"
+            "  WHERE tree.depth <= ? LIMIT ?)"  # (the LIMIT stops the walk itself)
+            f" SELECT {columns} FROM sessions WHERE id IN (SELECT id FROM tree) LIMIT ?",
+            [session_id, MAX_DEPTH, 4 * MAX_NODES, MAX_NODES + 1],
+        )
+        return own, parent, descendants
+
+    def stats(self, f: StatsFilter) -> dict[str, Any]:
+        """In the database, all its statements in one request (reports/stats.py)."""
+        from agentspool.worker.reports.stats import compute_stats
+
+        try:
+            with self._lock:
+                return compute_stats(
+                    self._conn if self._conn is not None else self._db,
+                    since=f.since,
+                    agent=f.agent,
+                    status=f.status,
+                    by=f.by,
+                )
+        except self._error_types as exc:
+            raise SourceError(f"reading {self.url}: {exc}") from None
 
     def numbers(self, session_id: str, query: Query) -> dict[str, Any]:
         from agentspool.worker.ui.queries import counts

@@ -15,9 +15,11 @@ the remote database is shown as its URL without credentials or query.
 
 The API (documented in docs/CLI.md, ``ui``):
   GET /api/info                                 what is being shown
-  GET /api/sessions?agent&status&since&q&limit&offset   the list, newest first
+  GET /api/stats?agent&status&since&by          the figures of `stats --json`
+  GET /api/sessions?agent&status&since&q&sort&dir&limit&offset   the list
   GET /api/sessions/<id or unique prefix>       one session: its row, counts, sync state
   GET /api/sessions/<id>/details                the side panel: model, tokens, cost, cwd
+  GET /api/sessions/<id>/tree                   its parent, its children as a tree, totals
   GET /api/sessions/<id>/events?after&limit     transcript items after a cursor
   GET /api/sessions/<id>/tools?limit            the tool calls, for the timeline
   GET /api/sessions/<id>/messages/<seq>?full=1  one message (full text with full=1)
@@ -39,8 +41,10 @@ from importlib import resources
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from agentspool.worker.reports.stats import StatsError
 from agentspool.worker.reports.transcript import end_reason, since_to_iso
-from agentspool.worker.ui import queries
+from agentspool.worker.ui import family, queries
+from agentspool.worker.ui.list_order import DEFAULT_SORT, SORTS
 from agentspool.worker.ui.sources import (
     STATUSES,
     AmbiguousSession,
@@ -49,6 +53,7 @@ from agentspool.worker.ui.sources import (
     SessionNotFound,
     Source,
     SourceError,
+    StatsFilter,
     duration_ms,
 )
 
@@ -165,6 +170,8 @@ class ViewerHandler(BaseHTTPRequestHandler):
     def _page(self, segments: list[str]) -> None:
         if segments in ([""], []):
             name = "index.html"
+        elif segments == ["stats"]:
+            name = "stats.html"
         elif segments[0] == "s" and len(segments) == 2 and segments[1]:
             name = "session.html"
         elif segments[0] == "static" and len(segments) == 2:
@@ -189,6 +196,8 @@ class ViewerHandler(BaseHTTPRequestHandler):
                 return self._info()
             if segments == ["sessions"]:
                 return source.list_sessions(_list_filter(params))
+            if segments == ["stats"]:
+                return source.stats(_stats_filter(params))
             if len(segments) >= 2 and segments[0] == "sessions":
                 session_id = source.resolve(segments[1])
                 rest = segments[2:]
@@ -200,6 +209,8 @@ class ViewerHandler(BaseHTTPRequestHandler):
                     return self._tools(session_id, params)
                 if rest == ["details"]:
                     return self._details(session_id)
+                if rest == ["tree"]:
+                    return family.tree(*source.family_rows(session_id), time.time())
                 if len(rest) == 2 and rest[0] == "messages":
                     return self._message(session_id, _int(rest[1], "seq"), _flag(params, "full"))
                 if len(rest) == 2 and rest[0] == "tools":
@@ -210,7 +221,7 @@ class ViewerHandler(BaseHTTPRequestHandler):
             raise HttpError(HTTPStatus.CONFLICT, str(exc), candidates=exc.candidates) from None
         except ReplicaGone as exc:
             raise HttpError(HTTPStatus.GONE, str(exc)) from None
-        except queries.BadCursor as exc:
+        except (queries.BadCursor, StatsError) as exc:
             raise HttpError(HTTPStatus.BAD_REQUEST, str(exc)) from None
         except SourceError as exc:
             raise HttpError(HTTPStatus.BAD_GATEWAY, str(exc)) from None
@@ -323,7 +334,7 @@ def _flag(params: dict[str, str], name: str) -> bool:
     return params.get(name, "") in ("1", "true", "yes")
 
 
-def _list_filter(params: dict[str, str]) -> ListFilter:
+def _status_and_since(params: dict[str, str]) -> tuple[str | None, str | None]:
     status = params.get("status") or None
     if status is not None and status not in STATUSES:
         raise HttpError(HTTPStatus.BAD_REQUEST, f"status must be one of {', '.join(STATUSES)}")
@@ -333,8 +344,26 @@ def _list_filter(params: dict[str, str]) -> ListFilter:
             since = since_to_iso(since)
         except ValueError as exc:
             raise HttpError(HTTPStatus.BAD_REQUEST, str(exc)) from None
+    return status, since
+
+
+def _stats_filter(params: dict[str, str]) -> StatsFilter:
+    """``by`` is a comma-separated list (``day,agent``); compute_stats checks it."""
+    status, since = _status_and_since(params)
+    by = tuple(part for part in (params.get("by") or "").split(",") if part)
+    return StatsFilter(agent=params.get("agent") or None, status=status, since=since, by=by)
+
+
+def _list_filter(params: dict[str, str]) -> ListFilter:
+    status, since = _status_and_since(params)
     limit = _int(params.get("limit", "100"), "limit")
     offset = _int(params.get("offset", "0"), "offset")
+    sort = params.get("sort") or DEFAULT_SORT
+    if sort not in SORTS:
+        raise HttpError(HTTPStatus.BAD_REQUEST, f"sort must be one of {', '.join(SORTS)}")
+    direction = params.get("dir") or "desc"
+    if direction not in ("asc", "desc"):
+        raise HttpError(HTTPStatus.BAD_REQUEST, "dir must be asc or desc")
     return ListFilter(
         agent=params.get("agent") or None,
         status=status,
@@ -342,6 +371,8 @@ def _list_filter(params: dict[str, str]) -> ListFilter:
         text=params.get("q") or None,
         limit=max(1, min(limit, MAX_LIST_LIMIT)),
         offset=max(0, offset),
+        sort=sort,
+        descending=direction == "desc",
     )
 
 

@@ -33,6 +33,7 @@ from typing import Any, Protocol
 from agentspool.producer.transaction import transaction
 from agentspool.worker import state as st
 from agentspool.worker.intake.replica import REPLICAS_DIRNAME, iso
+from agentspool.worker.ui.list_order import DEFAULT_SORT, sort_rows
 from agentspool.worker.ui.queries import Query
 from agentspool.worker.ui.spool_rows import (
     ERROR_PREVIEW_CHARS,
@@ -76,6 +77,19 @@ class ListFilter:
     text: str | None = None  # a substring of some message's content
     limit: int = 100
     offset: int = 0
+    sort: str = DEFAULT_SORT  # one of list_order.SORTS
+    descending: bool = True
+
+
+@dataclass(frozen=True)
+class StatsFilter:
+    """The stats page's choice: compute_stats' arguments (``since``: sessions that
+    started at or after it)."""
+
+    agent: str | None = None
+    status: str | None = None
+    since: str | None = None
+    by: tuple[str, ...] = ()
 
 
 class Source(Protocol):
@@ -89,6 +103,17 @@ class Source(Protocol):
         ...
 
     def sync_state(self, session_id: str) -> dict[str, Any] | None: ...
+
+    def family_rows(
+        self, session_id: str
+    ) -> tuple[dict[str, Any], dict[str, Any] | None, list[dict[str, Any]]]:
+        """The session's row, its parent's (None: none, or not here) and rows that
+        include its descendants (each with ``parent_id``), for family.tree."""
+        ...
+
+    def stats(self, f: StatsFilter) -> dict[str, Any]:
+        """reports.stats.compute_stats over this source (the ``stats --json`` dict)."""
+        ...
 
     def numbers(self, session_id: str, query: Query) -> dict[str, Any]:
         """message_count, tool_count, event_count, last_activity_at of one session."""
@@ -136,14 +161,13 @@ def _page(
     fill: Callable[[list[dict[str, Any]]], None] | None = None,
 ) -> dict[str, Any]:
     """Counts per status over everything the other filters kept, then the status
-    filter, newest first, and one page of it (``fill`` completes its rows)."""
+    filter, in the filter's order, and one page of it (``fill`` completes its rows)."""
     counts = dict.fromkeys(STATUSES, 0)
     for s in sessions:
         counts[s["status"]] = counts.get(s["status"], 0) + 1
     if f.status:
         sessions = [s for s in sessions if s["status"] == f.status]
-    sessions.sort(key=lambda s: (s["started_at"] or s["last_activity_at"] or "", s["id"]))
-    sessions.reverse()
+    sessions = sort_rows(sessions, f.sort, f.descending)
     page = sessions[f.offset : f.offset + f.limit]
     if fill is not None:
         fill(page)
@@ -322,6 +346,10 @@ class SpoolSource:
         if f.text:
             pattern = like_pattern(f.text)
             sessions = [s for s in sessions if s["replica"] and replica_contains(s, pattern)]
+        if f.sort != DEFAULT_SORT:
+            # The worker's index has no model, tokens or cost: sorting by them reads
+            # every replica's summary once (cached by file signature afterwards).
+            self._fill(sessions)
         result = _page(sessions, f, now, self.describe(), fill=self._fill)
         for s in result["sessions"]:
             s.pop("path", None)
@@ -384,6 +412,28 @@ class SpoolSource:
             raise SourceError(f"cannot read the replica {path.name}: {exc}") from None
         finally:
             conn.close()
+
+    def family_rows(
+        self, session_id: str
+    ) -> tuple[dict[str, Any], dict[str, Any] | None, list[dict[str, Any]]]:
+        """Every replica's summary (each replica read once, then cached by its file
+        signature): a replica holds one session, so its children are found by
+        reading the others. A child whose replica was pruned after its sync is not
+        here (its row is in the remote database: ``--remote``)."""
+        sessions = self._sessions()
+        self._fill(sessions)
+        by_id = {s["id"]: s for s in sessions}
+        own = by_id.get(session_id)
+        if own is None:
+            raise SessionNotFound(session_id)
+        parent = by_id.get(own["parent_id"]) if own.get("parent_id") else None
+        return own, parent, sessions
+
+    def stats(self, f: StatsFilter) -> dict[str, Any]:
+        """Over the replicas still in the spool, each read-only (reports/stats.py)."""
+        from agentspool.worker.reports.stats import compute_stats
+
+        return compute_stats(self.spool_dir, since=f.since, agent=f.agent, status=f.status, by=f.by)
 
     def sync_state(self, session_id: str) -> dict[str, Any] | None:
         state = self._state_rows().get(session_id)

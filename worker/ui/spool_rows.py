@@ -15,6 +15,12 @@ from agentspool.worker.readonly import connect_readonly as open_readonly_file
 log = logging.getLogger(__name__)
 
 ERROR_PREVIEW_CHARS = 300
+# A session's version-2 columns the list shows and sorts by (schema/002; a replica an
+# older worker wrote has none of them: they are None then, unknown).
+ACCOUNTING = (
+    "parent_id", "model", "input_tokens", "output_tokens", "cache_read_tokens",
+    "cache_write_tokens", "cost_usd",
+)  # fmt: skip
 
 
 def _dict_rows(cursor: sqlite3.Cursor, row: tuple[Any, ...]) -> dict[str, Any]:
@@ -54,6 +60,7 @@ def stub(state: dict[str, Any], path: str) -> dict[str, Any]:
         "event_count": state["event_count"],
         "message_count": None,
         "tool_count": None,
+        **dict.fromkeys(ACCOUNTING),
         "replica": True,
         "path": path,
         "stub": True,
@@ -67,14 +74,17 @@ def read_summary(path: Path) -> dict[str, Any] | None:
         return None
     try:
         with transaction(conn, begin="BEGIN"):  # one snapshot
+            # `*`: the version-2 columns where the replica has them.
             rows = conn.execute(
-                "SELECT id, agent, status, started_at, ended_at, substr(error, 1, ?) AS error, host"
-                " FROM sessions LIMIT 1",
+                "SELECT *, substr(error, 1, ?) AS error_preview FROM sessions LIMIT 1",
                 (ERROR_PREVIEW_CHARS,),
             ).fetchall()
             if not rows:
                 return None
-            s = rows[0]
+            row = rows[0]
+            s = {k: row[k] for k in ("id", "agent", "status", "started_at", "ended_at", "host")}
+            s["error"] = row["error_preview"]
+            s |= {k: row.get(k) for k in ACCOUNTING}
             numbers = conn.execute(
                 "SELECT (SELECT count(*) FROM messages) AS message_count,"
                 " (SELECT count(*) FROM tool_executions) AS tool_count,"

@@ -121,6 +121,14 @@ const AS = (() => {
     return n === null || n === undefined ? "-" : Number(n).toLocaleString("en-US");
   }
 
+  // US dollars: four decimals below $1 (agent sessions often cost fractions of a
+  // cent), two above; "-" for unknown (no price), which is never shown as $0.
+  function fmtCost(usd) {
+    if (usd === null || usd === undefined || Number.isNaN(Number(usd))) return "-";
+    const v = Number(usd);
+    return "$" + (v < 1 ? v.toFixed(4) : v.toLocaleString("en-US", { minimumFractionDigits: 2, maximumFractionDigits: 2 }));
+  }
+
   // "1 call", "2 calls", "1,000 calls" (every noun the pages count takes an s).
   function plural(n, noun) {
     return `${fmtCount(n)} ${noun}${Number(n) === 1 ? "" : "s"}`;
@@ -150,6 +158,6 @@ const AS = (() => {
 
   return {
     STATUSES, el, api, sessionPath, statusClass, roleClass, parseTime, fmtTime, fmtClock,
-    fmtDuration, offsetScale, fmtCount, plural, showError, showSource,
+    fmtDuration, offsetScale, fmtCount, fmtCost, plural, showError, showSource,
   };
 })();

@@ -386,12 +386,17 @@
 
   // ---- live ----------------------------------------------------------------------
 
+  // The family: its subagents may start (and end) while an open session runs.
+  async function refreshTree() {
+    TREE.render(await sessionApi("/tree"));
+  }
+
   async function poll() {
     if (document.hidden || state.loading) return;
     const wasOpen = state.session.open;
     try {
       if (!state.more) await loadNext();
-      await refreshTools();
+      await Promise.all([refreshTools(), refreshTree()]);
     } catch (e) {
       AS.showError(e);
       return;
@@ -401,6 +406,7 @@
       clearInterval(state.timer);
       state.timer = null;
       if (!state.more) await loadNext();
+      await refreshTree().catch(AS.showError);
       updateEnd();
     }
   }
@@ -448,7 +454,9 @@
       updateSession(state.session);
     }).catch(AS.showError);
     // The transcript's first page and the timeline at once; neither waits for the other.
-    await Promise.all([loadNext(), refreshTools().catch(AS.showError)]);
+    await Promise.all([
+      loadNext(), refreshTools().catch(AS.showError), refreshTree().catch(AS.showError),
+    ]);
     const observer = new IntersectionObserver((entries) => {
       if (entries.some((e) => e.isIntersecting) && state.more) loadNext();
     }, { rootMargin: "800px" });

@@ -1,4 +1,6 @@
-// The sessions list: filters in the URL's query, refreshed every few seconds.
+// The sessions list: filters and the sort in the URL's query, refreshed every few
+// seconds. Sorting is the server's (the API's `sort` and `dir`), so a sort by cost
+// orders every matching session, not only the page shown.
 "use strict";
 
 (() => {
@@ -28,15 +30,59 @@
     }
   }
 
+  // The sort: a column of the API's `sort` and a direction; newest first by default.
+  const SORTS = ["started", "model", "input_tokens", "output_tokens", "cost"];
+  const sort = { by: "started", dir: "desc" };
+
+  function sortFromUrl() {
+    const params = new URLSearchParams(location.search);
+    sort.by = SORTS.includes(params.get("sort")) ? params.get("sort") : "started";
+    sort.dir = params.get("dir") === "asc" ? "asc" : "desc";
+  }
+
   function currentFilters() {
     const out = {};
     for (const [name, field] of Object.entries(fields)) if (field.value) out[name] = field.value;
     return out;
   }
 
+  // The filters and the sort, as the URL and the API take them (defaults left out).
+  function currentQuery() {
+    const out = currentFilters();
+    if (sort.by !== "started") out.sort = sort.by;
+    if (sort.dir !== "desc") out.dir = sort.dir;
+    return out;
+  }
+
+  function renderSort() {
+    for (const button of document.querySelectorAll("button.sort")) {
+      const active = button.dataset.sort === sort.by;
+      button.classList.toggle("active", active);
+      button.parentElement.setAttribute("aria-sort", active ? (sort.dir === "asc" ? "ascending" : "descending") : "none");
+      button.querySelector(".arrow").textContent = active ? (sort.dir === "asc" ? " ▲" : " ▼") : "";
+    }
+  }
+
+  // A click on the sorted column turns the order round; on another, sorts by it,
+  // largest (or, for the model, A) first.
+  function sortBy(column) {
+    if (sort.by === column) sort.dir = sort.dir === "desc" ? "asc" : "desc";
+    else {
+      sort.by = column;
+      sort.dir = column === "model" ? "asc" : "desc";
+    }
+    renderSort();
+    changed();
+  }
+
   function filtersToUrl() {
-    const query = new URLSearchParams(currentFilters()).toString();
+    const query = new URLSearchParams(currentQuery()).toString();
     history.replaceState(null, "", query ? "?" + query : location.pathname);
+    // The stats page takes the same filters (the search text aside).
+    const shared = {};
+    for (const name of ["agent", "status", "since"]) if (fields[name].value) shared[name] = fields[name].value;
+    const stats = new URLSearchParams(shared).toString();
+    document.getElementById("nav-stats").setAttribute("href", "/stats" + (stats ? "?" + stats : ""));
   }
 
   function renderCounts(data) {
@@ -71,14 +117,21 @@
     const sync = s.sync_state === null || s.sync_state === undefined
       ? el("span", { class: "muted" }, s.replica ? "-" : "remote")
       : el("span", { class: `sync sync-${s.sync_state}`, title: s.sync_error || null }, s.sync_state);
+    const cached = [];
+    if (s.cache_read_tokens) cached.push(`${AS.fmtCount(s.cache_read_tokens)} read from the cache`);
+    if (s.cache_write_tokens) cached.push(`${AS.fmtCount(s.cache_write_tokens)} written to it`);
     return el("tr", { class: s.open ? "open" : null, "data-session": s.id },
       el("td", {}, status, s.open ? el("span", { class: "live" }, " ● live") : null),
       el("td", {}, link, s.replica === false && s.sync_state ? el("span", { class: "muted" }, " (pruned)") : null),
       el("td", { class: "agent" }, s.agent),
+      el("td", { class: "model" }, s.model || "-"),
       el("td", { class: "time" }, AS.fmtTime(s.started_at || s.last_activity_at)),
       el("td", { class: "num duration" }, AS.fmtDuration(s.duration_ms)),
       el("td", { class: "num messages" }, AS.fmtCount(s.message_count)),
       el("td", { class: "num tools" }, AS.fmtCount(s.tool_count)),
+      el("td", { class: "num input-tokens", title: cached.length ? `of which ${cached.join(", ")}` : null }, AS.fmtCount(s.input_tokens)),
+      el("td", { class: "num output-tokens" }, AS.fmtCount(s.output_tokens)),
+      el("td", { class: "num cost" }, AS.fmtCost(s.cost_usd)),
       el("td", {}, sync),
     );
   }
@@ -87,7 +140,7 @@
     if (inFlight) return;
     inFlight = true;
     try {
-      const data = await api("sessions", { ...currentFilters(), limit });
+      const data = await api("sessions", { ...currentQuery(), limit });
       AS.showError(null);
       renderCounts(data);
       renderAgents(data.agents || []);
@@ -124,6 +177,12 @@
     const status = fields.status;
     for (const s of AS.STATUSES) status.append(el("option", { value: s }, s));
     filtersFromUrl();
+    sortFromUrl();
+    renderSort();
+    filtersToUrl();
+    for (const button of document.querySelectorAll("button.sort")) {
+      button.addEventListener("click", () => sortBy(button.dataset.sort));
+    }
     form.addEventListener("submit", (e) => e.preventDefault());
     for (const name of ["agent", "status", "since"]) fields[name].addEventListener("change", changed);
     fields.q.addEventListener("input", () => {
