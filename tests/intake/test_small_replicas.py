@@ -197,6 +197,8 @@ def test_a_live_wal_reader_writes_no_read_mark(tmp_path: Path, reader: str) -> N
         writer.stdin.close()
         writer.wait(timeout=30)
     assert changed == (0 if reader == "connect_readonly" else 5)
+
+
 def test_a_replica_upgraded_to_a_newer_version_gets_none_of_its_remote_indexes(
     tmp_path: Path,
 ) -> None:

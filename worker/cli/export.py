@@ -8,9 +8,10 @@ from typing import IO
 
 import click
 
-from agentspool.worker.cli.inspect import SESSION_STATUSES, _remote_database
+from agentspool.worker.cli.inspect import SESSION_STATUSES
 from agentspool.worker.cli.options import (
     database_errors_explained,
+    remote_database,
     remote_options,
     settings_from,
     spool_option,
@@ -64,7 +65,7 @@ def export(
     out: IO[str] = sys.stdout if output is None else output.open("w", encoding="utf-8")
     try:
         if remote:
-            with _remote_database(settings, remote_timeout) as db:
+            with remote_database(settings, remote_timeout) as db:
                 try:
                     report = export_remote(db, out, filters, fmt)
                 except DatabaseError as exc:

@@ -17,12 +17,12 @@ from pathlib import Path
 import click
 
 from agentspool.worker import state as st
-from agentspool.worker.cli.inspect import _remote_database
 from agentspool.worker.cli.options import (
     DURATION,
     SIZE,
     database_errors_explained,
     echo_json,
+    remote_database,
     settings_from,
     spool_option,
 )
@@ -139,7 +139,7 @@ def _prune_remote(
     from agentspool.worker.sync.remote_delete import count_expired, delete_expired
 
     cutoff = iso(time.time() - older_than)
-    with _remote_database(settings, timeout) as db:
+    with remote_database(settings, timeout) as db:
         url = db.url
         try:
             if dry_run:
@@ -206,7 +206,7 @@ def delete(
             resolved[given] = resolve_local(spool, given)
         unknown = [g for g, found in resolved.items() if found is None]
         if unknown and remote:
-            with _remote_database(settings, timeout) as db:
+            with remote_database(settings, timeout) as db:
                 for given in unknown:
                     resolved[given] = resolve_remote(db, given)
     except AmbiguousSessionId as exc:
@@ -236,7 +236,7 @@ def delete(
     counts = DeletionCounts()
     url = None
     if remote:
-        with _remote_database(settings, timeout) as db:
+        with remote_database(settings, timeout) as db:
             url = db.url
             try:
                 counts = delete_sessions(db, ids)
