@@ -87,7 +87,32 @@ def run(cfg: Config) -> list[Row]:
             command, "s", floor=Ref(RTT, "1 round trip"),
             note="a fresh process: interpreter start, imports, the request, the output")
     )  # fmt: skip
-    return rows + pricing_rows(cfg)
+    return rows + spool_rows(cfg) + pricing_rows(cfg)
+
+
+def spool_rows(cfg: Config) -> list[Row]:
+    """``agentspool stats`` without ``--remote``: every replica of a spool read (one
+    small SQL aggregation each), read-only."""
+    from agentspool.worker.reports.stats import compute_stats
+    from bench.ui import build_many, spool_files
+
+    sessions = cfg.size(1_000, 50)
+    spool = cfg.workdir("stats-spool")
+    build_many(spool, sessions)
+    before = spool_files(spool)
+    seconds = []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        found = compute_stats(spool, by="tool")
+        seconds.append(time.perf_counter() - t0)
+    if found["totals"]["sessions"] != sessions or spool_files(spool) != before:
+        raise AssertionError("stats: a spool's replicas miscounted, or a file in it changed")
+    median = statistics.median(seconds)
+    return [
+        Row(GROUP, "stats.spool.seconds", f"19. stats --by tool over a spool of {sessions:,} replicas",
+            median, "s", note=f"{median / sessions * 1e3:.2f} ms a replica (open read-only, three"
+            " queries); median of 3; no file in the spool created or changed"),
+    ]  # fmt: skip
 
 
 def pricing_rows(cfg: Config) -> list[Row]:

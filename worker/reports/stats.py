@@ -6,8 +6,8 @@
 or a read-only ``sqlite3.Connection`` to a ``file:`` database), or a spool directory
 (its replicas, ``<spool>/replicas/*.db``, each opened read-only: nothing in the spool
 is created or changed). The aggregation runs in SQL where the rows are: the database
-gets its statements in one request (``Database.query_many``; ``by="tool"`` over every
-session takes a second, whose walks need the first's counts); a spool's replicas
+gets its statements in one request (``Database.query_many``), and with ``by`` a second
+for the per-group percentiles, whose ranks need the first's counts; a spool's replicas
 are aggregated one by one in SQL and the per-replica sums added up here.
 
 Which rows count: the sessions that started at or after ``since`` (ISO text), of
@@ -102,12 +102,10 @@ def _dimensions(by: str | Sequence[str] | None) -> tuple[str, ...]:
 def _database_stats(
     source: Database | sqlite3.Connection, q: StatsQuery
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """One request; a second for the per-tool walks, which need the first's counts."""
-    statements = [q.sessions_sql(), q.tools_sql(), q.overall_percentiles_sql()]
-    if q.dims and not q.walks_tool_index:
-        statements.append(q.ranked_sql(grouped=True))
-    results = _run(source, statements)
-    sessions, tools, overall = results[:3]
+    """One request, and with ``by`` a second for the per-group percentiles, whose
+    ranks come from the first's counts."""
+    results = _run(source, [q.sessions_sql(), q.tools_sql(), q.overall_percentiles_sql()])
+    sessions, tools, overall = results
     acc = _Accumulator(q)
     acc.add_sessions(sessions)
     acc.add_tools(tools)
@@ -117,7 +115,16 @@ def _database_stats(
         for rows in _run(source, q.tool_walks_sql(counts)):
             acc.set_percentiles(rows, grouped=True)
     elif q.dims:
-        acc.set_percentiles(results[3], grouped=True)
+        known = {acc.key(row): row["tool_durations"] for row in tools}
+        statement = q.group_ranks_sql(known)
+        if statement is None:  # more groups than one statement can name
+            acc.set_percentiles(_run(source, [q.ranked_sql(grouped=True)])[0], grouped=True)
+        else:
+            for row in _run(source, [statement])[0]:
+                n = known[acc.key(row)]
+                for p in PERCENTILES:
+                    if row["r"] == rank(p, n):
+                        acc.set_percentiles([row | {"p": p}], grouped=True)
     return acc.result()
 
 
@@ -225,7 +232,7 @@ class _Accumulator:
         self.groups: dict[tuple[Any, ...], dict[str, Any]] = {}
         self.durations: dict[tuple[Any, ...] | None, list[float]] = {}
 
-    def _key(self, row: dict[str, Any]) -> tuple[Any, ...]:
+    def key(self, row: dict[str, Any]) -> tuple[Any, ...]:
         names = [TOOL_DIMENSION] if self.q.by_tool else self.q.dims
         return tuple(row[name] for name in names)
 
@@ -240,7 +247,7 @@ class _Accumulator:
     def _targets(self, row: dict[str, Any], *, tools: bool) -> Iterable[dict[str, Any]]:
         yield self.totals
         if self.q.dims and (tools or not self.q.by_tool):
-            yield self._group(self._key(row))
+            yield self._group(self.key(row))
 
     def add_sessions(self, rows: list[dict[str, Any]]) -> None:
         for row in rows:
@@ -267,7 +274,7 @@ class _Accumulator:
         """Rows of a walk (p, duration_ms) or of the window functions (r, n,
         duration_ms: the durations at the ranks wanted)."""
         for row in rows:
-            figures = self._group(self._key(row)) if grouped else self.totals
+            figures = self._group(self.key(row)) if grouped else self.totals
             if "p" in row:
                 figures[f"tool_duration_p{row['p']}_ms"] = row["duration_ms"]
                 continue
@@ -279,7 +286,7 @@ class _Accumulator:
         for row in rows:
             self.durations.setdefault(None, []).append(row["duration_ms"])
             if self.q.dims:
-                self.durations.setdefault(self._key(row), []).append(row["duration_ms"])
+                self.durations.setdefault(self.key(row), []).append(row["duration_ms"])
 
     def take_percentiles(self) -> None:
         for key, values in self.durations.items():
@@ -298,7 +305,7 @@ class _Accumulator:
         """Days in order; agents and models by sessions, tools by calls, most first."""
         if self.q.by_tool:
             return (-group["tool_calls"], group[TOOL_DIMENSION])
-        key = tuple((v is None, v or "") for v in self._key(group))
+        key = tuple((v is None, v or "") for v in self.key(group))
         if self.q.dims[0] == "day":
             return key
         return (-group["sessions"], key)

@@ -26,6 +26,8 @@ SESSION_DIMENSIONS = {
 TOOL_DIMENSION = "tool"
 # SQLite's limit of terms in one compound SELECT is 500.
 WALKS_PER_STATEMENT = 200
+# SQLite's limit of parameters in one statement is 32,766.
+MAX_PARAMETERS = 32_000
 
 Statement = tuple[str, Sequence[Any]]
 
@@ -154,6 +156,38 @@ class StatsQuery:
         ranks = " OR ".join(f"r = ({p} * n + 99) / 100" for p in PERCENTILES)
         names = ", ".join([*(name for name, _ in group), "r", "n", "duration_ms"])
         return f"SELECT {names} FROM ({inner}) WHERE {ranks}", self.params
+
+    def group_ranks_sql(self, counts: dict[tuple[Any, ...], int]) -> Statement | None:
+        """p50 and p95 per group of agent, model or day, by one window function whose
+        ranks come from ``counts`` (each group's known durations, from a first request):
+        rows (group..., r, duration_ms). ``ranked_sql``, which counts in a second window,
+        sorts the calls twice (2.5 s against 3.2 s for 500,000 calls on a loaded
+        machine). None: nothing to rank, or more groups than one statement's parameters
+        can name (``ranked_sql`` then)."""
+        group = self.group(tools=True)
+        wanted = sorted(
+            {(*key, rank(p, n)) for key, n in counts.items() if n for p in PERCENTILES},
+            key=repr,
+        )
+        width = len(group) + 1
+        if not wanted or len(wanted) * width + len(self.params) > MAX_PARAMETERS:
+            return None
+        exprs = ", ".join(e for _, e in group)
+        cols = [f"{expr} AS {name}" for name, expr in group]
+        rows = self._tool_rows(group)
+        where = " AND " if " WHERE " in rows else " WHERE "
+        inner = (
+            f"SELECT {', '.join([*cols, 't.duration_ms AS duration_ms'])},"
+            f" row_number() OVER (PARTITION BY {exprs} ORDER BY t.duration_ms) AS r"
+            f" {rows}{where}t.duration_ms IS NOT NULL"
+        )
+        names = [name for name, _ in group]
+        row = "(" + ", ".join("?" * width) + ")"
+        sql = (
+            f"SELECT {', '.join([*names, 'r', 'duration_ms'])} FROM ({inner})"
+            f" WHERE ({', '.join([*names, 'r'])}) IN (VALUES {', '.join([row] * len(wanted))})"
+        )
+        return sql, [*self.params, *(v for w in wanted for v in w)]
 
     def tool_walks_sql(self, counts: dict[str, int]) -> list[Statement]:
         """Per tool name (``counts``: its known durations), p50 and p95 by a walk along
