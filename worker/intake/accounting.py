@@ -18,10 +18,13 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
+from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 from agentspool.producer.usage import TOKEN_COLUMNS, tokens_of
 from agentspool.worker.intake.pricing import price_usd
+from agentspool.worker.intake.redaction import BUILTIN_REDACTOR
 
 log = logging.getLogger("agentspool.worker")
 
@@ -40,12 +43,15 @@ ACCOUNTING_COLUMNS = ("model", *TOKEN_COLUMNS, "cost_usd")
 _reported_usage_shapes: set[tuple[str, ...]] = set()
 
 
-def accounting_of(metadata: Any, at: str | None = None) -> tuple[Any, ...] | None:
+def accounting_of(
+    metadata: Any, at: str | None = None, shown: Callable[[str], str] = str
+) -> tuple[Any, ...] | None:
     """A message's (model, input, output, cache read, cache write, cost) from its
     metadata, ``None`` when it names none of them. A usage the mapping cannot read
     is logged once per shape and kept in the metadata as it is; nothing is guessed.
     Without a cost in the metadata, the cost is the price at ``at`` (the message's
-    time) of its tokens, when the price table knows the model."""
+    time) of its tokens, when the price table knows the model (``shown`` makes the
+    model's name fit for the log: see ``price_usd``)."""
     if not isinstance(metadata, dict):
         return None
     model = metadata.get(MODEL_KEY)
@@ -63,7 +69,7 @@ def accounting_of(metadata: Any, at: str | None = None) -> tuple[Any, ...] | Non
         return None
     counts = tokens.values() if tokens is not None else (None,) * len(TOKEN_COLUMNS)
     if cost is None and tokens is not None:
-        cost = price_usd(model, *tokens.values(), at=at)
+        cost = price_usd(model, *tokens.values(), at=at, shown=shown)
     return (model, *counts, None if cost is None else float(cost))
 
 
@@ -98,6 +104,11 @@ def _report_unreadable_usage(usage: Any) -> None:
     )
 
 
+def _shown_builtin(text: str) -> str:
+    """A version-1 replica's model name as a log line may quote it."""
+    return BUILTIN_REDACTOR.text(text, Counter())
+
+
 def fill_accounting_columns(conn: sqlite3.Connection) -> None:
     """Fill the version-2 columns of a replica that a version-1 worker wrote: each
     message's from its metadata (the same mapping as for new messages), then the
@@ -108,7 +119,7 @@ def fill_accounting_columns(conn: sqlite3.Connection) -> None:
         " WHERE metadata IS NOT NULL AND json_valid(metadata)"
         " AND model IS NULL AND input_tokens IS NULL AND output_tokens IS NULL"
     ).fetchall():
-        accounting = accounting_of(json.loads(metadata), created_at)
+        accounting = accounting_of(json.loads(metadata), created_at, _shown_builtin)
         if accounting is not None:
             filled.append((*accounting, seq))
     assignments = ", ".join(f"{c} = ?" for c in ACCOUNTING_COLUMNS)

@@ -23,6 +23,7 @@ rather than by the library's slower general path (see ``_linear_price``).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
 from functools import lru_cache
@@ -40,10 +41,12 @@ def price_usd(
     cache_read_tokens: int | None,
     cache_write_tokens: int | None,
     at: str | None = None,
+    shown: Callable[[str], str] = str,
 ) -> float | None:
     """The price in US dollars of one model response with these token counts (the
     columns' meaning), at ``at`` (ISO text; now if absent or unreadable); ``None``
-    when the model or a count it needs is unknown."""
+    when the model or a count it needs is unknown. A model without a price is logged
+    once, as ``shown`` makes it (the worker's redaction: a name is agent text too)."""
     if model is None or input_tokens is None or output_tokens is None:
         return None
     cache_read = cache_read_tokens or 0
@@ -52,6 +55,7 @@ def price_usd(
         return None  # counts that contradict each other: no price rather than a wrong one
     ref = _model_ref(model)
     if ref is None:
+        _report_unpriced(model, shown, "not in the price table")
         return None
     name, provider = ref
     moment = _moment(at)
@@ -72,7 +76,7 @@ def price_usd(
             usage, name, provider_id=provider, genai_request_timestamp=moment
         ).total_price
     except (LookupError, ValueError) as exc:  # no price for this usage at this time
-        _report_unpriced(model, str(exc))
+        _report_unpriced(model, shown, str(exc))
         return None
     return float(price)
 
@@ -152,22 +156,21 @@ def _model_ref(model: str) -> tuple[str, str | None] | None:
         except LookupError:
             continue
         return name, provider
-    _report_unpriced(model, "not in the price table")
     return None
 
 
 _reported: set[str] = set()
 
 
-def _report_unpriced(model: str, why: str) -> None:
+def _report_unpriced(model: str, shown: Callable[[str], str], why: str) -> None:
     if model in _reported:
         return
     _reported.add(model)
     log.info(
         "no price for model %r (%s): its messages' cost_usd stays empty"
         " unless the source gives one (docs/EVENTS.md)",
-        model[:200],
-        why[:200],
+        shown(model)[:200],
+        shown(why)[:200],
     )
 
 

@@ -131,6 +131,10 @@ class Replica:
             if redactor is None
             else lambda value: to_text(value, lambda v, t: redactor.stored(v, t, self._redacted))
         )
+        # What a log line may quote of an event's text: redacted, not counted.
+        self._shown: Callable[[str], str] = (
+            str if redactor is None else lambda text: redactor.text(text, Counter())
+        )
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         refuse_link(path)  # SQLite would follow it
         if not path.exists():
@@ -207,7 +211,7 @@ class Replica:
                 sum_usage_into_metadata(self.conn, sid)
         elif kind == ev.MESSAGE:
             metadata = e.get("metadata")
-            accounting = accounting_of(metadata, at)  # priced by the model's real name
+            accounting = accounting_of(metadata, at, self._shown)  # priced by its real name
             if accounting is not None and accounting[0] is not None:  # then kept redacted
                 accounting = (self._text(accounting[0]), *accounting[1:])
             inserted = self.conn.execute(
