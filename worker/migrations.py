@@ -129,15 +129,15 @@ def migrate(conn: sqlite3.Connection) -> list[int]:
             raise
         _ensure_version_table(conn)
         done = {}
+    if not _to_apply(done):
+        return []
     applied = []
-    for migration in _to_apply(done):
-        with transaction(conn):
-            if migration.version in applied_versions(conn):  # another process won the race
-                continue  # (an empty transaction: committing it changes nothing)
+    with transaction(conn):  # all pending ones at once, as migrate_atomically does
+        for migration in _to_apply(applied_versions(conn)):  # another process may have won
             for statement in migration.statements:
                 conn.execute(statement)
             conn.execute(*version_row(migration))
-        applied.append(migration.version)
+            applied.append(migration.version)
     return applied
 
 
