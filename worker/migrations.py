@@ -16,11 +16,18 @@ send names its columns). The line is recorded in the version's ``schema_version`
 (column ``compatible_from``, from version 2 on). A worker that meets versions it does
 not know goes on when every one of them declares it compatible, and stops with
 ``SchemaError`` otherwise (no line: a version only workers that know it can write).
+
+Migrations in steps: a file with a ``-- repeat: until it changes no row`` line holds
+one statement that changes a bounded number of rows (a backfill); it is run again and
+again, each run its own transaction against a remote (Turso gives a transaction 5 s,
+and a backfill grows with the database), until it changes no row, and only then is
+its version recorded. A process stopped halfway goes on at its next migration.
 """
 
 from __future__ import annotations
 
 import functools
+import itertools
 import re
 import sqlite3
 from collections.abc import Callable, Sequence
@@ -33,6 +40,7 @@ from agentspool.producer.transaction import transaction
 
 _MIGRATION_NAME = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
 _COMPATIBLE_FROM = re.compile(r"^--\s*compatible_from:\s*(\d+)\s*$", re.MULTILINE)
+_REPEAT = re.compile(r"^--\s*repeat:\s*until it changes no row\s*$", re.MULTILINE)
 # The schema version that added ``schema_version.compatible_from``: rows of this
 # version and later record it.
 COMPATIBILITY_COLUMN_SINCE = 2
@@ -48,6 +56,7 @@ class Migration:
     name: str
     statements: list[str]
     compatible_from: int | None = None  # None: only workers that know this version
+    repeat: bool = False  # run in steps until no row changes (see the module's docstring)
 
 
 class SchemaError(RuntimeError):
@@ -62,14 +71,16 @@ def available_migrations() -> tuple[Migration, ...]:
         if match:
             text = entry.read_text()
             compatible = _COMPATIBLE_FROM.search(text)
-            found.append(
-                Migration(
-                    int(match.group(1)),
-                    entry.name,
-                    split_statements(text),
-                    int(compatible.group(1)) if compatible else None,
-                )
+            migration = Migration(
+                int(match.group(1)),
+                entry.name,
+                split_statements(text),
+                int(compatible.group(1)) if compatible else None,
+                repeat=bool(_REPEAT.search(text)),
             )
+            if migration.repeat and len(migration.statements) != 1:
+                raise SchemaError(f"{entry.name}: a migration in steps holds one statement")
+            found.append(migration)
     return tuple(sorted(found, key=lambda m: m.version))
 
 
@@ -135,7 +146,10 @@ def migrate(conn: sqlite3.Connection) -> list[int]:
     with transaction(conn):  # all pending ones at once, as migrate_atomically does
         for migration in _to_apply(applied_versions(conn)):  # another process may have won
             for statement in migration.statements:
-                conn.execute(statement)
+                changed = conn.execute(statement).rowcount
+                # A local file has no transaction deadline: the steps share this one.
+                while migration.repeat and changed > 0:
+                    changed = conn.execute(statement).rowcount
             conn.execute(*version_row(migration))
             applied.append(migration.version)
     return applied
@@ -144,20 +158,30 @@ def migrate(conn: sqlite3.Connection) -> list[int]:
 def migrate_atomically(
     run_atomic: Callable[[list[tuple[str, Sequence[Any]]]], None],
     applied_versions: Callable[[], AppliedVersions],
+    run_step: Callable[[str], int],
 ) -> list[int]:
-    """Apply every pending migration in one atomic batch (for a remote database: one
-    request, instead of a round trip per statement), each with its ``schema_version``
-    row. A batch that fails because another process applied some of them first (a
-    conflicting version row, a column that exists) is not an error: what is still
-    pending is tried again. Returns the versions this call applied."""
+    """Apply every pending migration, for a remote database: the ones in a row that
+    are not in steps as one atomic batch (one request, instead of a round trip per
+    statement), each with its ``schema_version`` row; a migration in steps by
+    ``run_step`` (one statement in its own transaction; returns the rows it changed)
+    until it changes none, then its version row. A batch that fails because another
+    process applied some of them first (a conflicting version row, a column that
+    exists) is not an error: what is still pending is tried again. Returns the
+    versions this call applied."""
     done = applied_versions()
-    for _ in range(len(available_migrations()) + 1):  # each retry means progress elsewhere
+    applied: list[int] = []
+    for _ in range(2 * len(available_migrations()) + 2):  # each turn means progress
         pending = _to_apply(done)
         if not pending:
-            return []
+            return applied
+        batch = list(itertools.takewhile(lambda m: not m.repeat, pending)) or pending[:1]
         statements: list[tuple[str, Sequence[Any]]] = [(VERSION_TABLE, ())]
-        for migration in pending:
-            statements += [(s, ()) for s in migration.statements]
+        for migration in batch:
+            if migration.repeat:
+                while run_step(migration.statements[0]) > 0:
+                    pass
+            else:
+                statements += [(s, ()) for s in migration.statements]
             statements.append(version_row(migration))
         try:
             run_atomic(statements)
@@ -167,7 +191,8 @@ def migrate_atomically(
                 raise
             done = now_done  # another process won the race for some of them
             continue
-        return [m.version for m in pending]
+        applied += [m.version for m in batch]
+        done = done | {m.version: m.compatible_from for m in batch}
     raise SchemaError("the schema kept changing while it was being migrated")
 
 

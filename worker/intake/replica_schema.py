@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import secrets
 import shutil
 import sqlite3
@@ -57,6 +58,8 @@ _CHANGE_LOG = (
     "INSERT OR IGNORE INTO changes (kind, ref) SELECT 's', id FROM sessions",
 )
 
+_LOCAL_TRIGGERS = frozenset(re.findall(r"CREATE TRIGGER (\w+)", " ".join(_CHANGE_LOG)))
+
 
 def ensure_local_tables(conn: sqlite3.Connection, *, name_log: bool = True) -> None:
     """The replica-only tables: applied events and the change log (created once), and
@@ -74,17 +77,19 @@ def ensure_local_tables(conn: sqlite3.Connection, *, name_log: bool = True) -> N
 
 def upgrade(conn: sqlite3.Connection) -> None:
     """Bring a replica opened for writing to this agentspool's schema: the pending
-    migrations (without the indexes they create for the remote database, as in a new
-    replica), the replica-only tables, and for one a version-1 worker wrote, the
+    migrations (without the indexes and triggers they create for the remote database,
+    as in a new replica), the replica-only tables, and for one a version-1 worker wrote, the
     version-2 columns filled from its messages' metadata. Costs one query when the
-    replica is up to date."""
+    replica is up to date. (Version 5 fills the copies of version 4 on the tool rows
+    already here, which the change log sees: the sync sends those rows once more, and
+    the database's upsert leaves them as they were.)"""
     applied = migrations.migrate(conn)
     ensure_local_tables(conn)
     if 2 in applied:
         with transaction(conn):
             fill_accounting_columns(conn)
-    if applied:  # the new versions' indexes serve the remote database, not a replica
-        _drop_remote_only_indexes(conn)
+    if applied:  # the new versions' indexes and triggers serve the remote database
+        _drop_remote_only_objects(conn)
 
 
 # A new replica is a copy of a template that already has the schema, the change log
@@ -116,7 +121,7 @@ def create_from_template(path: Path) -> None:
             conn.execute(f"PRAGMA page_size={REPLICA_PAGE_SIZE}")  # before the first table
             migrations.migrate(conn)
             ensure_local_tables(conn, name_log=False)
-            _drop_remote_only_indexes(conn)
+            _drop_remote_only_objects(conn)
             conn.execute("VACUUM")  # the dropped indexes' pages go
             conn.execute("PRAGMA journal_mode=WAL")
         finally:
@@ -142,14 +147,19 @@ def create_from_template(path: Path) -> None:
     os.replace(copying, path)
 
 
-def _drop_remote_only_indexes(conn: sqlite3.Connection) -> None:
-    """A replica keeps its primary keys and unique constraints (automatic indexes)
-    and drops the indexes the migrations create for the remote database."""
+def _drop_remote_only_objects(conn: sqlite3.Connection) -> None:
+    """A replica keeps its primary keys and unique constraints (automatic indexes) and
+    its change log's triggers, and drops the indexes and triggers the migrations
+    create for the remote database (schema/004 copies session columns onto tool rows
+    for queries across sessions; a replica holds one session, and a trigger there
+    would rewrite each tool row the drain writes)."""
     names = [
-        row[0]
-        for row in conn.execute(
-            "SELECT name FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL"
+        (kind, name)
+        for kind, name in conn.execute(
+            "SELECT type, name FROM sqlite_master"
+            " WHERE (type = 'index' AND sql IS NOT NULL) OR type = 'trigger'"
         )
+        if name not in _LOCAL_TRIGGERS
     ]
-    for name in names:
-        conn.execute(f'DROP INDEX IF EXISTS "{name}"')
+    for kind, name in names:
+        conn.execute(f'DROP {kind.upper()} IF EXISTS "{name}"')

@@ -127,9 +127,15 @@ class RemoteDatabase(_Closing):
 
     def ensure_schema(self) -> list[int]:
         try:
-            return migrations.migrate_atomically(self.client.run_atomic, self._applied_versions)
+            return migrations.migrate_atomically(
+                self.client.run_atomic, self._applied_versions, self._run_step
+            )
         except migrations.SchemaError as exc:
             raise DatabaseError(PERMANENT, str(exc)) from None
+
+    def _run_step(self, sql: str) -> int:
+        """One statement in its own transaction; the rows it changed."""
+        return self.client.execute(sql).affected
 
     def _applied_versions(self) -> migrations.AppliedVersions:
         try:
