@@ -28,11 +28,14 @@ ALTER TABLE tool_executions ADD COLUMN session_model TEXT;
 ALTER TABLE tool_executions ADD COLUMN session_day TEXT;
 
 -- (group, duration, status): the walk to a rank, and each group's calls, errors and
--- known durations counted from the index alone.
+-- known durations counted from the index alone. The model's holds session_day too:
+-- a NULL model is a group of its own (sessions that named none), and session_day,
+-- never NULL once the session row is there, tells those calls from the ones whose
+-- session row has not arrived.
 CREATE INDEX IF NOT EXISTS tool_executions_by_session_agent
     ON tool_executions (session_agent, duration_ms, status);
 CREATE INDEX IF NOT EXISTS tool_executions_by_session_model
-    ON tool_executions (session_model, duration_ms, status);
+    ON tool_executions (session_model, duration_ms, status, session_day);
 CREATE INDEX IF NOT EXISTS tool_executions_by_session_day
     ON tool_executions (session_day, duration_ms, status);
 

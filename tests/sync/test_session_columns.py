@@ -112,11 +112,11 @@ def test_the_copies_follow_the_sessions_whatever_the_order(conn: sqlite3.Connect
     assert conn.execute(MISMATCHES).fetchall() == []
 
 
-def database_at_version_3(db: RemoteDatabase) -> None:
-    """The schema a version-3 worker left: migrations 1 to 3, each with its row."""
+def database_at_version_3(db: RemoteDatabase, version: int = 3) -> None:
+    """The schema a worker of ``version`` left: migrations 1 to it, each with its row."""
     statements: list[tuple[str, Sequence[Any]]] = [(migrations.VERSION_TABLE, ())]
     for m in migrations.available_migrations():
-        if m.version <= 3:
+        if m.version <= version:
             statements += [(s, ()) for s in m.statements]
             statements.append(migrations.version_row(m))
     db.run_atomic(statements)
@@ -200,3 +200,55 @@ def test_a_replica_keeps_no_remote_trigger_or_index(tmp_path: Path) -> None:
         conn.close()
     assert triggers and not {t for t in triggers if "copy" in t}, triggers
     assert indexes == []
+
+
+@pytest.mark.parametrize("by", ["agent", "model", "day"])
+def test_stats_read_the_copies_as_the_join_reads_the_sessions(sqld: Sqld, by: str) -> None:
+    """The same rows, grouped through the sessions (a version-3 database: joined and
+    ranked by window functions) and along the copies once version 5 is there."""
+    from agentspool.worker.reports.stats import compute_stats
+
+    with open_database(sqld.url, None, timeout=60) as db:
+        assert isinstance(db, RemoteDatabase)
+        database_at_version_3(db)
+        sids = [f"s{n:03d}" for n in range(120)]
+        rows = [session(sid, agent=f"agent-{n % 4}", model=None if n % 5 == 0 else f"m{n % 3}",
+                        started_at=f"2026-11-{1 + n % 6:02d}T{n % 24:02d}:00:00Z")
+                for n, sid in enumerate(sids)]  # fmt: skip
+        tools = []
+        for n, sid in enumerate(sids):
+            for k in range(n % 7):
+                status = "error" if k == 3 else "running" if k == 5 else "completed"
+                duration = None if status == "running" else float((n * 37 + k * 11) % 500)
+                row = dict(zip(TOOL_COLUMNS, tool(sid, str(k)), strict=True))
+                tools.append(tuple((row | {"status": status, "duration_ms": duration}).values()))
+        tools += [tool("gone", "1", 1.0)]  # no session row: in no group
+        db.run_atomic(sync_statements(rows, tools))
+        joined = compute_stats(db, by=by)
+        assert db.ensure_schema() == [4, 5]
+        copied = compute_stats(db, by=by)
+    assert copied == joined
+    assert len(copied["groups"]) > 2 and copied["groups"][0]["tool_duration_p95_ms"] is not None
+    if by == "model":
+        assert None in [g["model"] for g in copied["groups"]]
+
+
+def test_stats_of_a_version_1_database(sqld: Sqld) -> None:
+    """A database only a version-1 worker wrote has no token or cost columns: its
+    sessions and tools are counted, its tokens and cost unknown (None)."""
+    from agentspool.worker.reports.stats import compute_stats
+
+    with open_database(sqld.url, None, timeout=60) as db:
+        assert isinstance(db, RemoteDatabase)
+        database_at_version_3(db, version=1)
+        db.run_atomic([
+            ("INSERT INTO sessions (id, agent, status, started_at) VALUES"
+             " ('old', 'coder', 'completed', '2026-11-02T10:00:00Z')", ()),
+            ("INSERT INTO tool_executions (session_id, call_id, name, status, duration_ms)"
+             " VALUES ('old', '1', 'Bash', 'completed', 12.5)", ()),
+        ])  # fmt: skip
+        for by in (None, "agent", "tool"):
+            got = compute_stats(db, by=by)
+            assert got["totals"]["sessions"] == 1 and got["totals"]["tool_calls"] == 1
+            assert got["totals"]["input_tokens"] is None and got["totals"]["cost_usd"] is None
+            assert got["totals"]["tool_duration_p95_ms"] == 12.5

@@ -76,6 +76,14 @@ def test_the_figures_charts_and_tools_are_the_apis(
     by_day = stats(stats_ui, by="day,agent")
     by_tool = stats(stats_ui, by="tool")
     assert by_day["totals"]["sessions"] == 6 + len(HISTORY)
+    # What the page asks for its charts: the same, less the groups' tool figures.
+    charts = stats(stats_ui, by="day,agent", tool_groups="0")
+    tool_keys = {k for k in by_day["groups"][0] if k.startswith("tool_")}
+    assert charts["totals"] == by_day["totals"] and len(tool_keys) == 5
+    assert charts["groups"] == [
+        {k: v for k, v in g.items() if k not in tool_keys} for g in by_day["groups"]
+    ]
+    assert stats_ui.get("/api/stats?tool_groups=2")[0] == 400
     page.goto(stats_ui.url + "/stats")
     drawn(page)
     check_totals(page, by_day["totals"])

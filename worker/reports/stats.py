@@ -6,9 +6,10 @@
 or a read-only ``sqlite3.Connection`` to a ``file:`` database), or a spool directory
 (its replicas, ``<spool>/replicas/*.db``, each opened read-only: nothing in the spool
 is created or changed). The aggregation runs in SQL where the rows are: the database
-gets its statements in one request (``Database.query_many``), and with ``by`` a second
-for the per-group percentiles, whose ranks need the first's counts; a spool's replicas
-are aggregated one by one in SQL and the per-replica sums added up here.
+is asked its schema version, then gets its statements in one request
+(``Database.query_many``), and with ``by`` one more for the per-group percentiles,
+whose ranks need the counts; a spool's replicas are aggregated one by one in SQL and
+the per-replica sums added up here.
 
 Which rows count: the sessions that started at or after ``since`` (ISO text), of
 ``agent``, with ``status``; their tokens and cost are the session columns (sums over
@@ -16,8 +17,9 @@ their own messages, schema/002), their tool figures those of their tool executio
 
 Percentiles are nearest-rank: p is the value at rank ceil(p/100 * n) of the n known
 durations in ascending order, so it is always a duration that was measured. The
-database walks its duration indexes to the rank where every call counts (schema/003),
-else ranks the selected calls with window functions (stats_sql.py); a spool's replicas
+database walks its duration indexes to the rank where every call counts (schema/003;
+per agent, model or day along the session columns copied onto the tool rows,
+schema/004 and 005), else ranks the selected calls with window functions (stats_sql.py); a spool's replicas
 each give their durations (one number per tool call) and the ranks are taken here.
 
 The returned dict is the ``--json`` contract of ``agentspool stats`` (docs/CLI.md).
@@ -25,10 +27,11 @@ The returned dict is the ``--json`` contract of ``agentspool stats`` (docs/CLI.m
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -36,6 +39,7 @@ from agentspool.producer.transaction import transaction
 from agentspool.worker.intake.replica_names import REPLICAS_DIRNAME
 from agentspool.worker.readonly import readonly_uri
 from agentspool.worker.reports.stats_sql import (
+    COPIES_SINCE,
     PERCENTILES,
     SESSION_DIMENSIONS,
     TOKEN_KEYS,
@@ -65,15 +69,21 @@ def compute_stats(
     agent: str | None = None,
     status: str | None = None,
     by: str | Sequence[str] | None = None,
+    tool_groups: bool = True,
 ) -> dict[str, Any]:
     """The figures of the selected sessions (see the module's docstring), as
-    ``{"filters": {...}, "by": [...], "totals": {...}, "groups": [...]}``."""
+    ``{"filters": {...}, "by": [...], "totals": {...}, "groups": [...]}``.
+    ``tool_groups=False`` leaves the tool figures out of the groups (they stay in the
+    totals): the stats page charts sessions, tokens and cost per day and agent, and a
+    rank per group is the costly part (1.4 s of 2 s over 500,000 calls)."""
     dims = _dimensions(by)
     if status is not None and status not in STATUSES:
         raise StatsError(f"unknown status {status!r}: one of {', '.join(STATUSES)}")
-    query = StatsQuery(since=since, agent=agent, status=status, dims=dims)
+    query = functools.partial(
+        StatsQuery, since=since, agent=agent, status=status, dims=dims, tool_groups=tool_groups
+    )
     if isinstance(source, Path):
-        totals, groups = _spool_stats(source, query)
+        totals, groups = _spool_stats(source, query())
     else:
         totals, groups = _database_stats(source, query)
     return {
@@ -100,21 +110,26 @@ def _dimensions(by: str | Sequence[str] | None) -> tuple[str, ...]:
 
 
 def _database_stats(
-    source: Database | sqlite3.Connection, q: StatsQuery
+    source: Database | sqlite3.Connection, query: Callable[..., StatsQuery]
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """One request, and with ``by`` a second for the per-group percentiles, whose
-    ranks come from the first's counts."""
-    results = _run(source, [q.sessions_sql(), q.tools_sql(), q.overall_percentiles_sql()])
+    """A first request for the schema version (which columns and copies there are),
+    one for the figures, and with ``by`` a third for the per-group percentiles, whose
+    ranks come from the second's counts."""
+    (row,) = _run(source, [("SELECT max(version) AS version FROM schema_version", ())])[0]
+    version = int(row["version"] or 0)
+    q = query(copies=version >= COPIES_SINCE)
+    sessions_sql = q.sessions_sql(v2=version >= 2)  # version 1: no tokens or cost yet
+    results = _run(source, [sessions_sql, q.tools_sql(), q.overall_percentiles_sql()])
     sessions, tools, overall = results
     acc = _Accumulator(q)
     acc.add_sessions(sessions)
     acc.add_tools(tools)
     acc.set_percentiles(overall, grouped=False)
-    if q.walks_tool_index:
-        counts = {row[TOOL_DIMENSION]: row["tool_durations"] for row in tools}
-        for rows in _run(source, q.tool_walks_sql(counts)):
+    if q.walks_index:
+        counts = {acc.key(row)[0]: row["tool_durations"] for row in tools}
+        for rows in _run(source, q.walks_sql(counts)):
             acc.set_percentiles(rows, grouped=True)
-    elif q.dims:
+    elif q.dims and q.tool_groups:
         known = {acc.key(row): row["tool_durations"] for row in tools}
         statement = q.group_ranks_sql(known)
         if statement is None:  # more groups than one statement can name
@@ -196,15 +211,18 @@ def _replica_rows(conn: sqlite3.Connection, q: StatsQuery) -> tuple[list[dict[st
 # ---- adding up ------------------------------------------------------------------
 
 
+_TOOL_FIGURES = {
+    "tool_calls": 0,
+    "tool_errors": 0,
+    "tool_error_rate": None,
+    "tool_duration_p50_ms": None,
+    "tool_duration_p95_ms": None,
+    "_finished": 0,
+}
+
+
 def _empty_figures(by_tool_group: bool = False) -> dict[str, Any]:
-    tools: dict[str, Any] = {
-        "tool_calls": 0,
-        "tool_errors": 0,
-        "tool_error_rate": None,
-        "tool_duration_p50_ms": None,
-        "tool_duration_p95_ms": None,
-        "_finished": 0,
-    }
+    tools = dict(_TOOL_FIGURES)
     if by_tool_group:
         return tools
     return {
@@ -239,14 +257,15 @@ class _Accumulator:
     def _group(self, key: tuple[Any, ...]) -> dict[str, Any]:
         if key not in self.groups:
             names = [TOOL_DIMENSION] if self.q.by_tool else self.q.dims
-            self.groups[key] = dict(zip(names, key, strict=True)) | _empty_figures(
-                by_tool_group=self.q.by_tool
-            )
+            figures = _empty_figures(by_tool_group=self.q.by_tool)
+            if not self.q.tool_groups:  # tool figures in the totals alone
+                figures = {k: v for k, v in figures.items() if k not in _TOOL_FIGURES}
+            self.groups[key] = dict(zip(names, key, strict=True)) | figures
         return self.groups[key]
 
     def _targets(self, row: dict[str, Any], *, tools: bool) -> Iterable[dict[str, Any]]:
         yield self.totals
-        if self.q.dims and (tools or not self.q.by_tool):
+        if self.q.dims and (self.q.tool_groups if tools else not self.q.by_tool):
             yield self._group(self.key(row))
 
     def add_sessions(self, rows: list[dict[str, Any]]) -> None:
@@ -285,7 +304,7 @@ class _Accumulator:
     def add_durations(self, rows: list[dict[str, Any]]) -> None:
         for row in rows:
             self.durations.setdefault(None, []).append(row["duration_ms"])
-            if self.q.dims:
+            if self.q.dims and self.q.tool_groups:
                 self.durations.setdefault(self.key(row), []).append(row["duration_ms"])
 
     def take_percentiles(self) -> None:
@@ -297,6 +316,8 @@ class _Accumulator:
 
     def result(self) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         for figures in (self.totals, *self.groups.values()):
+            if "_finished" not in figures:
+                continue  # no tool figures (``tool_groups=False``)
             finished = figures.pop("_finished")
             figures["tool_error_rate"] = figures["tool_errors"] / finished if finished else None
         return self.totals, sorted(self.groups.values(), key=self._order)

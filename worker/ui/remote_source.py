@@ -226,6 +226,7 @@ class RemoteSource:
                     agent=f.agent,
                     status=f.status,
                     by=f.by,
+                    tool_groups=f.tool_groups,
                 )
         except self._error_types as exc:
             raise SourceError(f"reading {self.url}: {exc}") from None

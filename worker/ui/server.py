@@ -348,10 +348,20 @@ def _status_and_since(params: dict[str, str]) -> tuple[str | None, str | None]:
 
 
 def _stats_filter(params: dict[str, str]) -> StatsFilter:
-    """``by`` is a comma-separated list (``day,agent``); compute_stats checks it."""
+    """``by`` is a comma-separated list (``day,agent``); compute_stats checks it.
+    ``tool_groups=0`` leaves the tool figures out of the groups."""
     status, since = _status_and_since(params)
     by = tuple(part for part in (params.get("by") or "").split(",") if part)
-    return StatsFilter(agent=params.get("agent") or None, status=status, since=since, by=by)
+    tool_groups = params.get("tool_groups", "1")
+    if tool_groups not in ("0", "1"):
+        raise HttpError(HTTPStatus.BAD_REQUEST, "tool_groups is 0 or 1")
+    return StatsFilter(
+        agent=params.get("agent") or None,
+        status=status,
+        since=since,
+        by=by,
+        tool_groups=tool_groups == "1",
+    )
 
 
 def _list_filter(params: dict[str, str]) -> ListFilter:

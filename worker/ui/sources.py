@@ -90,6 +90,7 @@ class StatsFilter:
     status: str | None = None
     since: str | None = None
     by: tuple[str, ...] = ()
+    tool_groups: bool = True  # False: tool figures in the totals alone (the charts)
 
 
 class Source(Protocol):
@@ -433,7 +434,14 @@ class SpoolSource:
         """Over the replicas still in the spool, each read-only (reports/stats.py)."""
         from agentspool.worker.reports.stats import compute_stats
 
-        return compute_stats(self.spool_dir, since=f.since, agent=f.agent, status=f.status, by=f.by)
+        return compute_stats(
+            self.spool_dir,
+            since=f.since,
+            agent=f.agent,
+            status=f.status,
+            by=f.by,
+            tool_groups=f.tool_groups,
+        )
 
     def sync_state(self, session_id: str) -> dict[str, Any] | None:
         state = self._state_rows().get(session_id)
