@@ -11,8 +11,8 @@ first byte (bench/ui.py's ``ttfb_ms``), median of 3, for
   every session: no index holds cost);
 - a session's tree (``/tree``: the session and its parent, then the recursive query
   down ``sessions_by_parent``), for a family's root;
-- the stats page's two requests (``/api/stats?by=day,agent`` and ``by=tool``), which
-  are row 19's ``compute_stats`` behind the viewer's HTTP.
+- the stats page's two requests (``/api/stats?by=day,agent&tool_groups=0`` and
+  ``by=tool``), which are row 19's ``compute_stats`` behind the viewer's HTTP.
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ def run(cfg: Config) -> list[Row]:
                 "list": "/api/sessions",
                 "sort_cost": "/api/sessions?sort=cost",
                 "tree": "/api/sessions/bench-stats-0000000/tree",
-                "stats_day_agent": "/api/stats?by=day,agent",
+                "stats_day_agent": "/api/stats?by=day,agent&tool_groups=0",
                 "stats_tool": "/api/stats?by=tool",
             }
             timings = {
