@@ -12,8 +12,9 @@
 -- A tool row whose session row does not exist keeps NULL copies and is skipped.
 
 UPDATE tool_executions
-SET (session_agent, session_model, session_day) =
-    (SELECT agent, model, substr(started_at, 1, 10) FROM sessions WHERE id = tool_executions.session_id)
+SET (session_agent, session_model, session_day, session_started_at) =
+    (SELECT agent, model, substr(started_at, 1, 10), started_at FROM sessions
+     WHERE id = tool_executions.session_id)
 WHERE rowid IN (
     SELECT t.rowid FROM tool_executions t INDEXED BY tool_executions_by_session_agent
     WHERE t.session_agent IS NULL AND t.session_id IN (SELECT id FROM sessions)

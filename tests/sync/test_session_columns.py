@@ -202,10 +202,19 @@ def test_a_replica_keeps_no_remote_trigger_or_index(tmp_path: Path) -> None:
     assert indexes == []
 
 
-@pytest.mark.parametrize("by", ["agent", "model", "day"])
-def test_stats_read_the_copies_as_the_join_reads_the_sessions(sqld: Sqld, by: str) -> None:
-    """The same rows, grouped through the sessions (a version-3 database: joined and
-    ranked by window functions) and along the copies once version 5 is there."""
+# Every grouping with every filter the copies serve (and two they leave to the join).
+QUERIES = [
+    {"by": by, "since": since, "agent": agent}
+    for by in (None, "agent", "model", "day", "tool")
+    for since in (None, "2026-11-03T05:00:00Z")
+    for agent in (None, "agent-1")
+]
+
+
+def test_stats_read_the_copies_as_the_join_reads_the_sessions(sqld: Sqld) -> None:
+    """The same rows, counted and ranked through the sessions (a version-3 database:
+    joined, window functions) and along the copies once version 5 is there: every
+    figure equal, for every grouping and filter."""
     from agentspool.worker.reports.stats import compute_stats
 
     with open_database(sqld.url, None, timeout=60) as db:
@@ -222,15 +231,18 @@ def test_stats_read_the_copies_as_the_join_reads_the_sessions(sqld: Sqld, by: st
                 duration = None if status == "running" else float((n * 37 + k * 11) % 500)
                 row = dict(zip(TOOL_COLUMNS, tool(sid, str(k)), strict=True))
                 tools.append(tuple((row | {"status": status, "duration_ms": duration}).values()))
-        tools += [tool("gone", "1", 1.0)]  # no session row: in no group
+        tools += [tool("gone", "1", 1.0)]  # no session row: in no group, in every total
         db.run_atomic(sync_statements(rows, tools))
-        joined = compute_stats(db, by=by)
+        joined = [compute_stats(db, **q) for q in QUERIES]
         assert db.ensure_schema() == [4, 5]
-        copied = compute_stats(db, by=by)
-    assert copied == joined
-    assert len(copied["groups"]) > 2 and copied["groups"][0]["tool_duration_p95_ms"] is not None
-    if by == "model":
-        assert None in [g["model"] for g in copied["groups"]]
+        copied = [compute_stats(db, **q) for q in QUERIES]
+        for q, want, got in zip(QUERIES, joined, copied, strict=True):
+            assert got == want, q
+        # a status, which the copies leave to the join, on the version-5 database
+        assert compute_stats(db, by="agent", status="running")["totals"]["tool_calls"] > 0
+    assert any(g["tool_duration_p95_ms"] is not None for c in copied for g in c["groups"])
+    by_model = copied[QUERIES.index({"by": "model", "since": None, "agent": None})]
+    assert None in [g["model"] for g in by_model["groups"]]
 
 
 def test_stats_of_a_version_1_database(sqld: Sqld) -> None:

@@ -17,10 +17,12 @@ their own messages, schema/002), their tool figures those of their tool executio
 
 Percentiles are nearest-rank: p is the value at rank ceil(p/100 * n) of the n known
 durations in ascending order, so it is always a duration that was measured. The
-database walks its duration indexes to the rank where every call counts (schema/003;
-per agent, model or day along the session columns copied onto the tool rows,
-schema/004 and 005), else ranks the selected calls with window functions (stats_sql.py); a spool's replicas
-each give their durations (one number per tool call) and the ranks are taken here.
+database walks indexes of (group, duration) to the ranks: over every call, per tool
+(schema/003), and from schema 5 on per agent, model or day and with ``since`` or
+``agent``, along the session columns copied onto the tool rows (schema/004); a status
+filter, an agent with another grouping, or two groupings rank the selected calls with
+window functions (stats_sql.py). A spool's replicas each give their durations (one
+number per tool call) and the ranks are taken here.
 
 The returned dict is the ``--json`` contract of ``agentspool stats`` (docs/CLI.md).
 """
@@ -113,22 +115,31 @@ def _database_stats(
     source: Database | sqlite3.Connection, query: Callable[..., StatsQuery]
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """A first request for the schema version (which columns and copies there are),
-    one for the figures, and with ``by`` a third for the per-group percentiles, whose
-    ranks come from the second's counts."""
+    one for the figures, and a third for the percentiles walked along an index (per
+    group, or over a filtered selection), whose ranks come from the second's counts."""
     (row,) = _run(source, [("SELECT max(version) AS version FROM schema_version", ())])[0]
     version = int(row["version"] or 0)
     q = query(copies=version >= COPIES_SINCE)
     sessions_sql = q.sessions_sql(v2=version >= 2)  # version 1: no tokens or cost yet
-    results = _run(source, [sessions_sql, q.tools_sql(), q.overall_percentiles_sql()])
-    sessions, tools, overall = results
+    overall = q.overall_percentiles_sql()
+    first = [sessions_sql, q.tools_sql(), *([overall] if overall else [])]
+    sessions, tools, *overall_rows = _run(source, first)
     acc = _Accumulator(q)
     acc.add_sessions(sessions)
     acc.add_tools(tools)
-    acc.set_percentiles(overall, grouped=False)
-    if q.walks_index:
-        counts = {acc.key(row)[0]: row["tool_durations"] for row in tools}
-        for rows in _run(source, q.walks_sql(counts)):
-            acc.set_percentiles(rows, grouped=True)
+    if overall_rows:
+        acc.set_percentiles(overall_rows[0], grouped=False)
+    if q.walks:  # one more request: the ranks, from the counts
+        walks: list[tuple[Statement, bool]] = []  # (statement, grouped)
+        if overall is None:
+            known = sum(row["tool_durations"] or 0 for row in tools)
+            walks += [(w, False) for w in q.walks_sql({None: known}, grouped=False)]
+        if q.tool_dim is not None:
+            counts = {acc.key(row)[0]: row["tool_durations"] for row in tools}
+            walks += [(w, True) for w in q.walks_sql(counts, grouped=True)]
+        answers = _run(source, [statement for statement, _ in walks])
+        for (_, grouped), rows in zip(walks, answers, strict=True):
+            acc.set_percentiles(rows, grouped=grouped)
     elif q.dims and q.tool_groups:
         known = {acc.key(row): row["tool_durations"] for row in tools}
         statement = q.group_ranks_sql(known)

@@ -25,13 +25,12 @@ SESSION_DIMENSIONS = {
 }
 TOOL_DIMENSION = "tool"
 # The same groupings on a tool row: its copies of its session's columns (schema/004,
-# whole from version 5 on), each first in an index (group, duration_ms, status), and
-# the test that the row has a session row at all (its copies are NULL until it has).
-# The model's index holds session_day too, since a NULL model is a group of its own.
+# whole from version 5 on), each first in an index (group, duration_ms, status,
+# session_started_at), as the duration and the tool name are.
 COPIED_DIMENSIONS = {
-    "agent": ("t.session_agent", "t.session_agent IS NOT NULL"),
-    "model": ("t.session_model", "t.session_day IS NOT NULL"),
-    "day": ("t.session_day", "t.session_day IS NOT NULL"),
+    "agent": "t.session_agent",
+    "model": "t.session_model",
+    "day": "t.session_day",
 }
 COPIES_SINCE = 5  # the schema version from which every tool row's copies are filled
 # SQLite's limit of terms in one compound SELECT is 500.
@@ -78,17 +77,40 @@ class StatsQuery:
         self.where = " AND ".join(conditions) or "1"
         self.params = tuple(params)
         self.filtered = bool(conditions)
-        # Every call counts and one session column groups them: each group's calls are
-        # counted, and its percentiles walked, along that column's index on the tool
-        # rows (0.05 s for 10 agents and 500,000 calls; joined from the sessions and
-        # ranked by a window function, 1.4 s).
+        # What the tool figures are grouped by: nothing (the totals), a tool's name, one
+        # session column, or several (the page's day and agent: joined, never walked).
+        if self.by_tool:
+            self.tool_dim: str | None = TOOL_DIMENSION
+        elif not self.tool_groups or not dims:
+            self.tool_dim = None
+        else:
+            self.tool_dim = dims[0] if len(dims) == 1 else ",".join(dims)
+        # Along the copies (a database at COPIES_SINCE): the selected calls are found
+        # on the tool rows themselves, without the sessions: each group counted and
+        # walked to its ranks along its index, where the session's start and agent are
+        # at hand (0.05 s for 10 agents and 500,000 calls; joined from the sessions and
+        # ranked by window functions, 1.4 s). Not for a status (it changes: it is not
+        # copied), nor an agent with another grouping (the agent is not in that index).
         self.copied = (
             copies
-            and self.tool_groups
-            and not self.filtered
-            and len(dims) == 1
-            and dims[0] in COPIED_DIMENSIONS
+            and status is None
+            and self.tool_dim in (None, TOOL_DIMENSION, *COPIED_DIMENSIONS)
+            and (agent is None or self.tool_dim in (None, "agent"))
         )
+        tool_conditions, tool_params = [], []
+        for sql, value in (("t.session_started_at >= ?", since), ("t.session_agent = ?", agent)):
+            if value is not None:
+                tool_conditions.append(sql)
+                tool_params.append(value)
+        if not tool_conditions and self.tool_dim in COPIED_DIMENSIONS:
+            # Grouped by a session column, only calls whose session row is there count,
+            # as in the join (a NULL model is a group: the start tells them apart).
+            tool_conditions.append("t.session_started_at IS NOT NULL")
+        self.tool_where = " AND ".join(tool_conditions) or "1"
+        self.tool_params = tuple(tool_params)
+        # Per group by a walk along an index of (group, duration): along the copies,
+        # or per tool name over every call (schema/003 and later).
+        self.walks = self.copied or (self.by_tool and not self.filtered)
 
     def group(self, *, tools: bool) -> list[tuple[str, str]]:
         """(name, SQL expression) of the group columns of a statement."""
@@ -96,33 +118,27 @@ class StatsQuery:
             return [(TOOL_DIMENSION, "t.name")] if tools else []
         if tools and not self.tool_groups:
             return []
-        if tools and self.copied:
-            return [(self.dims[0], COPIED_DIMENSIONS[self.dims[0]][0])]
+        if tools and self.copied and self.tool_dim in COPIED_DIMENSIONS:
+            return [(self.tool_dim, COPIED_DIMENSIONS[self.tool_dim])]
         return [(d, SESSION_DIMENSIONS[d]) for d in self.dims]
-
-    @property
-    def walks_index(self) -> bool:
-        """Per-group percentiles by walking an index of (group, duration): every call
-        counts, grouped by tool name or by one session column copied onto the calls."""
-        return (self.by_tool and not self.filtered) or self.copied
 
     def _sessions(self) -> str:
         # Every session counts: one pass over the table beats the status index's
         # lookup of each row (0.09 s against 0.23 s for 100,000 sessions).
         return "sessions s" if self.filtered else "sessions s NOT INDEXED"
 
-    def _tool_rows(self, group: list[tuple[str, str]]) -> str:
-        """FROM and WHERE of the selected sessions' tool executions."""
-        if self.copied and group:  # the calls that have a session row, as the join has
-            return f"FROM tool_executions t WHERE {COPIED_DIMENSIONS[self.dims[0]][1]}"
+    def _tool_rows(self, group: list[tuple[str, str]]) -> tuple[str, tuple[Any, ...]]:
+        """FROM and WHERE of the selected sessions' tool executions, and its parameters."""
+        if self.walks:  # on the tool rows alone
+            return f"FROM tool_executions t WHERE {self.tool_where}", self.tool_params
         if not self.filtered and all(expr.startswith("t.") for _, expr in group):
-            return "FROM tool_executions t"  # every call counts: no join needed
+            return "FROM tool_executions t WHERE 1", ()  # every call counts: no join
         # Sessions first, then each one's calls by its key: 0.3 s for 500,000 calls,
         # against 0.9 s for a lookup of the session of each call.
         return (
             f"FROM {self._sessions()} CROSS JOIN tool_executions t ON t.session_id = s.id"
             f" WHERE {self.where}"
-        )
+        ), self.params
 
     def sessions_sql(self, v2: bool = True) -> Statement:
         """Per group and status: sessions, token and cost sums, priced and unpriced."""
@@ -157,16 +173,18 @@ class StatsQuery:
             "sum(t.status != 'running') AS tool_finished",
             "count(t.duration_ms) AS tool_durations",
         ]
-        sql = f"SELECT {', '.join([*cols, *figures])} {self._tool_rows(group)}"
+        rows, params = self._tool_rows(group)
+        sql = f"SELECT {', '.join([*cols, *figures])} {rows}"
         if group:
             sql += f" GROUP BY {', '.join(expr for _, expr in group)}"
-        return sql, self.params
+        return sql, params
 
-    def overall_percentiles_sql(self) -> Statement:
+    def overall_percentiles_sql(self) -> Statement | None:
         """p50 and p95 of every selected call's duration: rows (p, duration_ms), or the
-        window function's rows (r, n, duration_ms) when only some sessions count."""
+        window function's rows (r, n, duration_ms) when only some sessions count.
+        None: walked along the copies (``walks_sql``) from the count of the calls."""
         if self.filtered:
-            return self.ranked_sql(grouped=False)
+            return None if self.copied else self.ranked_sql(grouped=False)
         # Every call counts: a walk along the duration index to the rank (0.05 s for
         # both over 500,000 calls; a sort took 0.9 s). Without the index (a database
         # schema 003 has not reached) it is still right, only slower.
@@ -184,17 +202,16 @@ class StatsQuery:
         group = self.group(tools=True) if grouped else []
         partition = f"PARTITION BY {', '.join(e for _, e in group)} " if group else ""
         cols = [f"{expr} AS {name}" for name, expr in group]
-        rows = self._tool_rows(group)
-        where = " AND " if " WHERE " in rows else " WHERE "
+        rows, params = self._tool_rows(group)
         inner = (
             f"SELECT {', '.join([*cols, 't.duration_ms AS duration_ms'])},"
             f" row_number() OVER ({partition}ORDER BY t.duration_ms) AS r,"
             f" count(*) OVER ({partition.strip()}) AS n"
-            f" {rows}{where}t.duration_ms IS NOT NULL"
+            f" {rows} AND t.duration_ms IS NOT NULL"
         )
         ranks = " OR ".join(f"r = ({p} * n + 99) / 100" for p in PERCENTILES)
         names = ", ".join([*(name for name, _ in group), "r", "n", "duration_ms"])
-        return f"SELECT {names} FROM ({inner}) WHERE {ranks}", self.params
+        return f"SELECT {names} FROM ({inner}) WHERE {ranks}", params
 
     def group_ranks_sql(self, counts: dict[tuple[Any, ...], int]) -> Statement | None:
         """p50 and p95 per group of agent, model or day, by one window function whose
@@ -209,16 +226,15 @@ class StatsQuery:
             key=repr,
         )
         width = len(group) + 1
-        if not wanted or len(wanted) * width + len(self.params) > MAX_PARAMETERS:
+        rows, params = self._tool_rows(group)
+        if not wanted or len(wanted) * width + len(params) > MAX_PARAMETERS:
             return None
         exprs = ", ".join(e for _, e in group)
         cols = [f"{expr} AS {name}" for name, expr in group]
-        rows = self._tool_rows(group)
-        where = " AND " if " WHERE " in rows else " WHERE "
         inner = (
             f"SELECT {', '.join([*cols, 't.duration_ms AS duration_ms'])},"
             f" row_number() OVER (PARTITION BY {exprs} ORDER BY t.duration_ms) AS r"
-            f" {rows}{where}t.duration_ms IS NOT NULL"
+            f" {rows} AND t.duration_ms IS NOT NULL"
         )
         names = [name for name, _ in group]
         row = "(" + ", ".join("?" * width) + ")"
@@ -230,27 +246,36 @@ class StatsQuery:
             f" FROM ({inner}) x JOIN (VALUES {', '.join([row] * len(wanted))}) w"
             f" ON {' AND '.join([*matches, f'x.r = w.column{width}'])}"
         )
-        return sql, [*self.params, *(v for w in wanted for v in w)]
+        return sql, [*params, *(v for w in wanted for v in w)]
 
-    def walks_sql(self, counts: dict[Any, int]) -> list[Statement]:
-        """Per group (``counts``: its known durations), p50 and p95 by a walk along the
-        index of (group, duration): rows (group, p, duration_ms). 0.03 s for 12 tools
+    def walks_sql(self, counts: dict[Any, int], *, grouped: bool) -> list[Statement]:
+        """p50 and p95 by a walk along an index of (group, duration), per group or over
+        all (``counts``: the known durations of each group, or ``{None: n}``): rows
+        (group, p, duration_ms), or (p, duration_ms). A filter is tested on each index
+        entry on the way (the session's start and agent are in it). 0.03 s for 12 tools
         and 500,000 calls; the window functions' sort took 2.4 s."""
-        (name, column), *_ = self.group(tools=True)
-        present = COPIED_DIMENSIONS[name][1] if self.copied else "1"
+        group = self.group(tools=True) if grouped else []
         walks = [(value, p, rank(p, n) - 1)
                  for value, n in sorted(counts.items(), key=lambda kv: repr(kv[0])) if n
                  for p in PERCENTILES]  # fmt: skip
-        # "IS ?": a group may be NULL (sessions that named no model).
+        head, test = "", ""
+        if group:
+            (name, column), *_ = group
+            # "IS ?": a group may be NULL (sessions that named no model).
+            head, test = f"? AS {name}, ", f"{column} IS ? AND "
         walk = (
-            f"SELECT ? AS {name}, ? AS p, (SELECT duration_ms FROM tool_executions t"
-            f" WHERE {column} IS ? AND {present} AND duration_ms IS NOT NULL"
+            f"SELECT {head}? AS p, (SELECT duration_ms FROM tool_executions t"
+            f" WHERE {test}{self.tool_where} AND duration_ms IS NOT NULL"
             " ORDER BY duration_ms LIMIT 1 OFFSET ?) AS duration_ms"
         )
         statements: list[Statement] = []
         for start in range(0, len(walks), WALKS_PER_STATEMENT):
             chunk = walks[start : start + WALKS_PER_STATEMENT]
-            params = [v for value, p, offset in chunk for v in (value, p, value, offset)]
+            params = [
+                v
+                for value, p, offset in chunk
+                for v in ((value, p, value) if group else (p,)) + self.tool_params + (offset,)
+            ]
             statements.append((" UNION ALL ".join([walk] * len(chunk)), params))
         return statements
 
@@ -258,7 +283,6 @@ class StatsQuery:
         """Every known tool duration with its group (a replica's few)."""
         group = self.group(tools=True)
         cols = [f"{expr} AS {name}" for name, expr in group]
-        rows = self._tool_rows(group)
-        where = " AND " if " WHERE " in rows else " WHERE "
-        sql = f"SELECT {', '.join([*cols, 't.duration_ms AS duration_ms'])} {rows}{where}"
-        return sql + "t.duration_ms IS NOT NULL", self.params
+        rows, params = self._tool_rows(group)
+        sql = f"SELECT {', '.join([*cols, 't.duration_ms AS duration_ms'])} {rows}"
+        return sql + " AND t.duration_ms IS NOT NULL", params
