@@ -2,8 +2,8 @@
 and for the database, which hold the same tables.
 
 Values travel only as parameters; what is written into the text is this module's
-own: column expressions of the groupings (``SESSION_DIMENSIONS``) and the percentiles.
-The plans were chosen by measuring 100,000 sessions and 500,000 tool calls
+own: column expressions of the groupings (``SESSION_DIMENSIONS``,
+``COPIED_DIMENSIONS``) and the percentiles. The plans were chosen by measuring 100,000 sessions and 500,000 tool calls
 (bench/stats.py, docs/PERFORMANCE.md); each choice says its figure where it is made.
 """
 
