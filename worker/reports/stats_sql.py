@@ -3,8 +3,9 @@ and for the database, which hold the same tables.
 
 Values travel only as parameters; what is written into the text is this module's
 own: column expressions of the groupings (``SESSION_DIMENSIONS``,
-``COPIED_DIMENSIONS``) and the percentiles. The plans were chosen by measuring 100,000 sessions and 500,000 tool calls
-(bench/stats.py, docs/PERFORMANCE.md); each choice says its figure where it is made.
+``COPIED_DIMENSIONS``) and the percentiles. The plans were chosen by measuring 100,000
+sessions and 500,000 tool calls (bench/stats.py, docs/PERFORMANCE.md); each choice
+says its figure where it is made.
 """
 
 from __future__ import annotations
