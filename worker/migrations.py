@@ -174,11 +174,18 @@ def migrate_atomically(
         pending = _to_apply(done)
         if not pending:
             return applied
-        batch = list(itertools.takewhile(lambda m: not m.repeat, pending)) or pending[:1]
+        # A new database (no version yet: the batch creates the tables) has no rows for
+        # a migration in steps to change: its version row goes in the same batch.
+        new_database = not done
+        batch = (
+            pending
+            if new_database
+            else list(itertools.takewhile(lambda m: not m.repeat, pending)) or pending[:1]
+        )
         statements: list[tuple[str, Sequence[Any]]] = [(VERSION_TABLE, ())]
         for migration in batch:
             if migration.repeat:
-                while run_step(migration.statements[0]) > 0:
+                while not new_database and run_step(migration.statements[0]) > 0:
                     pass
             else:
                 statements += [(s, ()) for s in migration.statements]
