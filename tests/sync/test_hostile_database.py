@@ -9,8 +9,10 @@ threads, descriptors and memory must stay flat while it retries.
 How long: as the issue watched, 10 minutes. The worker test keeps the server
 attacking for 600 s (and at least 32 attacks, 8 of each kind) while nothing else
 changes in the spool; the old code grew by a thread and a socket per slow-loris
-attempt (~6 s apart). It asserts that the second half of the window never rises
-above the first, and that the peak RSS stays far below the 1.5 GB on offer.
+attempt (~6 s apart). It asserts that the second half of the window does not rise
+above the first (threads not at all; descriptors by at most the one socket a request
+may have in flight at a sample), and that the peak RSS stays far below the 1.5 GB on
+offer.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -179,10 +182,18 @@ def test_worker_stays_flat_against_a_hostile_database(
     text = log.read_text()
     half = len(samples) // 2
     first_half, second_half = samples[:half], samples[half:]
-    for index, what in ((0, "threads"), (1, "descriptors")):
-        assert max(s[index] for s in second_half) <= max(s[index] for s in first_half), (
+    for index, what, in_flight in ((0, "threads", 0), (1, "descriptors", 1)):
+        first_peak = max(s[index] for s in first_half)
+        seen = sorted(Counter(s[index] for s in second_half).items())
+        # What a leak keeps, it keeps: the second half's floor would rise with the
+        # attacks (the old code: a thread and a socket per attempt, ~100 in 10 minutes).
+        # Beyond that, one socket may be caught in flight beside one being closed (a
+        # second half peaked at 16 descriptors once against 15, in a fresh-clone run).
+        assert min(s[index] for s in second_half) <= first_peak, (what, first_peak, seen)
+        assert max(s[index] for s in second_half) <= first_peak + in_flight, (
             what,
-            samples,
+            first_peak,
+            seen,
         )
     assert peak_kib < 300 * 1024, f"peak RSS {peak_kib} KiB"
     assert "no answer from the database within 3s" in text
