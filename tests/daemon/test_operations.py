@@ -176,6 +176,7 @@ def test_migrate_shows_then_applies(spool: Path, sqld: Sqld) -> None:
     env = worker_env(spool, sqld.url)
     plan = run_cli("migrate", "--dry-run", env=env, check=True).stdout
     assert "-- 001_init.sql" in plan and "CREATE TABLE IF NOT EXISTS sessions" in plan
+    assert "-- 005_fill_session_columns.sql\n-- (nothing to fill in a new database)" in plan
     tables = "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'sessions'"
     assert sqld.scalar(tables) == 0  # a dry run changes nothing
     applied = run_cli("migrate", "--yes", env=env, check=True).stdout

@@ -17,6 +17,7 @@ from agentspool.worker import migrations
 from agentspool.worker.intake.replica import SESSION_COLUMNS, TOOL_COLUMNS
 from agentspool.worker.sync.batch import _SESSION_UPSERT_TAIL, _TOOL_UPSERT_TAIL, multi_row
 from agentspool.worker.sync.database import RemoteDatabase, open_database
+from tests.helpers import run_cli, worker_env
 from tests.sqld import Sqld
 
 FILL = next(m for m in migrations.available_migrations() if m.repeat)
@@ -155,7 +156,7 @@ def test_a_version_3_database_is_filled_in_steps(sqld: Sqld) -> None:
     assert sqld.scalar("SELECT max(version) FROM schema_version") == 5
 
 
-def test_a_fill_stopped_halfway_goes_on_at_the_next_start(sqld: Sqld) -> None:
+def test_a_fill_stopped_halfway_goes_on_at_the_next_start(sqld: Sqld, tmp_path: Path) -> None:
     with open_database(sqld.url, None, timeout=60) as db:
         assert isinstance(db, RemoteDatabase)
         database_at_version_3(db)
@@ -176,8 +177,14 @@ def test_a_fill_stopped_halfway_goes_on_at_the_next_start(sqld: Sqld) -> None:
     # Version 4 landed, version 5 did not: a reader knows the copies are not whole.
     assert sqld.scalar("SELECT max(version) FROM schema_version") == 4
     assert sqld.scalar("SELECT count(*) FROM tool_executions WHERE session_agent IS NULL") == 1000
+    # What `migrate --dry-run` shows of it, then `migrate --yes` finishes it.
+    env = worker_env(tmp_path / "spool", sqld.url)
+    plan = run_cli("migrate", "--dry-run", env=env, check=True).stdout
+    assert "schema versions [1, 2, 3, 4]" in plan
+    assert "-- 005_fill_session_columns.sql\n-- (run again and again," in plan
+    assert "applied: [5]" in run_cli("migrate", "--yes", env=env, check=True).stdout
     with open_database(sqld.url, None, timeout=60) as db:
-        assert db.ensure_schema() == [5]
+        assert db.ensure_schema() == []
     assert sqld.query(MISMATCHES) == []
     assert sqld.scalar("SELECT max(version) FROM schema_version") == 5
 

@@ -360,8 +360,16 @@ def migrate(
             if not pending:
                 click.echo("up to date: nothing to apply")
                 return
+            new_database = not applied
             for m in pending:
                 click.echo(f"-- {m.name}")
+                if m.repeat:  # see migrations.py: a backfill, in steps of its own
+                    click.echo(
+                        "-- (nothing to fill in a new database)"
+                        if new_database
+                        else "-- (run again and again, each in its own transaction,"
+                        " until it changes no row)"
+                    )
                 for statement in m.statements:
                     click.echo(statement.rstrip() + ";")
             if dry_run:
