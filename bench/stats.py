@@ -43,6 +43,15 @@ MODELS = ["claude-sonnet-4-5", "claude-haiku-4-5", "gpt-4o-mini", "gpt-5", "loca
 TOOLS = ["Bash", "Read", "Edit", "Write", "Grep", "Glob", "WebFetch", "Task", "Todo", "LS",
          "NotebookEdit", "WebSearch"]  # fmt: skip
 DAY_S = 86400.0
+# The filtered rows: (row key, the flags, by, _timed's filters, what the note adds).
+FILTERED = [
+    ("since_agent_day", "--since 7d --agent A --by day", "day",
+     {"since_days": 7, "agent": AGENTS[0]}, ""),
+    ("since_week_agent", "--since 7d --by agent", "agent", {"since_days": 7},
+     "23 % of the sessions match; "),
+    ("since_all_day", "--since 31d --by day (every session matches)", "day",
+     {"since_days": 31}, "a walk tests each index entry's session start; "),  # 30 days of data
+]  # fmt: skip
 BATCH = 20_000  # rows per executemany
 
 
@@ -59,9 +68,8 @@ def run(cfg: Config) -> list[Row]:
         proxy.start()
         try:
             timings = {by: _timed(proxy, by) for by in (None, "agent", "model", "day", "tool")}
-            since = _timed(proxy, "day", since_days=7, agent=AGENTS[0])
-            week = _timed(proxy, "agent", since_days=7)
-            every = _timed(proxy, "day", since_days=31)  # the data spans 30 days
+            filtered = {key: _timed(proxy, by, **filters)
+                        for key, _, by, filters, _ in FILTERED}  # fmt: skip
             command = _timed_command(proxy)
         finally:
             proxy.stop()
@@ -77,25 +85,12 @@ def run(cfg: Config) -> list[Row]:
             note=f"{t['requests']} HTTP request(s); {note}")
         for by, t in timings.items()
     ]  # fmt: skip
-    rows.append(
-        Row(GROUP, "stats.remote.since_agent_day.seconds",
-            f"19. stats --remote --since 7d --agent A --by day, {scale}, at 20 ms",
-            since["seconds"], "s", floor=Ref(RTT, "1 round trip"), target=1.0,
-            note=f"{since['requests']} HTTP request(s); {note}")
-    )  # fmt: skip
-    rows.append(
-        Row(GROUP, "stats.remote.since_week_agent.seconds",
-            f"19. stats --remote --since 7d --by agent, {scale}, at 20 ms",
-            week["seconds"], "s", floor=Ref(RTT, "1 round trip"), target=1.0,
-            note=f"{week['requests']} HTTP request(s); 23 % of the sessions match; {note}")
-    )  # fmt: skip
-    rows.append(
-        Row(GROUP, "stats.remote.since_all_day.seconds",
-            f"19. stats --remote --since 31d --by day (every session matches), {scale}, at 20 ms",
-            every["seconds"], "s", floor=Ref(RTT, "1 round trip"), target=1.0,
-            note=f"{every['requests']} HTTP request(s); a walk tests each index entry's"
-            f" session start; {note}")
-    )  # fmt: skip
+    rows += [
+        Row(GROUP, f"stats.remote.{key}.seconds", f"19. stats --remote {flags}, {scale}, at 20 ms",
+            filtered[key]["seconds"], "s", floor=Ref(RTT, "1 round trip"), target=1.0,
+            note=f"{filtered[key]['requests']} HTTP request(s); {about}{note}")
+        for key, flags, _, _, about in FILTERED
+    ]  # fmt: skip
     rows.append(
         Row(GROUP, "stats.remote.command.seconds",
             f"19. the command `agentspool stats --remote --by tool --json`, {scale}, at 20 ms",
