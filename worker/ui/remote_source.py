@@ -220,14 +220,8 @@ class RemoteSource:
 
         try:
             with self._lock:
-                return compute_stats(
-                    self._conn if self._conn is not None else self._db,
-                    since=f.since,
-                    agent=f.agent,
-                    status=f.status,
-                    by=f.by,
-                    tool_groups=f.tool_groups,
-                )
+                source = self._conn if self._conn is not None else self._db
+                return compute_stats(source, **f.arguments())
         except self._error_types as exc:
             raise SourceError(f"reading {self.url}: {exc}") from None
 

@@ -25,7 +25,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -91,6 +91,10 @@ class StatsFilter:
     since: str | None = None
     by: tuple[str, ...] = ()
     tool_groups: bool = True  # False: tool figures in the totals alone (the charts)
+
+    def arguments(self) -> dict[str, Any]:
+        """compute_stats' keyword arguments: the fields, named as it names them."""
+        return asdict(self)
 
 
 class Source(Protocol):
@@ -434,14 +438,7 @@ class SpoolSource:
         """Over the replicas still in the spool, each read-only (reports/stats.py)."""
         from agentspool.worker.reports.stats import compute_stats
 
-        return compute_stats(
-            self.spool_dir,
-            since=f.since,
-            agent=f.agent,
-            status=f.status,
-            by=f.by,
-            tool_groups=f.tool_groups,
-        )
+        return compute_stats(self.spool_dir, **f.arguments())
 
     def sync_state(self, session_id: str) -> dict[str, Any] | None:
         state = self._state_rows().get(session_id)
