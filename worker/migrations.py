@@ -30,7 +30,7 @@ import functools
 import itertools
 import re
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import resources
@@ -174,9 +174,7 @@ def migrate_atomically(
         pending = _to_apply(done)
         if not pending:
             return applied
-        # A new database (no version yet: the batch creates the tables) has no rows for
-        # a migration in steps to change: its version row goes in the same batch.
-        new_database = not done
+        new_database = steps_are_empty(done)  # its version row goes in the same batch
         batch = (
             pending
             if new_database
@@ -201,6 +199,12 @@ def migrate_atomically(
         applied += [m.version for m in batch]
         done = done | {m.version: m.compatible_from for m in batch}
     raise SchemaError("the schema kept changing while it was being migrated")
+
+
+def steps_are_empty(done: Collection[int]) -> bool:
+    """Whether a migration in steps has nothing to change: a new database (no version
+    yet: the batch that applies it creates the tables) has no rows."""
+    return not done
 
 
 VERSION_TABLE = "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)"

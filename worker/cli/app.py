@@ -350,6 +350,7 @@ def migrate(
 
     The worker migrates by itself before its first sync; this is for doing it ahead
     of time, or to see what a new version of agentspool would change."""
+    from agentspool.worker import migrations
     from agentspool.worker.sync.database import DatabaseError, open_database
 
     settings = settings_from(spool_dir=spool_dir, db_url=db_url)
@@ -360,13 +361,12 @@ def migrate(
             if not pending:
                 click.echo("up to date: nothing to apply")
                 return
-            new_database = not applied
             for m in pending:
                 click.echo(f"-- {m.name}")
                 if m.repeat:  # see migrations.py: a backfill, in steps of its own
                     click.echo(
                         "-- (nothing to fill in a new database)"
-                        if new_database
+                        if migrations.steps_are_empty(applied)
                         else "-- (run again and again, each in its own transaction,"
                         " until it changes no row)"
                     )

@@ -7,8 +7,8 @@ or a read-only ``sqlite3.Connection`` to a ``file:`` database), or a spool direc
 (its replicas, ``<spool>/replicas/*.db``, each opened read-only: nothing in the spool
 is created or changed). The aggregation runs in SQL where the rows are: the database
 is asked its schema version, then gets its statements in one request
-(``Database.query_many``), and with ``by`` one more for the per-group percentiles,
-whose ranks need the counts; a spool's replicas are aggregated one by one in SQL and
+(``Database.query_many``), and one more for the percentiles walked along an index (per
+group, or over a filtered selection), whose ranks need the counts; a spool's replicas are aggregated one by one in SQL and
 the per-replica sums added up here.
 
 Which rows count: the sessions that started at or after ``since`` (ISO text), of
