@@ -10,9 +10,10 @@ How long: as the issue watched, 10 minutes. The worker test keeps the server
 attacking for 600 s (and at least 32 attacks, 8 of each kind) while nothing else
 changes in the spool; the old code grew by a thread and a socket per slow-loris
 attempt (~6 s apart). It asserts that the second half of the window does not rise
-above the first (threads not at all; descriptors by at most the one socket a request
-may have in flight at a sample), and that the peak RSS stays far below the 1.5 GB on
-offer.
+above the first (its floor not at all; its peak by at most the one socket a request
+may have in flight at a sample, or the senders the sync's pool may add for requests it
+gave up on, MAX_STUCK_SENDERS at most), and that the peak RSS stays far below the
+1.5 GB on offer.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from pathlib import Path
 import pytest
 
 from agentspool.worker.sync.deadline_http import MAX_RESPONSE_BYTES
+from agentspool.worker.sync.engine import MAX_STUCK_SENDERS
 from agentspool.worker.sync.hrana import MISCONFIGURED, TRANSIENT, HranaClient, HranaError
 from tests.helpers import finish, produce, run_cli, stop_process, wait_until, worker_env
 from tests.hostile_server import ATTACKS, HostileServer
@@ -182,13 +184,17 @@ def test_worker_stays_flat_against_a_hostile_database(
     text = log.read_text()
     half = len(samples) // 2
     first_half, second_half = samples[:half], samples[half:]
-    for index, what, in_flight in ((0, "threads", 0), (1, "descriptors", 1)):
+    for index, what, in_flight in ((0, "threads", MAX_STUCK_SENDERS), (1, "descriptors", 1)):
         first_peak = max(s[index] for s in first_half)
         seen = sorted(Counter(s[index] for s in second_half).items())
         # What a leak keeps, it keeps: the second half's floor would rise with the
         # attacks (the old code: a thread and a socket per attempt, ~100 in 10 minutes).
         # Beyond that, one socket may be caught in flight beside one being closed (a
-        # second half peaked at 16 descriptors once against 15, in a fresh-clone run).
+        # second half peaked at 16 descriptors once against 15, in a fresh-clone run),
+        # and the sync's sender pool (sync/senders.py) may start a thread for each sender
+        # the engine gave up on that is still waking, up to MAX_STUCK_SENDERS beyond its
+        # bound (another run: 7 threads in 258 samples, 8 in 42, against 7 in the first
+        # half).
         assert min(s[index] for s in second_half) <= first_peak, (what, first_peak, seen)
         assert max(s[index] for s in second_half) <= first_peak + in_flight, (
             what,
